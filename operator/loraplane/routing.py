@@ -1,0 +1,92 @@
+"""The routing table: the one file the operator writes (a ConfigMap) and the router and adapter sync read.
+
+It names the public model, the variants with their weights, the adapters each
+vLLM replica must hold, stickiness and cache settings. Both readers reload it
+live; a table that fails validation is refused and the last good one stays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+ROUTING_FILE = "routing.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Variant(_Model):
+    """One thing a request can be routed to: an adapter version or the bare base model."""
+
+    name: str = Field(min_length=1, max_length=63, description="Variant name (x-loraplane-variant).")
+    weight: int = Field(ge=0, le=100, description="Percent of unpinned requests.")
+    adapter_uri: str | None = Field(
+        default=None, description="Published adapter prefix; unset means the bare base model."
+    )
+    sha256: str | None = Field(default=None, description="Expected manifest digest, when known.")
+
+    @property
+    def upstream_model(self) -> str:
+        """The model name vLLM knows this variant by (the LoRA name is the variant name)."""
+        return self.name
+
+
+class CacheSettings(_Model):
+    enabled: bool = True
+    ttl_seconds: float = Field(default=600, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    max_temperature: float = Field(default=0.0, ge=0)
+
+
+class RoutingTable(_Model):
+    """What routing.yaml holds."""
+
+    model: str = Field(min_length=1, description="Public model name clients ask for (the chatbot's name).")
+    base_model: str = Field(min_length=1, description="Name vLLM serves the base model under.")
+    variants: list[Variant] = Field(min_length=1)
+    stickiness_header: str | None = None
+    allow_pinning: bool = True
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    # Variants loaded in vLLM but taking no traffic (an old stable in its grace period).
+    retained: list[Variant] = Field(default_factory=list)
+    price_per_gpu_hour: float | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, variants: list[Variant]) -> list[Variant]:
+        names = [v.name for v in variants]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"variant names must be unique: {', '.join(dupes)}")
+        return variants
+
+    @model_validator(mode="after")
+    def _weights(self) -> RoutingTable:
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            raise ValueError(f"variant weights must sum to 100, got {total}")
+        return self
+
+    def variant(self, name: str) -> Variant | None:
+        return next((v for v in [*self.variants, *self.retained] if v.name == name), None)
+
+    def adapters(self) -> list[Variant]:
+        """Every adapter that must be loaded in vLLM (routed or retained)."""
+        return [v for v in [*self.variants, *self.retained] if v.adapter_uri]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(by_alias=True, exclude_none=True, mode="json"), sort_keys=False)
+
+
+def load_routing_table(path: str | Path) -> RoutingTable:
+    """Parse and validate a routing table file; raises ValueError with the reason."""
+    text = Path(path).read_text()
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return RoutingTable.model_validate(data)

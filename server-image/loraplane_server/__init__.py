@@ -1,0 +1,1 @@
+"""LoRAPlane serving data plane: the A/B router and the adapter-sync sidecar."""

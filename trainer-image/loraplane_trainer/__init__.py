@@ -1,0 +1,1 @@
+"""LoRAPlane trainer: dataset checks, split, augmentation, LoRA training, evaluation and publishing."""
