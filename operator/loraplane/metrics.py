@@ -1,0 +1,86 @@
+"""The operator's Prometheus metrics (prometheus-client), served on the metrics port.
+
+Both controllers record into these; names carry the `loraplane_operator_` prefix.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+RECONCILES = Counter(
+    "loraplane_operator_reconciles_total", "Reconciles run, by resource and result.", ["resource", "result"]
+)
+RECONCILE_ERRORS = Counter(
+    "loraplane_operator_reconcile_errors_total", "Reconciles that failed, by resource and reason.", ["resource", "reason"]
+)
+RECONCILE_SECONDS = Histogram(
+    "loraplane_operator_reconcile_duration_seconds",
+    "Time spent in one reconcile, by resource.",
+    ["resource"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FTJ_PHASE = Gauge(
+    "loraplane_finetunejobs", "FineTuneJobs by phase (1 for the current phase of each job).",
+    ["namespace", "name", "phase"],
+)
+GPU_SECONDS = Gauge(
+    "loraplane_finetunejob_gpu_seconds", "GPU-seconds used by a FineTuneJob's runs.", ["namespace", "name"]
+)
+COST = Gauge(
+    "loraplane_finetunejob_estimated_cost", "Estimated cost of a FineTuneJob's runs (GPU-hours x price).",
+    ["namespace", "name"],
+)
+TRANSITIONS = Counter(
+    "loraplane_finetunejob_transitions_total", "FineTuneJob phase transitions, by the phase entered.", ["phase"]
+)
+
+FTJ_PHASES = ("Pending", "Validating", "Training", "Evaluating", "Succeeded", "Failed", "Suspended")
+
+_served: set[int] = set()
+_lock = threading.Lock()
+
+
+def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    """Start the /metrics HTTP endpoint once per port (restarts of the handlers keep it)."""
+    with _lock:
+        if port in _served:
+            return
+        start_http_server(port, registry=registry)
+        _served.add(port)
+
+
+@contextmanager
+def reconcile(resource: str) -> Iterator[None]:
+    """Count and time one reconcile; exceptions are counted by their class name and re-raised."""
+    start = time.perf_counter()
+    try:
+        yield
+    except Exception as err:
+        RECONCILES.labels(resource, "error").inc()
+        RECONCILE_ERRORS.labels(resource, type(err).__name__).inc()
+        raise
+    else:
+        RECONCILES.labels(resource, "ok").inc()
+    finally:
+        RECONCILE_SECONDS.labels(resource).observe(time.perf_counter() - start)
+
+
+def set_ftj_phase(namespace: str, name: str, phase: str | None) -> None:
+    """One series per job is 1 (its phase), the others 0."""
+    for p in FTJ_PHASES:
+        FTJ_PHASE.labels(namespace, name, p).set(1 if p == phase else 0)
+
+
+def forget_ftj(namespace: str, name: str) -> None:
+    """Drop a deleted job's series so they do not linger."""
+    for p in FTJ_PHASES:
+        with suppress(KeyError):
+            FTJ_PHASE.remove(namespace, name, p)
+    for gauge in (GPU_SECONDS, COST):
+        with suppress(KeyError):
+            gauge.remove(namespace, name)
