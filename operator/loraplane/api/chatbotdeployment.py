@@ -299,6 +299,11 @@ class ChatbotDeploymentStatus(StatusModel):
         description="Old stable variants kept loaded until their grace period ends.",
         json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     )
+    step_baseline: dict[str, Any] | None = Field(
+        default=None,
+        description="Router counters when the current step began (the analysis window starts there).",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
 
 
 class ChatbotDeployment(ApiModel):
