@@ -55,6 +55,11 @@ class RoutingTable(_Model):
     # Variants loaded in vLLM but taking no traffic (an old stable in its grace period).
     retained: list[Variant] = Field(default_factory=list)
     price_per_gpu_hour: float | None = None
+    # The cost estimate turns usage tokens into GPU-seconds: completion tokens plus prompt tokens
+    # times prompt_token_weight (prefill is far cheaper per token), divided by the tokens one GPU
+    # generates per second at the pool's usual batch size.
+    gpu_tokens_per_second: float = Field(default=1000.0, gt=0)
+    prompt_token_weight: float = Field(default=0.1, ge=0)
 
     @field_validator("variants")
     @classmethod
@@ -74,6 +79,10 @@ class RoutingTable(_Model):
 
     def variant(self, name: str) -> Variant | None:
         return next((v for v in [*self.variants, *self.retained] if v.name == name), None)
+
+    def upstream_model(self, variant: Variant) -> str:
+        """The model name to send to vLLM: the LoRA name of an adapter variant, else the base model."""
+        return variant.name if variant.adapter_uri else self.base_model
 
     def adapters(self) -> list[Variant]:
         """Every adapter that must be loaded in vLLM (routed or retained)."""

@@ -1,0 +1,60 @@
+"""The router's Prometheus metrics, under the names of `loraplane.router_metrics` (the canary reads them)."""
+
+from __future__ import annotations
+
+from loraplane import router_metrics as names
+from loraplane.routing import RoutingTable
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+FEEDBACK_BUCKETS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(names.REQUESTS, "Requests by variant and HTTP status.", ["model", "variant", "code"], registry=r)
+        self.duration = Histogram(
+            names.REQUEST_DURATION, "Request latency to the last byte (cache hits excluded).",
+            ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            names.TIME_TO_FIRST_TOKEN, "Time to the first streamed chunk.",
+            ["model", "variant"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(names.TOKENS, "Tokens from the answers' usage.", ["model", "variant", "kind"], registry=r)
+        self.cache = Counter(names.CACHE, "Cacheable requests by result.", ["model", "variant", "result"], registry=r)
+        self.feedback = Histogram(
+            names.FEEDBACK, "User feedback normalised to 0..1.", ["model", "variant"], buckets=FEEDBACK_BUCKETS, registry=r,
+        )
+        self.cost = Counter(names.COST, "Estimated GPU cost from usage tokens.", ["model", "variant"], registry=r)
+        self.queue_depth = Gauge(names.QUEUE_DEPTH, "Requests waiting for a vLLM replica.", ["upstream"], registry=r)
+        self.upstream_errors = Counter(
+            names.UPSTREAM_ERRORS, "Failed upstream attempts.", ["upstream", "reason"], registry=r
+        )
+        self.reloads = Counter(names.ROUTING_TABLE_RELOADS, "Routing table loads.", ["result"], registry=r)
+
+    def usage(self, table: RoutingTable, variant: str, usage: dict | None) -> None:
+        """Count tokens and the cost estimate of one answer's `usage`."""
+        if not isinstance(usage, dict):
+            return
+        prompt = _int(usage.get("prompt_tokens"))
+        completion = _int(usage.get("completion_tokens"))
+        self.tokens.labels(table.model, variant, "prompt").inc(prompt)
+        self.tokens.labels(table.model, variant, "completion").inc(completion)
+        if table.price_per_gpu_hour:
+            self.cost.labels(table.model, variant).inc(estimated_cost(table, prompt, completion))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def estimated_cost(table: RoutingTable, prompt_tokens: int, completion_tokens: int) -> float:
+    """GPU-seconds implied by the tokens, priced at the table's price per GPU-hour."""
+    gpu_seconds = (completion_tokens + table.prompt_token_weight * prompt_tokens) / table.gpu_tokens_per_second
+    return gpu_seconds * (table.price_per_gpu_hour or 0.0) / 3600.0
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
