@@ -1,0 +1,67 @@
+"""Canary rollouts: step math, analysis, metrics sources and the state machine, free of Kubernetes.
+
+`loraplane.handlers.chatbotdeployment` wires these to kopf; a local stack calls
+`run_canary_step` directly with a `RouterMetricsSource` and a `RoutingFileRouter`.
+"""
+
+from .analysis import Decision, VariantFigures, Verdict, judge
+from .quantile import histogram_quantile
+from .rollout import (
+    Action,
+    Phase,
+    Retiring,
+    RolloutState,
+    Router,
+    StepOutcome,
+    advance,
+    expire_retiring,
+    promote,
+    rollback,
+    run_canary_step,
+    start_canary,
+)
+from .router import RoutingFileRouter, reweight, write_routing_file
+from .sources import (
+    MetricsError,
+    MetricsSource,
+    PrometheusSource,
+    RouterMetricsSource,
+    merge_scrapes,
+    parse_router_metrics,
+    window_figures,
+)
+from .steps import next_step, parse_duration, split_weights, step_weight
+
+__all__ = [
+    "Action",
+    "Decision",
+    "MetricsError",
+    "MetricsSource",
+    "Phase",
+    "PrometheusSource",
+    "Retiring",
+    "RolloutState",
+    "Router",
+    "RouterMetricsSource",
+    "RoutingFileRouter",
+    "StepOutcome",
+    "VariantFigures",
+    "Verdict",
+    "advance",
+    "expire_retiring",
+    "histogram_quantile",
+    "judge",
+    "merge_scrapes",
+    "next_step",
+    "parse_duration",
+    "parse_router_metrics",
+    "promote",
+    "reweight",
+    "rollback",
+    "run_canary_step",
+    "split_weights",
+    "start_canary",
+    "step_weight",
+    "window_figures",
+    "write_routing_file",
+]
