@@ -1,0 +1,353 @@
+"""The router's proxy logic against stub upstreams (aiohttp servers on localhost).
+
+The stubs stand in for vLLM only where the logic alone is under test; the real
+vLLM is exercised in tests/e2e/test_serving_vllm.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from loraplane_server.router.app import Router
+from loraplane_server.router.metrics import RouterMetrics
+from loraplane_server.router.pool import UpstreamPool
+from loraplane_server.table_watch import TableWatcher
+
+TABLE = {
+    "model": "bot",
+    "baseModel": "base-llm",
+    "variants": [
+        {"name": "stable", "weight": 90, "adapterUri": "file:///a/stable"},
+        {"name": "canary", "weight": 10, "adapterUri": "file:///a/canary"},
+    ],
+    "stickinessHeader": "x-user-id",
+    "pricePerGpuHour": 3.6,
+    "gpuTokensPerSecond": 100,
+    "promptTokenWeight": 0.0,
+}
+CHAT = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+
+def completion(model: str, text: str = "hello") -> dict:
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stub:
+    """A fake vLLM: records requests; `handler` decides the answer."""
+
+    def __init__(self, handler=None) -> None:
+        self.requests: list[dict] = []
+        self.handler = handler or self.ok
+        self.cancelled = asyncio.Event()
+
+    async def ok(self, request: web.Request, body: dict) -> web.StreamResponse:
+        return web.json_response(completion(body["model"]))
+
+    async def _entry(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        try:
+            return await self.handler(request, body)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def health(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._entry)
+        app.router.add_post("/v1/completions", self._entry)
+        app.router.add_get("/health", self.health)
+        return app
+
+
+@pytest.fixture
+async def harness(tmp_path: Path):
+    """Start stub upstreams and a router; yields a function (stubs, **pool options) -> (router url, router)."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(upstream_urls: list[str], table: dict = TABLE, **pool_kw):
+        path = tmp_path / "routing.yaml"
+        path.write_text(json.dumps(table))
+        metrics = RouterMetrics()
+        watcher = TableWatcher(path, on_result=lambda r: metrics.reloads.labels(r).inc())
+        watcher.check()
+        router = Router(watcher, UpstreamPool(upstream_urls, **pool_kw), metrics)
+        watcher._on_change = router.on_table
+        runner, url = await serve(router.app())
+        runners.append(runner)
+        return url, router
+
+    async def stub(handler=None) -> tuple[Stub, str]:
+        s = Stub(handler)
+        runner, url = await serve(s.app())
+        runners.append(runner)
+        return s, url
+
+    async def client() -> aiohttp.ClientSession:
+        session = aiohttp.ClientSession()
+        sessions.append(session)
+        return session
+
+    start.stub = stub
+    start.client = client
+    yield start
+    for s in sessions:
+        await s.close()
+    for r in reversed(runners):
+        await r.cleanup()
+
+
+async def test_rewrites_model_tags_variant_and_counts_usage(harness):
+    stub, up = await harness.stub()
+    url, router = await harness([up])
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT, headers={"x-user-id": "alice"}) as r:
+        assert r.status == 200
+        variant = r.headers["x-loraplane-variant"]
+        assert r.headers["x-request-id"].endswith(f"-{variant}")
+        assert (await r.json())["choices"][0]["message"]["content"] == "hello"
+    assert stub.requests[0]["model"] == variant
+    text = router.metrics.exposition().decode()
+    assert f'loraplane_router_requests_total{{code="200",model="bot",variant="{variant}"}} 1.0' in text
+    assert f'loraplane_router_tokens_total{{kind="completion",model="bot",variant="{variant}"}} 3.0' in text
+    # 3 completion tokens / 100 tokens per GPU-second * 3.6 per GPU-hour / 3600 s
+    assert f'loraplane_router_estimated_cost_total{{model="bot",variant="{variant}"}} 3e-05' in text
+
+
+async def test_sticky_user_keeps_variant_and_pinning_wins(harness):
+    _, up = await harness.stub()
+    url, _ = await harness([up])
+    http = await harness.client()
+    seen = set()
+    for _ in range(20):
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT, headers={"x-user-id": "bob"}) as r:
+            seen.add(r.headers["x-loraplane-variant"])
+    assert len(seen) == 1
+    other = ({"stable", "canary"} - seen).pop()
+    async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": other}, headers={"x-user-id": "bob"}) as r:
+        assert r.headers["x-loraplane-variant"] == other
+    async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "nope"}) as r:
+        assert r.status == 404 and (await r.json())["error"]["code"] == "model_not_found"
+
+
+async def test_base_variant_is_sent_as_the_base_model(harness):
+    stub, up = await harness.stub()
+    table = {**TABLE, "variants": [{"name": "base", "weight": 100}]}
+    url, _ = await harness([up], table=table)
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.headers["x-loraplane-variant"] == "base"
+    assert stub.requests[0]["model"] == "base-llm"
+
+
+async def test_deterministic_requests_are_cached_per_variant(harness):
+    stub, up = await harness.stub()
+    url, router = await harness([up])
+    http = await harness.client()
+    body = {**CHAT, "temperature": 0}
+    for _ in range(3):
+        async with http.post(f"{url}/v1/chat/completions", json={**body, "model": "stable"}) as r:
+            assert r.status == 200 and (await r.json())["model"] == "stable"
+    async with http.post(f"{url}/v1/chat/completions", json={**body, "model": "canary"}) as r:
+        assert r.headers.get("x-loraplane-cache") is None and (await r.json())["model"] == "canary"
+    async with http.post(f"{url}/v1/chat/completions", json={**body, "model": "stable", "temperature": 0.5}) as r:
+        assert r.status == 200
+    assert [b["model"] for b in stub.requests] == ["stable", "canary", "stable"]
+    text = router.metrics.exposition().decode()
+    assert 'loraplane_router_cache_requests_total{model="bot",result="hit",variant="stable"} 2.0' in text
+    assert 'loraplane_router_cache_requests_total{model="bot",result="miss",variant="canary"} 1.0' in text
+
+
+async def test_bad_table_is_rejected_and_last_good_stays(harness, tmp_path, caplog):
+    _, up = await harness.stub()
+    url, router = await harness([up])
+    path = tmp_path / "routing.yaml"
+    path.write_text(json.dumps({**TABLE, "variants": [{"name": "stable", "weight": 50}]}))
+    assert router.watcher.check() is False
+    assert "weights must sum to 100, got 50" in caplog.text
+    assert [v.weight for v in router.watcher.table.variants] == [90, 10]
+    path.write_text(json.dumps({**TABLE, "variants": [{"name": "canary", "weight": 100, "adapterUri": "file:///c"}]}))
+    assert router.watcher.check() is True
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.headers["x-loraplane-variant"] == "canary"
+    text = router.metrics.exposition().decode()
+    assert 'loraplane_router_routing_table_reloads_total{result="rejected"} 1.0' in text
+    assert 'loraplane_router_routing_table_reloads_total{result="ok"} 2.0' in text
+
+
+async def test_full_queue_answers_429_with_retry_after(harness):
+    release = asyncio.Event()
+
+    async def slow(request, body):
+        await release.wait()
+        return web.json_response(completion(body["model"]))
+
+    stub, up = await harness.stub(slow)
+    url, router = await harness([up], max_in_flight=1, queue_size=1)
+    http = await harness.client()
+
+    async def call():
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+            return r.status, r.headers.get("Retry-After")
+
+    first = asyncio.create_task(call())
+    second = asyncio.create_task(call())
+    while len(stub.requests) < 1 or not router.pool.upstreams[0].waiting:
+        await asyncio.sleep(0.01)
+    assert await call() == (429, "1")  # one running, one queued: the third is refused at once
+    release.set()
+    assert [(await first)[0], (await second)[0]] == [200, 200]
+    assert len(stub.requests) == 2
+    assert 'code="429"' in router.metrics.exposition().decode()
+
+
+async def test_connection_failure_retries_on_another_replica(harness):
+    stub, up = await harness.stub()
+    dead = f"http://127.0.0.1:{free_port()}"
+    url, router = await harness([dead, up])
+    http = await harness.client()
+    for _ in range(4):
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    assert len(stub.requests) == 4
+    assert router.pool.upstreams[0].healthy is False
+    assert "loraplane_router_upstream_errors_total" in router.metrics.exposition().decode()
+
+
+async def test_no_retry_once_the_stream_has_started(harness):
+    calls = []
+
+    async def dies_mid_stream(request, body):
+        calls.append(1)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"delta":{"content":"par"}}]}\n\n')
+        request.transport.close()  # the replica dies after the first byte
+        return resp
+
+    _, up1 = await harness.stub(dies_mid_stream)
+    _, up2 = await harness.stub(dies_mid_stream)
+    url, _ = await harness([up1, up2])
+    http = await harness.client()
+    got = b""
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+            assert r.status == 200
+            async for chunk in r.content.iter_any():
+                got += chunk
+    assert b'"par"' in got
+    assert len(calls) == 1  # the other replica was never tried: the client already had bytes
+
+
+async def test_stream_passes_each_event_through_at_once_and_strips_injected_usage(harness):
+    go_on = asyncio.Event()
+
+    async def streamer(request, body):
+        assert body["stream_options"] == {"include_usage": True}  # injected for the token metrics
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"one"}}],"usage":null}\n\n')
+        await go_on.wait()  # the client must see "one" before "two" is even produced
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"two"}}],"usage":null}\n\n')
+        await resp.write(b'data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":2}}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    _, up = await harness.stub(streamer)
+    url, router = await harness([up])
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True, "model": "canary"}) as r:
+        assert r.headers["x-loraplane-variant"] == "canary"
+        first = await asyncio.wait_for(r.content.readuntil(b"\n\n"), timeout=5)
+        assert b'"one"' in first
+        go_on.set()
+        rest = await r.content.read()
+    assert b'"two"' in rest and rest.endswith(b"data: [DONE]\n\n")
+    assert b'"usage":{' not in rest
+    text = router.metrics.exposition().decode()
+    assert 'loraplane_router_tokens_total{kind="completion",model="bot",variant="canary"} 2.0' in text
+    assert 'loraplane_router_time_to_first_token_seconds_count{model="bot",variant="canary"} 1.0' in text
+
+
+async def test_client_disconnect_cancels_the_upstream_request(harness):
+    async def endless(request, body):
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        while True:
+            await resp.write(b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n')
+            await asyncio.sleep(0.05)
+
+    stub, up = await harness.stub(endless)
+    url, router = await harness([up])
+    http = await harness.client()
+    r = await http.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True})
+    await r.content.readuntil(b"\n\n")
+    r.close()  # the user closes the tab
+    await asyncio.wait_for(stub.cancelled.wait(), timeout=10)
+    for _ in range(100):
+        if router.pool.upstreams[0].in_flight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert router.pool.upstreams[0].in_flight == 0
+
+
+async def test_non_streamed_client_disconnect_cancels_upstream(harness):
+    async def hangs(request, body):
+        await asyncio.sleep(60)
+
+    stub, up = await harness.stub(hangs)
+    url, _ = await harness([up])
+    http = await harness.client()
+    task = asyncio.create_task(http.post(f"{url}/v1/chat/completions", json=CHAT))
+    while not stub.requests:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.wait_for(stub.cancelled.wait(), timeout=10)
+
+
+async def test_feedback_is_attributed_to_the_variant(harness):
+    _, up = await harness.stub()
+    url, router = await harness([up])
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "canary"}) as r:
+        rid = r.headers["x-request-id"]
+    async with http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 4}) as r:
+        assert r.status == 200 and (await r.json()) == {"requestId": rid, "variant": "canary", "score": 0.75}
+    async with http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": "up"}) as r:
+        assert r.status == 409
+    async with http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 9}) as r:
+        assert r.status == 400 and "score 9" in (await r.json())["error"]["message"]
+    text = router.metrics.exposition().decode()
+    assert 'loraplane_router_feedback_score_sum{model="bot",variant="canary"} 0.75' in text
+    async with http.get(f"{url}/v1/models") as r:
+        assert [m["id"] for m in (await r.json())["data"]] == ["bot", "stable", "canary"]
