@@ -1,0 +1,85 @@
+"""ChatbotDeployment + resolved adapters + current weights -> the routing table and its ConfigMap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.chatbotdeployment import BASE_VARIANT, ChatbotDeploymentSpec
+from ..canary.steps import parse_duration
+from ..routing import ROUTING_FILE, CacheSettings, RoutingTable, Variant
+from .common import child_metadata, child_name
+
+COMPONENT = "routing"
+
+
+@dataclass(frozen=True)
+class ServedVariant:
+    """A variant the pool can serve: an adapter version (uri set) or the bare base model."""
+
+    name: str
+    uri: str | None = None
+    sha256: str | None = None
+    lora_rank: int | None = None
+
+
+def routing_configmap_name(cbd_name: str) -> str:
+    return child_name(cbd_name, "routing")
+
+
+def served_base_model(spec: ChatbotDeploymentSpec, cbd_name: str) -> str:
+    """The name vLLM serves the base model under (its Hub id, or `<chatbot>-base` for a URI)."""
+    return spec.base_model.name or f"{cbd_name}-base"
+
+
+def build_routing_table(
+    cbd_name: str,
+    spec: ChatbotDeploymentSpec,
+    variants: Sequence[ServedVariant],
+    weights: Mapping[str, int],
+    retained: Sequence[ServedVariant] = (),
+) -> RoutingTable:
+    """The routing table: every servable variant (weight 0 when it takes no share), plus retained ones.
+
+    Raises ValueError when the weights name a variant that cannot be served or do not sum to 100.
+    """
+    by_name = {v.name: v for v in variants}
+    by_name.setdefault(BASE_VARIANT, ServedVariant(BASE_VARIANT))
+    unknown = sorted(n for n, w in weights.items() if w > 0 and n not in by_name)
+    if unknown:
+        raise ValueError(f"weights name variants that cannot be served: {', '.join(unknown)}")
+    rows = [
+        Variant(name=v.name, weight=int(weights.get(v.name, 0)), adapter_uri=v.uri, sha256=v.sha256)
+        for v in by_name.values()
+        if v.name != BASE_VARIANT or weights.get(BASE_VARIANT, 0) > 0 or v.name in weights
+    ]
+    if not rows:
+        rows = [Variant(name=BASE_VARIANT, weight=100)]
+    routed = {r.name for r in rows}
+    return RoutingTable(
+        model=cbd_name,
+        base_model=served_base_model(spec, cbd_name),
+        variants=rows,
+        stickiness_header=spec.stickiness.header,
+        allow_pinning=spec.router.allow_pinning,
+        cache=CacheSettings(
+            enabled=spec.cache.enabled,
+            ttl_seconds=parse_duration(spec.cache.ttl).total_seconds(),
+            max_entries=spec.cache.max_entries,
+            max_temperature=spec.cache.max_temperature,
+        ),
+        retained=[Variant(name=r.name, weight=0, adapter_uri=r.uri, sha256=r.sha256)
+                  for r in retained if r.uri and r.name not in routed],
+        price_per_gpu_hour=spec.resources.price_per_gpu_hour,
+    )
+
+
+def build_routing_configmap(owner: Mapping[str, Any], table: RoutingTable) -> dict[str, Any]:
+    """The ConfigMap the router and adapter sync mount and reload live."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(owner, routing_configmap_name(owner["metadata"]["name"]), COMPONENT),
+        "data": {ROUTING_FILE: table.to_yaml()},
+    }

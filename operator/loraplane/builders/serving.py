@@ -1,0 +1,398 @@
+"""The serving children of a ChatbotDeployment: one vLLM pool for every adapter, the router, and friends.
+
+All adapter versions of one base model share one vLLM Deployment (multi-LoRA), so an
+A/B split or a canary costs no extra GPU. Pure functions: spec in, manifests out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..api.chatbotdeployment import ChatbotDeploymentSpec
+from ..config import OperatorConfig
+from ..routing import ROUTING_FILE
+from .common import (
+    child_metadata,
+    child_name,
+    label_value,
+    owner_label,
+    restricted_security_context,
+    selector_labels,
+)
+from .routing_table import routing_configmap_name, served_base_model
+
+VLLM = "vllm"
+ROUTER = "router"
+VLLM_PORT = 8000
+ROUTER_PORT = 8000
+SYNC_METRICS_PORT = 9090
+ROUTING_DIR = "/etc/loraplane"
+ADAPTER_DIR = "/adapters"
+MODEL_DIR = "/models"
+LORA_RANKS = (8, 16, 32, 64, 128, 256)
+DEFAULT_LORA_RANK = 16
+MAX_LORAS = 64
+
+
+def vllm_name(cbd_name: str) -> str:
+    return child_name(cbd_name, VLLM)
+
+
+def router_name(cbd_name: str) -> str:
+    return child_name(cbd_name, ROUTER)
+
+
+def endpoint(cbd_name: str, namespace: str) -> str:
+    """The OpenAI-compatible base URL clients use inside the cluster."""
+    return f"http://{router_name(cbd_name)}.{namespace}.svc:{ROUTER_PORT}/v1"
+
+
+def derive_max_loras(spec: ChatbotDeploymentSpec) -> int:
+    """--max-loras: every adapter entry, plus room for a canary and a retiring old stable of each entry
+    that follows a FineTuneJob (those are the ones a rollout adds), so a rollout never restarts vLLM."""
+    if spec.vllm.max_loras is not None:
+        return spec.vllm.max_loras
+    following = sum(1 for a in spec.adapters if a.fine_tune_job_ref and not a.fine_tune_job_ref.version)
+    return max(1, min(MAX_LORAS, len(spec.adapters) + 2 * following))
+
+
+def derive_max_lora_rank(spec: ChatbotDeploymentSpec, ranks: Sequence[int | None] = ()) -> int:
+    """--max-lora-rank: the smallest rank vLLM accepts that fits every known adapter rank (16 if none known)."""
+    if spec.vllm.max_lora_rank is not None:
+        return spec.vllm.max_lora_rank
+    known = [r for r in ranks if r]
+    if not known:
+        return DEFAULT_LORA_RANK
+    need = max(known)
+    for rank in LORA_RANKS:
+        if rank >= need:
+            return rank
+    raise ValueError(f"an adapter has LoRA rank {need}; vLLM serves ranks up to {LORA_RANKS[-1]}")
+
+
+def _image_pull_secrets(cfg: OperatorConfig) -> list[dict[str, str]]:
+    return [{"name": s} for s in cfg.image_pull_secrets]
+
+
+def _routing_volume(cbd_name: str) -> dict[str, Any]:
+    return {"name": "routing", "configMap": {"name": routing_configmap_name(cbd_name)}}
+
+
+def vllm_args(spec: ChatbotDeploymentSpec, cbd_name: str, ranks: Sequence[int | None] = ()) -> list[str]:
+    """The vLLM OpenAI server's arguments."""
+    model = f"{MODEL_DIR}/base" if spec.base_model.uri else spec.base_model.name
+    args = [
+        "--model", str(model),
+        "--served-model-name", served_base_model(spec, cbd_name),
+        "--host", "0.0.0.0",
+        "--port", str(VLLM_PORT),
+        "--enable-lora",
+        "--max-loras", str(derive_max_loras(spec)),
+        "--max-lora-rank", str(derive_max_lora_rank(spec, ranks)),
+        "--gpu-memory-utilization", str(spec.vllm.gpu_memory_utilization),
+        "--max-model-len", str(spec.vllm.max_model_len),
+        "--dtype", spec.vllm.dtype,
+    ]
+    if spec.base_model.uri and spec.base_model.gguf_file:
+        args[1] = f"{MODEL_DIR}/base/{spec.base_model.gguf_file}"
+        args += ["--tokenizer", f"{MODEL_DIR}/base"]
+    if spec.resources.gpus > 1:
+        args += ["--tensor-parallel-size", str(spec.resources.gpus)]
+    return args + list(spec.vllm.extra_args)
+
+
+def _resources(spec: ChatbotDeploymentSpec) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if spec.resources.cpu:
+        requests["cpu"] = spec.resources.cpu
+    if spec.resources.memory:
+        requests["memory"] = limits["memory"] = spec.resources.memory
+    if spec.resources.gpus:
+        # Extended resources are requested through limits (requests default to them).
+        limits["nvidia.com/gpu"] = str(spec.resources.gpus)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _storage_env_from(spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+    if spec.storage_secret_ref is None:
+        return []
+    return [{"secretRef": {"name": spec.storage_secret_ref.name}}]
+
+
+def build_vllm_deployment(
+    owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig, ranks: Sequence[int | None] = ()
+) -> dict[str, Any]:
+    """One vLLM Deployment serving the base model and every adapter (multi-LoRA), with adapter sync beside it."""
+    name = owner["metadata"]["name"]
+    health = {"httpGet": {"path": "/health", "port": "http"}}
+    vllm = {
+        "name": "vllm",
+        "image": spec.vllm.image or cfg.vllm_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "args": vllm_args(spec, name, ranks),
+        "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
+        "env": [
+            # Adapter sync loads and unloads adapters at run time through the server's API.
+            {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+            {"name": "HF_HOME", "value": f"{MODEL_DIR}/hf"},
+        ],
+        "envFrom": (
+            [{"secretRef": {"name": spec.base_model.token_secret_ref.name}}]
+            if spec.base_model.token_secret_ref else []
+        ),
+        "resources": _resources(spec),
+        # Loading weights takes minutes on a cold node: a generous startup probe, then tight checks.
+        "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 90},
+        "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": 15, "failureThreshold": 4},
+        "volumeMounts": [
+            {"name": "model-cache", "mountPath": MODEL_DIR},
+            {"name": "adapters", "mountPath": ADAPTER_DIR, "readOnly": True},
+            {"name": "shm", "mountPath": "/dev/shm"},
+        ],
+        "securityContext": restricted_security_context(),
+    }
+    sync = {
+        "name": "adapter-sync",
+        "image": cfg.adapter_sync_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "args": [
+            "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
+            "--vllm-url", f"http://127.0.0.1:{VLLM_PORT}",
+            "--adapter-dir", ADAPTER_DIR,
+            "--metrics-port", str(SYNC_METRICS_PORT),
+        ],
+        "ports": [{"name": "sync-metrics", "containerPort": SYNC_METRICS_PORT, "protocol": "TCP"}],
+        "envFrom": _storage_env_from(spec),
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "volumeMounts": [
+            {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
+            {"name": "adapters", "mountPath": ADAPTER_DIR},
+        ],
+        "securityContext": restricted_security_context(),
+    }
+    init: list[dict[str, Any]] = []
+    if spec.base_model.uri:
+        # A base model in object storage is copied to the cache once per pod, with the storage
+        # layer every LoRAPlane image carries (fsspec; credentials from the storage Secret).
+        init.append({
+            "name": "fetch-base-model",
+            "image": cfg.adapter_sync_image,
+            "imagePullPolicy": cfg.image_pull_policy,
+            "command": ["python", "-c",
+                        "import sys; from loraplane.storage import filesystem; "
+                        "fs, path = filesystem(sys.argv[1]); fs.get(path.rstrip('/') + '/', sys.argv[2], recursive=True)",
+                        spec.base_model.uri, f"{MODEL_DIR}/base"],
+            "envFrom": _storage_env_from(spec),
+            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}],
+            "securityContext": restricted_security_context(),
+        })
+    pod_spec: dict[str, Any] = {
+        "containers": [vllm, sync],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 60,
+        "volumes": [
+            {"name": "model-cache", "emptyDir": {"sizeLimit": cfg.cache_size}},
+            {"name": "adapters", "emptyDir": {"sizeLimit": "20Gi"}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
+            _routing_volume(name),
+        ],
+    }
+    if init:
+        pod_spec["initContainers"] = init
+    node_selector = dict(spec.resources.node_selector)
+    if spec.resources.gpu_type:
+        node_selector["nvidia.com/gpu.product"] = spec.resources.gpu_type
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = [t.to_wire() for t in spec.resources.tolerations]
+    if spec.resources.gpus:
+        tolerations.append({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if cfg.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = _image_pull_secrets(cfg)
+    selector = selector_labels(owner, VLLM)
+    meta = child_metadata(owner, vllm_name(name), VLLM)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector},
+            # GPUs are scarce: replace a pod only after its successor is ready, one at a time.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": meta["labels"]}, "spec": pod_spec},
+        },
+    }
+
+
+def build_vllm_service(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A headless Service: the router resolves it to one upstream per vLLM pod and balances itself."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, vllm_name(name), VLLM),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector_labels(owner, VLLM),
+            "ports": [
+                {"name": "http", "port": VLLM_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "sync-metrics", "port": SYNC_METRICS_PORT, "targetPort": "sync-metrics", "protocol": "TCP"},
+            ],
+            "publishNotReadyAddresses": False,
+        },
+    }
+
+
+def build_router_deployment(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig) -> dict[str, Any]:
+    """The A/B router: weighted split, stickiness, cache, feedback and per-variant metrics."""
+    name = owner["metadata"]["name"]
+    namespace = owner["metadata"]["namespace"]
+    probe_port = {"port": "http"}
+    container = {
+        "name": "router",
+        "image": spec.router.image or cfg.router_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "args": [
+            "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
+            "--upstream-dns", f"{vllm_name(name)}.{namespace}.svc:{VLLM_PORT}",
+            "--port", str(ROUTER_PORT),
+            "--max-in-flight", str(spec.router.max_in_flight),
+            "--queue-size", str(spec.router.queue_size),
+        ],
+        "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", **probe_port}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", **probe_port}, "periodSeconds": 10, "failureThreshold": 3},
+        "volumeMounts": [{"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True}],
+        "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        "volumes": [_routing_volume(name)],
+    }
+    if cfg.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = _image_pull_secrets(cfg)
+    meta = child_metadata(owner, router_name(name), ROUTER)
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(owner, ROUTER)},
+        "template": {"metadata": {"labels": meta["labels"]}, "spec": pod_spec},
+    }
+    if not spec.router.autoscaling.enabled:
+        # With an HPA the replica count is the HPA's: leaving it out keeps the operator from fighting it.
+        deployment_spec["replicas"] = spec.router.replicas
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": deployment_spec}
+
+
+def build_router_service(owner: Mapping[str, Any]) -> dict[str, Any]:
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, router_name(name), ROUTER),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(owner, ROUTER),
+            "ports": [{"name": "http", "port": ROUTER_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def build_pdbs(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+    """Voluntary evictions (node drains) take one vLLM pod and keep at least one router pod."""
+    name = owner["metadata"]["name"]
+    out = [{
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": child_metadata(owner, vllm_name(name), VLLM),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner, VLLM)}},
+    }]
+    routers = spec.router.autoscaling.min_replicas if spec.router.autoscaling.enabled else spec.router.replicas
+    if routers > 1:
+        out.append({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": child_metadata(owner, router_name(name), ROUTER),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": selector_labels(owner, ROUTER)}},
+        })
+    return out
+
+
+def build_router_hpa(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> dict[str, Any] | None:
+    """The router's HorizontalPodAutoscaler: on CPU, and on queue depth when a custom-metrics adapter serves it."""
+    auto = spec.router.autoscaling
+    if not auto.enabled:
+        return None
+    name = owner["metadata"]["name"]
+    metrics: list[dict[str, Any]] = [{
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_utilization}},
+    }]
+    if auto.target_queue_depth is not None:
+        metrics.append({
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "loraplane_router_queue_depth"},
+                "target": {"type": "AverageValue", "averageValue": str(auto.target_queue_depth)},
+            },
+        })
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(owner, router_name(name), ROUTER),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": router_name(name)},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": max(auto.max_replicas, auto.min_replicas),
+            "metrics": metrics,
+        },
+    }
+
+
+def build_service_monitor(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> dict[str, Any] | None:
+    """A prometheus-operator ServiceMonitor scraping the router and the vLLM pods (engine + adapter sync)."""
+    if not spec.monitoring.service_monitor:
+        return None
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": child_metadata(owner, child_name(name, "metrics"), "metrics"),
+        "spec": {
+            "selector": {"matchLabels": {owner_label(owner["kind"]): label_value(name)}},
+            "namespaceSelector": {"matchNames": [owner["metadata"]["namespace"]]},
+            "endpoints": [
+                {"port": "http", "path": "/metrics", "interval": "15s"},
+                {"port": "sync-metrics", "path": "/metrics", "interval": "30s"},
+            ],
+        },
+    }
+
+
+def build_serving_children(
+    owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig, ranks: Sequence[int | None] = ()
+) -> list[dict[str, Any]]:
+    """Every serving child but the routing-table ConfigMap (which changes with each canary step)."""
+    children = [
+        build_vllm_deployment(owner, spec, cfg, ranks),
+        build_vllm_service(owner),
+        build_router_deployment(owner, spec, cfg),
+        build_router_service(owner),
+        *build_pdbs(owner, spec),
+    ]
+    for optional in (build_router_hpa(owner, spec), build_service_monitor(owner, spec)):
+        if optional is not None:
+            children.append(optional)
+    return children
