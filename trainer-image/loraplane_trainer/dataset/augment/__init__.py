@@ -1,0 +1,1 @@
+"""Train-side augmentation: seeded prompt variations and synthetic examples from an OpenAI-compatible model."""

@@ -1,0 +1,77 @@
+"""Personal data: e-mail addresses, phone numbers, card numbers and keys. Values are never echoed in full."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..example import Example
+from .base import Check, Finding, Locations
+
+EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}\b")
+PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}[\s.-]\d{3,4}[\s.-]?\d{3,5}(?![\w])")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+KEYS = re.compile(
+    r"\b(?:AKIA[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{20,}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}"
+    r"|AIza[0-9A-Za-z_-]{35})\b|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+
+
+def luhn(digits: str) -> bool:
+    total, double = 0, False
+    for ch in reversed(digits):
+        d = int(ch) * (2 if double else 1)
+        total += d - 9 if d > 9 else d
+        double = not double
+    return total % 10 == 0
+
+
+def mask(kind: str, value: str) -> str:
+    """A hint of the value that identifies the spot, never the value."""
+    if kind == "e-mail":
+        user, _, domain = value.partition("@")
+        return f"{user[:1]}***@{domain}"
+    digits = re.sub(r"\D", "", value)
+    if kind in ("phone", "card number"):
+        return f"***{digits[-2:]}"
+    return f"{value[:4]}***"
+
+
+def scan(text: str) -> list[tuple[str, str]]:
+    """(kind, masked value) of each piece of personal data in a text."""
+    found = [("e-mail", m.group()) for m in EMAIL.finditer(text)]
+    found += [("key", m.group()) for m in KEYS.finditer(text)]
+    for m in CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn(digits):
+            found.append(("card number", m.group()))
+    for m in PHONE.finditer(text):
+        if 9 <= len(re.sub(r"\D", "", m.group())) <= 15 and not any(m.group() in v for _, v in found):
+            found.append(("phone", m.group()))
+    return [(kind, mask(kind, value)) for kind, value in found]
+
+
+class PiiCheck(Check):
+    name = "pii"
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.found = Locations()
+        self.kinds: dict[str, int] = {}
+
+    def observe(self, index: int, ex: Example) -> None:
+        if self.mode == "off":
+            return
+        hits = [hit for m in ex.messages for hit in scan(m["content"])]
+        if hits:
+            for kind, _ in hits:
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            self.found.add(ex, ", ".join(f"{kind} {masked}" for kind, masked in hits[:3]))
+
+    def finish(self, ctx: Any) -> list[Finding]:
+        if not self.found.count:
+            return []
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items()))
+        severity = "error" if self.mode == "error" else "warning"
+        return [Finding(self.name, severity, self.found.count,
+                        f"{self.found.count} example(s) contain personal data ({kinds})", self.found.items)]

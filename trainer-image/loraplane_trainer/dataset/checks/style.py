@@ -1,0 +1,137 @@
+"""Mixed styles in the answers: length outliers, markdown vs plain text, role prefixes, casing,
+stray whitespace and mixed languages. A model learns the style it is shown, inconsistencies included."""
+
+from __future__ import annotations
+
+import math
+import re
+from array import array
+from typing import Any
+
+from ..example import Example
+from .base import Check, Finding, Location, Locations
+
+MARKDOWN = re.compile(r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\]\n]+\]\([^)\s]+\)|`[^`\n]+`")
+PREFIX = re.compile(r"^\s*(answer|a|assistant|response|bot|agent|reply|output|support)\s*:\s*", re.IGNORECASE)
+_WORD = re.compile(r"[^\W\d_]+")
+
+# Common short words of the languages a heuristic can tell apart reliably from a sentence or two.
+STOPWORDS = {
+    "en": tuple(["the", "and", "is", "are", "you", "your", "to", "of", "for", "with", "this", "that", "it", "can", "we", "our", "be", "on", "in", "not", "have", "will"]),
+    "de": tuple(["der", "die", "das", "und", "ist", "sind", "sie", "ihr", "zu", "mit", "nicht", "ein", "eine", "wir", "auf", "für", "ich", "es", "den", "dem"]),
+    "fr": tuple(["le", "la", "les", "et", "est", "sont", "vous", "votre", "pour", "avec", "pas", "une", "des", "nous", "sur", "dans", "du", "ce", "qui"]),
+    "es": tuple(["el", "la", "los", "las", "y", "es", "son", "usted", "su", "para", "con", "no", "una", "del", "nosotros", "en", "por", "que", "lo", "se"]),
+    "it": tuple(["il", "lo", "la", "gli", "le", "e", "è", "sono", "lei", "suo", "per", "con", "non", "una", "del", "noi", "nel", "che", "di", "si"]),
+    "pt": tuple(["o", "a", "os", "as", "e", "é", "são", "você", "seu", "para", "com", "não", "uma", "do", "nós", "em", "por", "que", "se", "da"]),
+    "nl": tuple(["de", "het", "en", "is", "zijn", "u", "uw", "voor", "met", "niet", "een", "wij", "op", "in", "dat", "van", "te", "je"]),
+}
+_STOP = {lang: frozenset(words) for lang, words in STOPWORDS.items()}
+SCRIPTS = (("cyrillic", 0x0400, 0x04FF), ("greek", 0x0370, 0x03FF), ("arabic", 0x0600, 0x06FF),
+           ("hebrew", 0x0590, 0x05FF), ("devanagari", 0x0900, 0x097F), ("cjk", 0x3040, 0x9FFF),
+           ("hangul", 0xAC00, 0xD7AF), ("thai", 0x0E00, 0x0E7F))
+
+
+def language(text: str) -> str | None:
+    """A best guess of the language of a text (ISO code or script name), None when unsure."""
+    letters = [c for c in text if c.isalpha()]
+    if not letters:
+        return None
+    for script, lo, hi in SCRIPTS:
+        if sum(lo <= ord(c) <= hi for c in letters) > len(letters) / 2:
+            return script
+    words = _WORD.findall(text.lower())
+    if len(words) < 4:
+        return None
+    scores = {lang: sum(w in stop for w in words) for lang, stop in _STOP.items()}
+    best = max(scores, key=scores.__getitem__)
+    ranked = sorted(scores.values(), reverse=True)
+    return best if ranked[0] >= 2 and ranked[0] >= 2 * ranked[1] else None
+
+
+class StyleCheck(Check):
+    """Several style findings from one pass; each has its own check name."""
+
+    name = "style"
+
+    def __init__(self, length_outlier_z: float):
+        self.z = length_outlier_z
+        self.log_lengths = array("f")
+        self.where: list[tuple[str, int]] = []  # (file, line) per example: needed to name outliers at the end
+        self.markdown, self.plain = Locations(), Locations()
+        self.prefixed = Locations()
+        self.lower, self.upper = Locations(), Locations()
+        self.whitespace = Locations()
+        self.languages: dict[str, Locations] = {}
+
+    def observe(self, index: int, ex: Example) -> None:
+        text = ex.completion
+        self.log_lengths.append(math.log(len(text) + 1))
+        self.where.append((ex.file, ex.line))
+        (self.markdown if MARKDOWN.search(text) else self.plain).add(ex)
+        if m := PREFIX.match(text):
+            self.prefixed.add(ex, repr(m.group().strip()))
+        first = next((c for c in text if c.isalpha()), "")
+        if first:
+            (self.lower if first.islower() else self.upper).add(ex)
+        if text != text.strip() or any(line != line.rstrip() for line in text.split("\n")):
+            self.whitespace.add(ex, "leading or trailing whitespace")
+        lang = language(text)
+        if lang:
+            self.languages.setdefault(lang, Locations()).add(ex, lang)
+
+    def finish(self, ctx: Any) -> list[Finding]:
+        n = ctx.examples
+        out: list[Finding] = []
+        if outliers := self._length_outliers():
+            out.append(outliers)
+        if self.markdown.count and self.plain.count:
+            minority, label = min((self.markdown, "markdown"), (self.plain, "plain text"), key=lambda x: x[0].count)
+            out.append(Finding("markdown", "warning", minority.count,
+                               f"answers mix markdown ({self.markdown.count}) and plain text ({self.plain.count}); "
+                               f"the {minority.count} in {label} are listed", minority.items))
+        if self.prefixed.count:
+            out.append(Finding("prefix", "warning", self.prefixed.count,
+                               f"{self.prefixed.count} answer(s) start with a role prefix such as 'Answer:' "
+                               "that the model would learn to repeat", self.prefixed.items))
+        if self.lower.count and self.upper.count:
+            minority, label = min((self.lower, "lower case"), (self.upper, "upper case"), key=lambda x: x[0].count)
+            out.append(Finding("casing", "warning", minority.count,
+                               f"answers start in upper case ({self.upper.count}) and lower case "
+                               f"({self.lower.count}); the {minority.count} in {label} are listed", minority.items))
+        if self.whitespace.count:
+            out.append(Finding("whitespace", "warning", self.whitespace.count,
+                               f"{self.whitespace.count} answer(s) have leading or trailing whitespace",
+                               self.whitespace.items))
+        if len(self.languages) > 1:
+            ranked = sorted(self.languages.items(), key=lambda kv: -kv[1].count)
+            main = ranked[0][0]
+            others = [loc for _, locs in ranked[1:] for loc in locs.items]
+            count = sum(locs.count for _, locs in ranked[1:])
+            mix = ", ".join(f"{lang} {locs.count}" for lang, locs in ranked)
+            out.append(Finding("language", "warning", count,
+                               f"answers are in several languages ({mix}); {count} not in {main}", others))
+        ctx.stats["styles"] = {"markdown": self.markdown.count, "plain": self.plain.count,
+                               "languages": {k: v.count for k, v in self.languages.items()}, "examples": n}
+        return out
+
+    def _length_outliers(self) -> Finding | None:
+        n = len(self.log_lengths)
+        if n < 20:
+            return None
+        mean = sum(self.log_lengths) / n
+        std = math.sqrt(sum((x - mean) ** 2 for x in self.log_lengths) / n)
+        if std < 1e-6:
+            return None
+        found = Locations()
+        for (file, line), x in zip(self.where, self.log_lengths, strict=True):
+            z = (x - mean) / std
+            if abs(z) > self.z:
+                chars = round(math.exp(x) - 1)
+                found.add(Location(file, line, f"{chars} characters, z={z:+.1f}"))
+        if not found.count:
+            return None
+        return Finding("length-outliers", "warning", found.count,
+                       f"{found.count} answer(s) are far longer or shorter than the rest "
+                       f"(|z| of log length > {self.z:g}; median {round(math.exp(sorted(self.log_lengths)[n // 2]) - 1)} "
+                       "characters)", found.items, threshold=self.z)
+

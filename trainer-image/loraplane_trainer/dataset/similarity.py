@@ -1,0 +1,104 @@
+"""Near-duplicate search over MinHash signatures: LSH banding in numpy, never O(n^2).
+
+Signatures live in one growing uint32 matrix (NUM_PERM values per text), so memory
+grows with the number of examples, not with their size. Candidate pairs come from
+equal band keys (16 bands of 4 rows: pairs above ~0.5 Jaccard almost always meet);
+each candidate is then verified on its full signature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .text import NUM_PERM
+
+BANDS, ROWS = 16, 4
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
+
+
+class SignatureMatrix:
+    """A growable n x NUM_PERM matrix of MinHash signatures."""
+
+    def __init__(self, capacity: int = 1024):
+        self._data = np.empty((capacity, NUM_PERM), dtype=np.uint32)
+        self.n = 0
+
+    def append(self, sig: np.ndarray) -> int:
+        if self.n == len(self._data):
+            self._data = np.concatenate([self._data, np.empty_like(self._data)])
+        self._data[self.n] = sig
+        self.n += 1
+        return self.n - 1
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._data[: self.n]
+
+    def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Estimated Jaccard similarity of the pairs (i[k], j[k])."""
+        if not len(i):
+            return np.zeros(0)
+        return (self.rows[i] == self.rows[j]).mean(axis=1)
+
+
+def band_keys(sigs: np.ndarray) -> np.ndarray:
+    """n x BANDS uint64 keys, one per band of ROWS signature values."""
+    keys = np.zeros((len(sigs), BANDS), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(ROWS):
+            keys = keys * np.uint64(31) + sigs[:, r::ROWS][:, :BANDS].astype(np.uint64) * _MIX[r]
+    return keys
+
+
+def candidate_pairs(sigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique pairs (i < j) that share at least one band key."""
+    n = len(sigs)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys = band_keys(sigs)
+    found = []
+    for b in range(BANDS):
+        order = np.argsort(keys[:, b], kind="stable")
+        sorted_keys = keys[order, b]
+        same = sorted_keys[1:] == sorted_keys[:-1]
+        if not same.any():
+            continue
+        # Pair every member of a run of equal keys with the run's first member and with its predecessor:
+        # linear in the run length, and enough to connect every group.
+        starts = np.maximum.accumulate(np.where(np.r_[True, ~same], np.arange(n), 0))
+        idx = np.nonzero(same)[0] + 1
+        for other in (order[starts[idx]], order[idx - 1]):
+            a, c = np.minimum(other, order[idx]), np.maximum(other, order[idx])
+            found.append(a.astype(np.int64) * n + c)
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    codes = np.unique(np.concatenate(found))
+    codes = codes[codes // n != codes % n]
+    return codes // n, codes % n
+
+
+def similar_pairs(matrix: SignatureMatrix, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs whose estimated Jaccard similarity is at least `threshold`, with that similarity."""
+    i, j = candidate_pairs(matrix.rows)
+    sim = matrix.similarity(i, j)
+    keep = sim >= threshold
+    return i[keep], j[keep], sim[keep]
+
+
+def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected-component id (the smallest member index) of each of n items given edges (i, j)."""
+    parent = np.arange(n)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in zip(i.tolist(), j.tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.array([find(x) for x in range(n)], dtype=np.int64)
