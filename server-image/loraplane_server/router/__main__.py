@@ -64,15 +64,13 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
                 await t
 
     app.cleanup_ctx.append(background)
-    loop_factory = None
+    loop = None
     with contextlib.suppress(ImportError):
-        import uvloop
+        import uvloop  # a faster event loop; the proxy's per-request cost is mostly loop overhead
 
-        loop_factory = uvloop.new_event_loop
-    if loop_factory is not None:
-        asyncio.set_event_loop(loop_factory())
+        loop = uvloop.new_event_loop()
     logging.getLogger(__name__).info("router on %s:%d (pid %d)", host, port, os.getpid())
-    web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None)
+    web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None, loop=loop)
 
 
 if __name__ == "__main__":

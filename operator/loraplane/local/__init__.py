@@ -1,0 +1,1 @@
+"""Run the serving stack on one machine: vLLM, adapter sync and the router as processes (no cluster)."""

@@ -1,0 +1,229 @@
+"""Start and stop the serving stack locally: vLLM, adapter sync and the router, as the pods run them.
+
+Each piece is a child process in its own session (so a Ctrl-C in the terminal
+reaches only this process, which then stops the children in order) with its
+output in a log file under the work directory. vLLM runs from its own virtual
+environment (LORAPLANE_VLLM_PYTHON, default .venv-vllm/bin/python of the
+checkout); adapter sync and the router run from this interpreter's
+environment, by module name, exactly as their images run them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+# Runtime LoRA loading is off in vLLM unless this is set; the KV cache size is for the CPU build (GiB).
+VLLM_ENV = {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
+
+
+class StackError(RuntimeError):
+    """A piece of the stack failed to start; the message carries the end of its log."""
+
+
+def vllm_python() -> str:
+    """The interpreter of the vLLM environment."""
+    if os.environ.get("LORAPLANE_VLLM_PYTHON"):
+        return os.environ["LORAPLANE_VLLM_PYTHON"]
+    for root in (REPO_ROOT, Path.cwd()):
+        candidate = root / ".venv-vllm" / "bin" / "python"
+        if candidate.exists():
+            return str(candidate)
+    raise StackError("no vLLM environment: run `make install-vllm` or set LORAPLANE_VLLM_PYTHON")
+
+
+def vllm_command(
+    model_dir: str | Path,
+    served_name: str,
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    max_loras: int = 2,
+    max_lora_rank: int = 16,
+    max_model_len: int = 1024,
+    dtype: str = "bfloat16",
+    extra_args: Sequence[str] = (),
+    python: str | None = None,
+) -> list[str]:
+    """The vLLM OpenAI server command line, with runtime multi-LoRA enabled."""
+    return [
+        python or vllm_python(), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", served_name,
+        "--host", host, "--port", str(port),
+        "--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank),
+        "--max-model-len", str(max_model_len), "--dtype", dtype,
+        *extra_args,
+    ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ManagedProcess:
+    """A child process in its own process group, logging to a file, stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def exited(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+
+def wait_http(url: str, process: ManagedProcess | None, timeout: float, what: str) -> None:
+    """Poll url until it answers 200; fail early when the process died, naming its log."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process is not None and process.exited() is not None:
+            raise StackError(
+                f"{what} exited with code {process.exited()}; end of {process.log_path}:\n{process.tail()}"
+            )
+        try:
+            r = httpx.get(url, timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}: {r.text[:500]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}"
+        time.sleep(0.5)
+    tail = f"\nend of {process.log_path}:\n{process.tail()}" if process else ""
+    raise StackError(f"{what} not ready at {url} after {timeout:.0f}s ({last}){tail}")
+
+
+def start_vllm(
+    model_dir: str | Path, served_name: str, log_path: Path, *, port: int | None = None,
+    timeout: float = 600, **options,
+) -> tuple[ManagedProcess, str]:
+    """Start a vLLM server and wait until /health answers; returns the process and its base URL."""
+    port = port or free_port()
+    proc = ManagedProcess("vllm", vllm_command(model_dir, served_name, port, **options), log_path, VLLM_ENV).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/health", proc, timeout, "vLLM")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url
+
+
+@dataclass
+class LocalStack:
+    """vLLM + adapter sync + router on localhost for one routing table.
+
+    Give `vllm_url` to use a vLLM server that already runs (tests share one);
+    otherwise one is started from `base_model_dir`, served as `base_model_name`.
+    """
+
+    routing_table: Path
+    work_dir: Path
+    base_model_dir: Path | None = None
+    base_model_name: str | None = None
+    vllm_url: str | None = None
+    router_port: int | None = None
+    host: str = "127.0.0.1"
+    vllm_options: dict = field(default_factory=dict)
+    router_args: Sequence[str] = ()
+    processes: list[ManagedProcess] = field(default_factory=list)
+    sync_url: str | None = None
+    router_url: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.router_url}/v1"
+
+    def start(self, timeout: float = 600) -> str:
+        """Start every piece, wait until adapters are loaded and the router is ready; returns the endpoint."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.vllm_url is None:
+                if self.base_model_dir is None or self.base_model_name is None:
+                    raise StackError("base_model_dir and base_model_name are needed to start vLLM")
+                proc, self.vllm_url = start_vllm(
+                    self.base_model_dir, self.base_model_name, self.work_dir / "vllm.log",
+                    timeout=timeout, **self.vllm_options,
+                )
+                self.processes.append(proc)
+            sync_port = free_port()
+            sync = ManagedProcess("adapter-sync", [
+                sys.executable, "-m", "loraplane_server.adapter_sync",
+                "--routing-table", str(self.routing_table), "--vllm-url", self.vllm_url,
+                "--adapters-dir", str(self.work_dir / "adapters"), "--host", self.host, "--port", str(sync_port),
+                "--interval", "2", "--reload-interval", "1",
+            ], self.work_dir / "adapter-sync.log").start()
+            self.processes.append(sync)
+            self.sync_url = f"http://{self.host}:{sync_port}"
+            port = self.router_port or free_port()
+            router = ManagedProcess("router", [
+                sys.executable, "-m", "loraplane_server.router",
+                "--routing-table", str(self.routing_table), "--upstream", self.vllm_url,
+                "--host", self.host, "--port", str(port), "--reload-interval", "1", *self.router_args,
+            ], self.work_dir / "router.log").start()
+            self.processes.append(router)
+            self.router_url = f"http://{self.host}:{port}"
+            wait_http(f"{self.sync_url}/readyz", sync, timeout, "adapter sync (every adapter verified and loaded)")
+            wait_http(f"{self.router_url}/readyz", router, 60, "router")
+        except BaseException:
+            self.stop()
+            raise
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop the children, router first and vLLM last."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,61 @@
+"""`loraplane-adapter-sync` / `python -m loraplane_server.adapter_sync`: the sidecar beside each vLLM container."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiohttp
+import click
+from aiohttp import web
+
+from ..table_watch import TableWatcher
+from .sync import AdapterSync, SyncMetrics
+from .vllm_client import VllmClient
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LORAPLANE_SYNC"})
+@click.option("--routing-table", required=True, type=click.Path(dir_okay=False), help="routing.yaml (reloaded live).")
+@click.option("--vllm-url", default="http://127.0.0.1:8000", show_default=True, help="The vLLM server beside us.")
+@click.option(
+    "--adapters-dir", default="/adapters", show_default=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Local volume shared with vLLM; verified adapters are placed here.",
+)
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8001, show_default=True, type=int, help="Readiness (/readyz) and /metrics.")
+@click.option("--interval", default=5.0, show_default=True, type=float, help="Seconds between reconcile passes.")
+@click.option("--reload-interval", default=2.0, show_default=True, type=float, help="Seconds between table checks.")
+@click.option("--log-level", default="INFO", show_default=True)
+def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_interval, log_level) -> None:
+    """Download, verify and hot-load the routing table's adapters into vLLM."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = SyncMetrics()
+    watcher = TableWatcher(routing_table, on_result=lambda r: metrics.reloads.labels(r).inc())
+    holder: dict = {}
+
+    async def lifecycle(app: web.Application):
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300, sock_connect=5))
+        sync: AdapterSync = holder["sync"]
+        sync.vllm = VllmClient(session, vllm_url)
+        watcher._on_change = lambda _t: sync.wake.set()
+        watcher.check()
+        tasks = [asyncio.create_task(sync.run(interval)), asyncio.create_task(watcher.run(reload_interval))]
+        yield
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await session.close()
+
+    sync = AdapterSync(watcher, None, adapters_dir.resolve(), metrics)  # type: ignore[arg-type]
+    holder["sync"] = sync
+    app = sync.app()
+    app.cleanup_ctx.append(lifecycle)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

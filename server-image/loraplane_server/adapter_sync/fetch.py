@@ -1,0 +1,81 @@
+"""Download a published adapter and verify every file against its manifest before anything may load it.
+
+An adapter prefix without manifest.json is not published; a manifest whose
+verdict is not "accepted" is refused; a file whose sha256 or size differs from
+the manifest is refused. The local copy (what vLLM reads) is verified, not the
+remote one, so a corruption in transit is caught too. The directory appears
+under its final name only after verification (rename), so a half-downloaded
+adapter is never visible.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from loraplane.storage import AdapterManifest, ManifestError, filesystem, read_manifest, verify_files
+from loraplane.storage.uris import join
+
+
+class AdapterRefused(Exception):
+    """An adapter that must not be loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class FetchedAdapter:
+    path: Path
+    manifest: AdapterManifest
+
+
+def local_name(name: str, manifest: AdapterManifest) -> str:
+    return f"{name}-{manifest.digest[:16]}"
+
+
+def fetch_adapter(name: str, uri: str, root: Path, expected_digest: str | None = None) -> FetchedAdapter:
+    """Download the adapter at `uri` into `root/<name>-<digest>/` and verify it; raises AdapterRefused."""
+    try:
+        manifest = read_manifest(uri)
+    except (ValueError, OSError) as exc:
+        raise AdapterRefused(f"{name}: {join(uri, 'manifest.json')} is unreadable: {exc}") from exc
+    if manifest is None:
+        raise AdapterRefused(f"{name}: {uri} has no manifest.json: the adapter is not published (yet)")
+    if manifest.verdict != "accepted":
+        raise AdapterRefused(f"{name}: {uri} was rejected by its quality gate: {manifest.reason or 'no reason given'}")
+    if expected_digest and manifest.digest != expected_digest:
+        raise AdapterRefused(
+            f"{name}: {uri} manifest digest {manifest.digest[:12]}… differs from the routing table's "
+            f"sha256 {expected_digest[:12]}…"
+        )
+    for entry in manifest.files:
+        p = PurePosixPath(entry.path)
+        if p.is_absolute() or ".." in p.parts:
+            raise AdapterRefused(f"{name}: manifest lists an unsafe path {entry.path!r}")
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / local_name(name, manifest)
+    if final.exists():
+        try:
+            verify_files(str(final), manifest)
+            return FetchedAdapter(final, manifest)
+        except ManifestError:
+            shutil.rmtree(final)  # a damaged local copy: fetch again
+    partial = root / f".{final.name}.partial-{secrets.token_hex(4)}"
+    try:
+        fs, base = filesystem(uri)
+        for entry in manifest.files:
+            target = partial / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get(f"{base}/{entry.path}", str(target))
+        try:
+            verify_files(str(partial), manifest)
+        except ManifestError as exc:
+            raise AdapterRefused(f"{name}: refused, {exc}") from exc
+        (partial / "manifest.json").write_text(manifest.to_json())
+        partial.rename(final)
+    except FileNotFoundError as exc:
+        raise AdapterRefused(f"{name}: {uri}: a file listed in the manifest is missing: {exc}") from exc
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return FetchedAdapter(final, manifest)

@@ -1,0 +1,34 @@
+"""vLLM's runtime LoRA API (needs VLLM_ALLOW_RUNTIME_LORA_UPDATING=True on the server)."""
+
+from __future__ import annotations
+
+import aiohttp
+
+
+class VllmError(Exception):
+    pass
+
+
+class VllmClient:
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url.rstrip("/")
+
+    async def loaded_adapters(self) -> dict[str, str]:
+        """LoRA name -> path of every adapter vLLM holds (models with a parent are adapters)."""
+        async with self.session.get(f"{self.url}/v1/models") as r:
+            if r.status != 200:
+                raise VllmError(f"GET /v1/models: HTTP {r.status}: {(await r.text())[:300]}")
+            data = await r.json()
+        return {m["id"]: m.get("root") or "" for m in data.get("data", []) if m.get("parent")}
+
+    async def load(self, name: str, path: str) -> None:
+        await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    async def unload(self, name: str) -> None:
+        await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+
+    async def _post(self, path: str, body: dict) -> None:
+        async with self.session.post(f"{self.url}{path}", json=body) as r:
+            if r.status != 200:
+                raise VllmError(f"POST {path} {body}: HTTP {r.status}: {(await r.text())[:500]}")

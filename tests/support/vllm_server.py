@@ -1,0 +1,35 @@
+"""A REAL vLLM OpenAI server (the CPU build) for the test session, with runtime LoRA loading enabled.
+
+Started once per session from the `smollm2_dir` model (about 40 s, 1.5 GB) by
+the same code `loraplane serve` uses, and stopped at the end. Import the
+fixture into a test module: `from tests.support.vllm_server import vllm_server`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from loraplane.local.stack import ManagedProcess, start_vllm
+
+SERVED_NAME = "smollm2"
+
+
+@dataclass
+class VllmServer:
+    url: str
+    served_name: str
+    process: ManagedProcess
+    log_path: Path
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm2_dir: Path, tmp_path_factory) -> VllmServer:
+    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+    proc, url = start_vllm(smollm2_dir, SERVED_NAME, log_path, timeout=420,
+                           max_loras=2, max_lora_rank=16, max_model_len=1024, dtype="bfloat16")
+    try:
+        yield VllmServer(url, SERVED_NAME, proc, log_path)
+    finally:
+        proc.stop()

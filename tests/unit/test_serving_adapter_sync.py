@@ -1,0 +1,143 @@
+"""Adapter sync's reconcile loop against a fake vLLM LoRA API (the real one: tests/e2e/test_serving_vllm.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from loraplane_server.adapter_sync.sync import AdapterSync
+from loraplane_server.adapter_sync.vllm_client import VllmClient
+from loraplane_server.table_watch import TableWatcher
+from prometheus_client import generate_latest
+
+from tests.support.adapters import publish_dir
+
+
+class FakeVllm:
+    """Keeps the loaded LoRA set like vLLM's runtime LoRA endpoints do."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    async def models(self, _r):
+        data = [{"id": "base", "root": "/m", "parent": None}]
+        data += [{"id": n, "root": p, "parent": "base"} for n, p in self.loaded.items()]
+        return web.json_response({"object": "list", "data": data})
+
+    async def load(self, r):
+        body = await r.json()
+        self.calls.append(("load", body["lora_name"]))
+        if body["lora_name"] in self.loaded:
+            return web.json_response({"error": "already loaded"}, status=400)
+        self.loaded[body["lora_name"]] = body["lora_path"]
+        return web.Response(text="ok")
+
+    async def unload(self, r):
+        body = await r.json()
+        self.calls.append(("unload", body["lora_name"]))
+        self.loaded.pop(body["lora_name"])
+        return web.Response(text="ok")
+
+    def app(self):
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/load_lora_adapter", self.load)
+        app.router.add_post("/v1/unload_lora_adapter", self.unload)
+        return app
+
+
+def make_adapter(directory: Path, seed: int) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "adapter_config.json").write_text(json.dumps({"r": 8, "seed": seed}))
+    (directory / "adapter_model.safetensors").write_bytes(bytes(range(256)) * (seed + 1))
+    publish_dir(directory, job="bot", version=f"v{seed}", base_model="base")
+    return directory
+
+
+@pytest.fixture
+async def env(tmp_path):
+    fake = FakeVllm()
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    session = aiohttp.ClientSession()
+    table_path = tmp_path / "routing.yaml"
+
+    def set_table(variants: list[dict]) -> None:
+        table_path.write_text(json.dumps({"model": "bot", "baseModel": "base", "variants": variants}))
+
+    set_table([{"name": "base", "weight": 100}])
+    watcher = TableWatcher(table_path)
+    watcher.check()
+    sync = AdapterSync(watcher, VllmClient(session, url), tmp_path / "local", backoff_base=30)
+    yield fake, sync, set_table, tmp_path
+    await session.close()
+    await runner.cleanup()
+
+
+async def test_loads_verified_adapters_and_unloads_removed_ones(env):
+    fake, sync, set_table, tmp = env
+    a = make_adapter(tmp / "store" / "a", 1)
+    b = make_adapter(tmp / "store" / "b", 2)
+    set_table([{"name": "a", "weight": 90, "adapterUri": str(a)}, {"name": "b", "weight": 10, "adapterUri": str(b)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    assert sync.ready and set(fake.loaded) == {"a", "b"}
+    assert Path(fake.loaded["a"]).parent == tmp / "local"  # vLLM reads the verified local copy
+    assert (Path(fake.loaded["a"]) / "adapter_model.safetensors").read_bytes() == (a / "adapter_model.safetensors").read_bytes()
+    await sync.reconcile()
+    assert fake.calls == [("load", "a"), ("load", "b")]  # nothing reloaded when nothing changed
+
+    set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    assert set(fake.loaded) == {"a"} and fake.calls[-1] == ("unload", "b")
+
+    fake.loaded.clear()  # vLLM restarted and lost its adapters
+    await sync.reconcile()
+    assert set(fake.loaded) == {"a"} and sync.ready
+
+
+async def test_corrupted_file_is_refused_and_never_loaded(env):
+    fake, sync, set_table, tmp = env
+    a = make_adapter(tmp / "store" / "a", 1)
+    weights = a / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[10] ^= 1
+    weights.write_bytes(bytes(data))
+    set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    state = sync.adapters["a"]
+    assert state.state == "failed" and "adapter_model.safetensors" in state.message
+    assert "does not match the manifest" in state.message
+    assert fake.calls == [] and not sync.ready
+    assert not [p for p in (tmp / "local").iterdir() if not p.name.startswith(".")]
+    await sync.reconcile()  # within the backoff: not even retried
+    assert state.failures == 1
+    text = generate_latest(sync.metrics.registry).decode()
+    assert 'loraplane_adapter_sync_operations_total{operation="load",result="refused"} 1.0' in text
+    assert 'loraplane_adapter_sync_adapters{state="failed"} 1.0' in text
+
+
+async def test_unpublished_and_mismatched_adapters_are_refused(env):
+    fake, sync, set_table, tmp = env
+    unpublished = tmp / "store" / "u"
+    unpublished.mkdir(parents=True)
+    (unpublished / "adapter_config.json").write_text("{}")
+    good = make_adapter(tmp / "store" / "g", 3)
+    set_table([
+        {"name": "u", "weight": 50, "adapterUri": str(unpublished)},
+        {"name": "g", "weight": 50, "adapterUri": str(good), "sha256": "0" * 64},
+    ])
+    sync.watcher.check()
+    await sync.reconcile()
+    assert "not published" in sync.adapters["u"].message
+    assert "differs from the routing table's sha256" in sync.adapters["g"].message
+    assert fake.calls == [] and sync.status()["ready"] is False
