@@ -42,6 +42,8 @@ class OperatorConfig:
     cache_size: str = "100Gi"
     # An API server URL to use instead of in-cluster or kubeconfig credentials (local runs, tests).
     api_server: str | None = None
+    # How often each ChatbotDeployment's rollout is looked at: canary analysis, new adapter versions.
+    canary_tick_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
