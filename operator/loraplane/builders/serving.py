@@ -26,7 +26,7 @@ VLLM = "vllm"
 ROUTER = "router"
 VLLM_PORT = 8000
 ROUTER_PORT = 8000
-SYNC_METRICS_PORT = 9090
+SYNC_METRICS_PORT = 8001
 ROUTING_DIR = "/etc/loraplane"
 ADAPTER_DIR = "/adapters"
 MODEL_DIR = "/models"
@@ -166,10 +166,12 @@ def build_vllm_deployment(
         "args": [
             "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
             "--vllm-url", f"http://127.0.0.1:{VLLM_PORT}",
-            "--adapter-dir", ADAPTER_DIR,
-            "--metrics-port", str(SYNC_METRICS_PORT),
+            "--adapters-dir", ADAPTER_DIR,
+            "--port", str(SYNC_METRICS_PORT),
         ],
         "ports": [{"name": "sync-metrics", "containerPort": SYNC_METRICS_PORT, "protocol": "TCP"}],
+        # Ready only when every adapter of the table is loaded: a replica takes traffic with its adapters.
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "sync-metrics"}, "periodSeconds": 5},
         "envFrom": _storage_env_from(spec),
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [

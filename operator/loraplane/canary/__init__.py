@@ -4,7 +4,9 @@
 `run_canary_step` directly with a `RouterMetricsSource` and a `RoutingFileRouter`.
 """
 
+from .adapters import EntryResolution, resolve, resolve_entry, variant_name
 from .analysis import Decision, VariantFigures, Verdict, judge
+from .plan import Event, Plan, RolloutResult, plan_rollout, reconcile_rollout
 from .quantile import histogram_quantile
 from .rollout import (
     Action,
@@ -33,6 +35,15 @@ from .sources import (
 from .steps import next_step, parse_duration, split_weights, step_weight
 
 __all__ = [
+    "EntryResolution",
+    "Event",
+    "Plan",
+    "RolloutResult",
+    "plan_rollout",
+    "reconcile_rollout",
+    "resolve",
+    "resolve_entry",
+    "variant_name",
     "Action",
     "Decision",
     "MetricsError",

@@ -20,6 +20,11 @@ from .analysis import Decision, Verdict, judge
 from .sources import MetricsError, MetricsSource
 from .steps import next_step, parse_duration, split_weights, step_weight
 
+# Manual control, set by `loraplane promote|abort|pause|resume` and read by the operator.
+ANN_PROMOTE = "loraplane.io/promote"  # promote the running canary now
+ANN_ABORT = "loraplane.io/abort"  # roll the running canary back now
+ANN_PAUSED = "loraplane.io/paused"  # hold the canary at its step
+
 
 class Phase(StrEnum):
     PENDING = "Pending"
