@@ -72,10 +72,12 @@ class DatasetChecks(ApiModel):
         default=0.05, ge=0, le=1, description="Exact and near duplicates above this fraction are an error."
     )
     near_duplicate_threshold: float = Field(
-        default=0.85,
+        default=0.7,
         gt=0,
         le=1,
-        description="Estimated Jaccard similarity of word shingles above which two examples are near duplicates.",
+        description="Estimated Jaccard similarity (MinHash of character 3-grams of the text without casing, "
+        "punctuation and greetings) from which two prompts are near copies: duplicates when their answers agree, "
+        "contradictions when not; near copies stay on one side of the split.",
     )
     max_contradictions: int = Field(
         default=0,

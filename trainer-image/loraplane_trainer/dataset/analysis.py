@@ -41,6 +41,7 @@ class Analysis:
     prompt_hash: array = field(default_factory=lambda: array("q"))
     completion_hash: array = field(default_factory=lambda: array("q"))
     numbers_hash: array = field(default_factory=lambda: array("q"))
+    raw_hash: array = field(default_factory=lambda: array("q"))
     intent_ids: array = field(default_factory=lambda: array("q"))
     intent_names: list[str | None] = field(default_factory=list)
     inferred_intents: np.ndarray | None = None
@@ -54,6 +55,7 @@ class Analysis:
         self.completion_sigs.append(signature(c))
         self.prompt_hash.append(stable_hash(p))
         self.completion_hash.append(stable_hash(c))
+        self.raw_hash.append(stable_hash(f"{ex.prompt}\x00{ex.completion}"))
         self.numbers_hash.append(stable_hash("\x00".join(sorted(numbers(ex.completion)))))
         if ex.intent not in self._intent_index:
             self._intent_index[ex.intent] = len(self.intent_names)

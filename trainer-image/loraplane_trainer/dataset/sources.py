@@ -212,7 +212,9 @@ def open_uri(uri: str, *, base_dir: Path | None = None, fmt: str = "auto", mappi
     if "://" not in uri:
         path = Path(uri)
         if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
+            # Relative to the FineTuneJob file first, then to the working directory (a repo-relative path).
+            tried = [(base_dir or Path.cwd()) / path, Path.cwd() / path]
+            path = next((p for p in tried if p.exists()), tried[0])
         if not path.exists():
             raise SourceError(f"dataset {uri}: file not found (looked in {path.parent})")
         return Reader(uri, lambda: open(path, "rb"), _kind(uri), fmt, mapping)

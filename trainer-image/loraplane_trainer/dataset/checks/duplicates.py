@@ -39,13 +39,12 @@ class DuplicateCheck(Check):
             return []
         comp = components(ctx.examples, i, j)
         extra = np.nonzero(comp != np.arange(ctx.examples))[0]
-        ph = np.frombuffer(ctx.prompt_hash, dtype=np.int64)
-        ch = np.frombuffer(ctx.completion_hash, dtype=np.int64)
+        raw = np.frombuffer(ctx.raw_hash, dtype=np.int64)
         found = Locations()
         exact = 0
         for k in extra.tolist():
             first = int(comp[k])
-            is_exact = ph[k] == ph[first] and ch[k] == ch[first]
+            is_exact = raw[k] == raw[first]
             exact += bool(is_exact)
             kind = "exact duplicate" if is_exact else "near duplicate"
             found.add(Location(ctx.files[k], ctx.lines[k], f"{kind} of line {ctx.lines[first]}"))

@@ -13,11 +13,12 @@ from .base import Check, Finding, Location, Locations
 
 MARKDOWN = re.compile(r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\]\n]+\]\([^)\s]+\)|`[^`\n]+`")
 PREFIX = re.compile(r"^\s*(answer|a|assistant|response|bot|agent|reply|output|support)\s*:\s*", re.IGNORECASE)
+MIN_LOG_RATIO = math.log(3)  # an outlier is at least 3 times longer or shorter than the median
 _WORD = re.compile(r"[^\W\d_]+")
 
 # Common short words of the languages a heuristic can tell apart reliably from a sentence or two.
 STOPWORDS = {
-    "en": tuple(["the", "and", "is", "are", "you", "your", "to", "of", "for", "with", "this", "that", "it", "can", "we", "our", "be", "on", "in", "not", "have", "will"]),
+    "en": tuple(["the", "and", "is", "are", "you", "your", "to", "of", "for", "with", "this", "that", "it", "can", "we", "our", "be", "on", "in", "not", "have", "will", "a", "an", "by", "or", "at", "as", "all", "any", "when", "after", "each", "there", "up", "from"]),
     "de": tuple(["der", "die", "das", "und", "ist", "sind", "sie", "ihr", "zu", "mit", "nicht", "ein", "eine", "wir", "auf", "für", "ich", "es", "den", "dem"]),
     "fr": tuple(["le", "la", "les", "et", "est", "sont", "vous", "votre", "pour", "avec", "pas", "une", "des", "nous", "sur", "dans", "du", "ce", "qui"]),
     "es": tuple(["el", "la", "los", "las", "y", "es", "son", "usted", "su", "para", "con", "no", "una", "del", "nosotros", "en", "por", "que", "lo", "se"]),
@@ -123,15 +124,17 @@ class StyleCheck(Check):
         if std < 1e-6:
             return None
         found = Locations()
+        median = sorted(self.log_lengths)[n // 2]
         for (file, line), x in zip(self.where, self.log_lengths, strict=True):
             z = (x - mean) / std
-            if abs(z) > self.z:
+            # A set of very even answers has a tiny spread: also require a real difference in size.
+            if abs(z) > self.z and abs(x - median) > MIN_LOG_RATIO:
                 chars = round(math.exp(x) - 1)
                 found.add(Location(file, line, f"{chars} characters, z={z:+.1f}"))
         if not found.count:
             return None
         return Finding("length-outliers", "warning", found.count,
                        f"{found.count} answer(s) are far longer or shorter than the rest "
-                       f"(|z| of log length > {self.z:g}; median {round(math.exp(sorted(self.log_lengths)[n // 2]) - 1)} "
+                       f"(|z| of log length > {self.z:g}; median {round(math.exp(median) - 1)} "
                        "characters)", found.items, threshold=self.z)
 
