@@ -125,8 +125,14 @@ class DatasetReport:
         table.add_column("where")
         for f in self.sorted_findings():
             style = {"error": "red", "warning": "yellow"}.get(f.severity, "")
-            where = ", ".join(f"{loc.file}:{loc.line}" for loc in f.locations[:3])
-            if len(f.locations) > 3:
-                where += f" (+{f.count - 3})"
+            where = self._where(f)
             table.add_row(f.check, f"[{style}]{f.severity}[/]" if style else f.severity, str(f.count), f.message, where)
         console.print(table)
+
+    def _where(self, f: Finding, shown: int = 6) -> str:
+        """"lines 3, 9" in the dataset itself, "file:line" elsewhere (e.g. the validation file)."""
+        parts = [str(loc.line) if loc.file == self.dataset else f"{loc.file}:{loc.line}" for loc in f.locations[:shown]]
+        if not parts:
+            return ""
+        more = f" (+{f.count - shown})" if f.count > shown and len(f.locations) > shown else ""
+        return ("line " if len(parts) == 1 else "lines ") + ", ".join(parts) + more
