@@ -1,0 +1,71 @@
+"""`python -m loraplane_trainer run --job <finetunejob.json|yaml> --run-id <id>`: the training pod's command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import yaml
+from loraplane.api.finetunejob import FineTuneJob
+from loraplane.storage import run_id as make_run_id
+from pydantic import ValidationError
+
+from .errors import BadInput
+from .logs import log, setup_logging
+
+
+def load_job(path: Path, *, output: str | None = None, max_steps: int | None = None,
+             epochs: int | None = None) -> FineTuneJob:
+    """The FineTuneJob in a JSON or YAML file, with command-line overrides; BadInput naming the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise BadInput(f"{path}: cannot read the FineTuneJob: {exc}") from exc
+    if not isinstance(data, dict) or "spec" not in data:
+        raise BadInput(f"{path}: not a FineTuneJob object (no spec)")
+    spec = data["spec"]
+    if output:
+        spec.setdefault("output", {})["uri"] = output
+    training = spec.setdefault("training", {})
+    if max_steps is not None:
+        training["maxSteps"] = max_steps
+    if epochs is not None:
+        training["epochs"] = epochs
+    data.pop("status", None)  # written by the operator; the run does not need it
+    try:
+        job = FineTuneJob.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{path}: {where}: {first['msg']} ({exc.error_count()} problem(s))") from exc
+    if not job.metadata.name:
+        raise BadInput(f"{path}: metadata.name is required")
+    return job
+
+
+@click.command("run")
+@click.option("--job", "job_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The FineTuneJob object (JSON or YAML), as the operator mounts it.")
+@click.option("--run-id", default=None, help="Run id (<uid>-<generation>); reuse one to resume that run.")
+@click.option("--output", default=None, help="Override spec.output.uri.")
+@click.option("--max-steps", type=int, default=None, help="Override training.maxSteps (quick runs).")
+@click.option("--epochs", type=int, default=None, help="Override training.epochs.")
+@click.option("--base-dir", default=None, type=click.Path(file_okay=False),
+              help="Directory that relative dataset paths are resolved against.")
+def run_command(job_path: Path, run_id: str | None, output: str | None, max_steps: int | None,
+                epochs: int | None, base_dir: str | None) -> None:
+    """Validate the data, train a LoRA adapter, evaluate it and publish it."""
+    setup_logging()
+    try:
+        job = load_job(job_path, output=output, max_steps=max_steps, epochs=epochs)
+    except BadInput as exc:
+        log.error("%s: %s", exc.reason, exc)
+        sys.exit(exc.exit_code)
+    from .pipeline import run_job  # torch and transformers load here, after the cheap checks
+
+    run_id = run_id or make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)
+    sys.exit(run_job(job, run_id, base_dir=base_dir))
+
+
+commands = [run_command]

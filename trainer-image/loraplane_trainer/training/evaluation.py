@@ -1,0 +1,136 @@
+"""Evaluation: perplexity, exact match with greedy generation, the regression set, and the quality gates."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from loraplane.api.finetunejob import QualityGates
+
+from .chat import TokenizedExample, prompt_text, read_chat_jsonl
+from .packing import causal_lm_loss_sum, collate_packed, pack_rows
+from .precision import Precision
+
+REGRESSION_SET = "regression_set.jsonl"
+
+
+def regression_set_path() -> Path:
+    """General prompts shipped with the trainer, to catch catastrophic forgetting."""
+    return Path(str(resources.files(__package__) / REGRESSION_SET))
+
+
+@torch.no_grad()
+def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, row_tokens: int = 2048,
+              pad_id: int = 0) -> float:
+    """Mean next-token loss over the assistant tokens of examples (packed, no padding waste)."""
+    if not examples:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    rows = pack_rows({i: len(e) for i, e in enumerate(examples)}, row_tokens)
+    device = next(model.parameters()).device
+    for row in rows:
+        batch = collate_packed([[examples[i] for i in row]], pad_id).to(device)
+        with precision.autocast():
+            total += float(causal_lm_loss_sum(model, batch))
+        count += batch.target_tokens
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+_PUNCT = str.maketrans("", "", string.punctuation + "“”‘’«»…")
+
+
+def normalize(text: str) -> str:
+    """Normalised answer text: case, accents' forms, punctuation and whitespace do not count."""
+    text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCT)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@dataclass
+class ExactMatch:
+    score: float
+    samples: list[dict] = field(default_factory=list)  # {question, reference, answer, match}
+
+
+@torch.no_grad()
+def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, max_new_tokens: int,
+                batch_size: int = 16) -> ExactMatch:
+    """Share of records whose greedy answer equals the reference after normalisation."""
+    if not records:
+        return ExactMatch(float("nan"))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pairs = [prompt_text(tokenizer, r["messages"]) for r in records]
+    questions = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "") for r in records]
+    # Answers longer than every reference cannot match: generating further is wasted time.
+    longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for _, ref in pairs)
+    budget = min(max_new_tokens, longest + 4)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    samples = []
+    try:
+        for b in range(0, len(pairs), batch_size):
+            chunk = pairs[b : b + batch_size]
+            enc = tokenizer([p for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+            with precision.autocast():
+                out = model.generate(**enc.to(device), max_new_tokens=budget, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id)
+            for n, ((_, ref), ids) in enumerate(zip(chunk, out[:, enc["input_ids"].shape[1]:], strict=True)):
+                answer = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                samples.append({"question": questions[b + n], "reference": ref, "answer": answer,
+                                "match": normalize(answer) == normalize(ref)})
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return ExactMatch(sum(s["match"] for s in samples) / len(samples), samples)
+
+
+def load_regression_set(uri: str | None) -> list[dict]:
+    if uri is None:
+        return read_chat_jsonl(regression_set_path())
+    from loraplane.storage.uris import filesystem, is_local, local_path
+
+    if is_local(uri):
+        return read_chat_jsonl(local_path(uri))
+    import tempfile
+
+    fs, path = filesystem(uri)
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as tmp:
+        fs.get_file(path, tmp.name)
+        return read_chat_jsonl(tmp.name)
+
+
+def check_gates(gates: QualityGates, metrics: dict) -> list[str]:
+    """Every gate the metrics fail, as one sentence each (empty: accepted)."""
+    failed = []
+    ppl = metrics.get("perplexityAfter")
+    if gates.max_perplexity is not None and ppl is not None and ppl > gates.max_perplexity:
+        failed.append(f"validation perplexity {ppl:.3g} is above maxPerplexity {gates.max_perplexity:g}")
+    before, after = metrics.get("exactMatchBefore"), metrics.get("exactMatchAfter")
+    if gates.min_exact_match_gain is not None and before is not None and after is not None:
+        gain = after - before
+        if gain < gates.min_exact_match_gain:
+            failed.append(f"exact match rose by {gain:+.3f} ({before:.3f} -> {after:.3f}), "
+                          f"less than minExactMatchGain {gates.min_exact_match_gain:g}")
+    rb, ra = metrics.get("regressionPerplexityBefore"), metrics.get("regressionPerplexityAfter")
+    if gates.max_regression_increase is not None and rb and ra is not None:
+        rise = ra / rb - 1
+        if rise > gates.max_regression_increase:
+            failed.append(f"regression-set perplexity rose {rise:+.1%} ({rb:.3g} -> {ra:.3g}), "
+                          f"more than maxRegressionIncrease {gates.max_regression_increase:.0%}")
+    return failed

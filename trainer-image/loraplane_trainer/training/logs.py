@@ -1,0 +1,28 @@
+"""Plain log lines a `kubectl logs` reader can follow; a progress bar only on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("loraplane_trainer")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Libraries stay quiet unless something is wrong.
+    for noisy in ("urllib3", "botocore", "s3fs", "fsspec", "httpx", "huggingface_hub", "transformers", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress_bar(total: int, initial: int = 0, desc: str = "train"):
+    """A tqdm bar when stderr is a terminal, else None (the log lines carry the progress)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)

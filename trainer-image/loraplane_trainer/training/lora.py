@@ -1,0 +1,38 @@
+"""LoRA configuration from the spec, with per-architecture default target modules."""
+
+from __future__ import annotations
+
+from loraplane.api.finetunejob import LoraSpec
+from peft import LoraConfig
+
+# The attention and MLP projections of common architectures: what `all-linear` means for them.
+# Explicit names keep the adapter loadable by vLLM's LoRA loader, which knows modules by name.
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    **{arch: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+       for arch in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
+                    "olmo", "olmo2", "granite", "smollm3", "cohere")},
+    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "falcon": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+    "gpt_bigcode": ["c_attn", "c_proj", "c_fc"],
+}
+
+
+def target_modules(spec_targets: list[str], model_type: str) -> list[str] | str:
+    """Resolve `all-linear` to the architecture's projections; other names are used as given."""
+    if spec_targets == ["all-linear"]:
+        return DEFAULT_TARGETS.get(model_type, "all-linear")
+    return list(spec_targets)
+
+
+def lora_config(spec: LoraSpec, model_type: str) -> LoraConfig:
+    return LoraConfig(
+        r=spec.r,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=target_modules(spec.target_modules, model_type),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )

@@ -1,0 +1,150 @@
+"""Batches without padding waste: packing of variable-length examples, and the padded alternative.
+
+An optimizer step takes `batch_size * gradient_accumulation` examples, as unpacked
+training would (so hyperparameters mean the same). With packing, those examples
+are concatenated into rows of up to `row_tokens` tokens (first-fit decreasing);
+position ids restart at 0 for every example, which makes the model's attention
+block-diagonal (transformers derives the mask from position ids when no attention
+mask is given), so packed examples never see each other. The first token of each
+example carries no label, so no example is predicted from its neighbour.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from .chat import IGNORE, TokenizedExample
+
+
+def epoch_steps(n_examples: int, examples_per_step: int, *, seed: int, epoch: int) -> list[list[int]]:
+    """Example indices of every optimizer step of an epoch: a seeded shuffle, cut into steps.
+
+    Deterministic in (seed, epoch), so a resumed run finds the same data at the same step.
+    """
+    order = list(range(n_examples))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return [order[i : i + examples_per_step] for i in range(0, n_examples, examples_per_step)]
+
+
+def pack_rows(lengths: dict[int, int], row_tokens: int) -> list[list[int]]:
+    """Group example indices into rows of at most row_tokens tokens (first-fit decreasing).
+
+    An example longer than row_tokens gets a row of its own.
+    """
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for idx in sorted(lengths, key=lambda i: (-lengths[i], i)):
+        size = lengths[idx]
+        for r, space in enumerate(free):
+            if size <= space:
+                rows[r].append(idx)
+                free[r] -= size
+                break
+        else:
+            rows.append([idx])
+            free.append(max(row_tokens - size, 0))
+    return rows
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, T]
+    labels: torch.Tensor  # [B, T], IGNORE where no loss
+    position_ids: torch.Tensor | None  # packed: restart per example
+    attention_mask: torch.Tensor | None  # padded: 1 on real tokens
+    real_tokens: int  # tokens that are not padding
+
+    @property
+    def target_tokens(self) -> int:
+        return int((self.labels != IGNORE).sum())
+
+    def to(self, device) -> Batch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask),
+                     self.real_tokens)
+
+    def model_inputs(self) -> dict:
+        out = {"input_ids": self.input_ids}
+        if self.position_ids is not None:
+            out["position_ids"] = self.position_ids
+        if self.attention_mask is not None:
+            out["attention_mask"] = self.attention_mask
+        return out
+
+
+def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
+    """Rows of concatenated examples -> one [B, T] batch, position ids restarting per example.
+
+    Rows shorter than the longest are filled at the end with pad tokens whose
+    labels are IGNORE; causal attention keeps real tokens from seeing them.
+    """
+    width = max(sum(len(e) for e in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    real = 0
+    for r, row in enumerate(rows):
+        at = 0
+        for example in row:
+            n = len(example)
+            ids[r, at : at + n] = torch.tensor(example.input_ids)
+            lab = torch.tensor(example.labels)
+            lab[0] = IGNORE
+            labels[r, at : at + n] = lab
+            pos[r, at : at + n] = torch.arange(n)
+            at += n
+            real += n
+        # Padding continues the last example's positions: one packed sequence fewer to mask.
+        if at < width:
+            start = pos[r, at - 1] + 1 if at else 0
+            pos[r, at:] = torch.arange(start, start + width - at)
+    return Batch(ids, labels, pos, None, real)
+
+
+def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
+    """Examples right-padded to the longest, with an attention mask (packing: false)."""
+    width = max(len(e) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for r, example in enumerate(examples):
+        n = len(example)
+        ids[r, :n] = torch.tensor(example.input_ids)
+        labels[r, :n] = torch.tensor(example.labels)
+        mask[r, :n] = 1
+    return Batch(ids, labels, None, mask, int(mask.sum()))
+
+
+def step_batches(examples: list[TokenizedExample], indices: list[int], *, packing: bool, batch_size: int,
+                 row_tokens: int, pad_id: int) -> list[Batch]:
+    """The micro-batches of one optimizer step."""
+    if packing:
+        rows = pack_rows({i: len(examples[i]) for i in indices}, row_tokens)
+        return [
+            collate_packed([[examples[i] for i in row] for row in rows[b : b + batch_size]], pad_id)
+            for b in range(0, len(rows), batch_size)
+        ]
+    # Unpacked: length-sorted within the step, so each micro-batch pads little.
+    ordered = sorted(indices, key=lambda i: len(examples[i]))
+    return [collate_padded([examples[i] for i in ordered[b : b + batch_size]], pad_id)
+            for b in range(0, len(ordered), batch_size)]
+
+
+def causal_lm_loss_sum(model, batch: Batch) -> torch.Tensor:
+    """Summed next-token cross entropy over labelled tokens (the caller divides by the step's count).
+
+    Only the positions that predict a labelled token go through the output head
+    (`logits_to_keep`), which saves most of the vocabulary projection on prompts.
+    """
+    targets = batch.labels[:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)
+    if keep.numel() == 0:
+        return torch.zeros((), requires_grad=True)
+    out = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep)
+    logits = out.logits.float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets[:, keep].reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
