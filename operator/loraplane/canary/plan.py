@@ -207,7 +207,8 @@ async def reconcile_rollout(
     if action is Action.PROMOTE and state.stable and p.stable in base and p.stable != state.stable:
         base[state.stable] = base.get(state.stable, 0) + base.pop(p.stable)
     weights = state.weights(base)
-    variants = dict(p.servable)
+    retiring_names = {r.name for r in state.retiring}
+    variants = {n: v for n, v in p.servable.items() if n not in retiring_names or weights.get(n, 0) > 0}
     for name in weights:
         if name not in variants and name in p.known:
             variants[name] = p.known[name]
