@@ -87,6 +87,14 @@ def _type(value: Any) -> str:
     )
 
 
+def _valid_unicode(value: str, where: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecordError(f"{where} holds an invalid unicode escape (lone surrogate) at character {e.start}") from e
+    return value
+
+
 def _text(record: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     if key not in record or (record[key] is None and not required):
         if required:
@@ -97,7 +105,7 @@ def _text(record: dict[str, Any], key: str, *, required: bool = True) -> str | N
         raise RecordError(f"field {key!r} must be a string, got {_type(value)}")
     if required and not value.strip():
         raise RecordError(f"field {key!r} is empty")
-    return value
+    return _valid_unicode(value, f"field {key!r}")
 
 
 def _pair(record: dict[str, Any], mapping: Mapping) -> list[dict[str, str]]:
@@ -134,7 +142,7 @@ def _chat(record: dict[str, Any]) -> list[dict[str, str]]:
             raise RecordError(f"{where}.content must be a string, got {_type(content)}")
         if not content.strip():
             raise RecordError(f"{where}.content is empty")
-        messages.append({"role": role, "content": content})
+        messages.append({"role": role, "content": _valid_unicode(content, f"{where}.content")})
     if messages[-1]["role"] != "assistant":
         raise RecordError("the last message must be the assistant's answer")
     if not any(m["role"] == "user" for m in messages):
