@@ -88,8 +88,8 @@ BUILTIN = [
     ResourceType("", "v1", "services", "Service", status_subresource=True),
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount"),
     ResourceType("", "v1", "pods", "Pod", status_subresource=True),
-    ResourceType("", "v1", "events", "Event"),
-    ResourceType("events.k8s.io", "v1", "events", "Event"),
+    ResourceType("", "v1", "events", "Event", builtin_schema=False),
+    ResourceType("events.k8s.io", "v1", "events", "Event", builtin_schema=False),
     ResourceType("batch", "v1", "jobs", "Job", status_subresource=True),
     ResourceType("apps", "v1", "deployments", "Deployment", status_subresource=True),
     ResourceType("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", status_subresource=True),
@@ -403,6 +403,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
 
     def create(self, rtype: ResourceType, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
+        # The endpoint implies them, as for the real API server.
+        obj.setdefault("apiVersion", rtype.api_version)
+        obj.setdefault("kind", rtype.kind)
         meta = obj.setdefault("metadata", {})
         if rtype.namespaced:
             if meta.get("namespace") not in (None, namespace):

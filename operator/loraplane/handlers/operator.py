@@ -34,7 +34,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = config.current()
     # Children are recreated from the spec, so a crashed handler is retried soon, not in 60 s.
     settings.execution.max_workers = 20
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.persistence.finalizer = "loraplane.io/finalizer"

@@ -1,0 +1,231 @@
+"""The training run of a FineTuneJob: a ConfigMap holding the job as JSON and a batch/v1 Job running the trainer.
+
+Pure functions of (FineTuneJob dict, OperatorConfig, run id): no API calls. The Job runs
+
+    python -m loraplane_trainer run --job /etc/loraplane/job/finetunejob.json --run-id <run-id>
+
+and needs no Kubernetes API access: it reads the job from the mounted ConfigMap and
+writes progress, checkpoints and the adapter to object storage.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .. import exitcodes
+from ..config import OperatorConfig
+from .common import (
+    LABEL_GENERATION,
+    LABEL_RUN,
+    child_metadata,
+    child_name,
+    label_value,
+    restricted_security_context,
+)
+
+COMPONENT = "trainer"
+CONTAINER = "trainer"
+JOB_DIR = "/etc/loraplane/job"
+JOB_FILE = "finetunejob.json"
+CONFIGMAP_DIR = "/etc/loraplane/configmaps"
+CACHE_DIR = "/cache"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+RUN_ID_ANNOTATION = "loraplane.io/run-id"
+# The trainer checkpoints to object storage on SIGTERM: give it time before the kill.
+TERMINATION_GRACE_SECONDS = 120
+RUN_AS_USER = 1000
+
+
+def job_name(ftj_name: str, generation: int, suffix: str | None = None) -> str:
+    """`<name>-train-<generation>[-<suffix>]`: one Job per generation (and per scheduled rerun)."""
+    return child_name(ftj_name, "train", generation, *([suffix] if suffix else []))
+
+
+def job_document(ftj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the trainer reads: apiVersion, kind, metadata (name, namespace, uid, generation), spec."""
+    meta = ftj["metadata"]
+    return {
+        "apiVersion": ftj["apiVersion"],
+        "kind": ftj["kind"],
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation") if k in meta},
+        "spec": ftj["spec"],
+    }
+
+
+def _run_labels(ftj: Mapping[str, Any], run_id: str) -> dict[str, str]:
+    return {
+        LABEL_GENERATION: str(ftj["metadata"].get("generation", 1)),
+        LABEL_RUN: label_value(run_id),
+    }
+
+
+def job_config_map(ftj: Mapping[str, Any], name: str, run_id: str) -> dict[str, Any]:
+    """The ConfigMap mounted at /etc/loraplane/job, named like its Job and owned by the FineTuneJob."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": child_metadata(ftj, name, COMPONENT, _run_labels(ftj, run_id), {RUN_ID_ANNOTATION: run_id}),
+        "data": {JOB_FILE: json.dumps(job_document(ftj), indent=2, sort_keys=True) + "\n"},
+    }
+
+
+def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "LORAPLANE_CACHE", "value": CACHE_DIR},
+        {"name": "LORAPLANE_CONFIGMAP_DIR", "value": CONFIGMAP_DIR},
+        {"name": "LORAPLANE_RUN_ID", "value": run_id},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+        {"name": "TMPDIR", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    token = (spec.get("baseModel") or {}).get("tokenSecretRef")
+    if token:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token["key"]}}})
+    synthetic = ((spec.get("augmentation") or {}).get("synthetic") or {}).get("apiKeySecretRef")
+    if synthetic:
+        env.append({
+            "name": "LORAPLANE_SYNTHETIC_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": synthetic["name"], "key": synthetic["key"]}},
+        })
+    return env
+
+
+def _resources(res: Mapping[str, Any]) -> dict[str, Any]:
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    gpus = res.get("gpus", 1)
+    if gpus:
+        # Extended resources: request and limit must be equal.
+        requests[GPU_RESOURCE] = str(gpus)
+        limits[GPU_RESOURCE] = str(gpus)
+    if res.get("cpu"):
+        requests["cpu"] = res["cpu"]
+    if res.get("memory"):
+        requests["memory"] = res["memory"]
+        limits["memory"] = res["memory"]
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _volumes(spec: Mapping[str, Any], config_map: str, cfg: OperatorConfig) -> tuple[list[dict], list[dict]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "job", "configMap": {"name": config_map}},
+        {"name": "cache", "emptyDir": {"sizeLimit": cfg.cache_size}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "job", "mountPath": JOB_DIR, "readOnly": True},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    ref = (spec.get("dataset") or {}).get("configMapRef")
+    if ref:
+        volumes.append({"name": "dataset", "configMap": {"name": ref["name"]}})
+        mounts.append({"name": "dataset", "mountPath": f"{CONFIGMAP_DIR}/{ref['name']}", "readOnly": True})
+    return volumes, mounts
+
+
+def _tolerations(res: Mapping[str, Any]) -> list[dict[str, Any]]:
+    tolerations = [dict(t) for t in res.get("tolerations") or []]
+    if res.get("gpus", 1) and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule.
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Bad input and a failed quality gate fail the Job at once; evictions and disruptions are retried free."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [exitcodes.BAD_INPUT, exitcodes.QUALITY_GATE_FAILED],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
+def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id: str) -> dict[str, Any]:
+    """The batch/v1 Job of one training run."""
+    spec = ftj["spec"]
+    res = spec.get("resources") or {}
+    run_labels = _run_labels(ftj, run_id)
+    if res.get("queue"):
+        run_labels[KUEUE_QUEUE_LABEL] = res["queue"]
+    meta = child_metadata(ftj, name, COMPONENT, run_labels, {RUN_ID_ANNOTATION: run_id})
+    volumes, mounts = _volumes(spec, name, cfg)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": cfg.trainer_image,
+        "imagePullPolicy": cfg.image_pull_policy,
+        "command": ["python", "-m", "loraplane_trainer", "run", "--job", f"{JOB_DIR}/{JOB_FILE}", "--run-id", run_id],
+        "env": _env(spec, run_id),
+        "volumeMounts": mounts,
+        "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    creds = (spec.get("output") or {}).get("credentialsSecretRef")
+    if creds:
+        container["envFrom"] = [{"secretRef": {"name": creds["name"]}}]
+    resources = _resources(res)
+    if resources:
+        container["resources"] = resources
+    node_selector = dict(res.get("nodeSelector") or {})
+    if res.get("gpuType"):
+        node_selector[GPU_PRODUCT_LABEL] = res["gpuType"]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = _tolerations(res)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if res.get("affinity"):
+        pod_spec["affinity"] = res["affinity"]
+    if res.get("priorityClassName"):
+        pod_spec["priorityClassName"] = res["priorityClassName"]
+    if cfg.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": res.get("backoffLimit", 3),
+        "podFailurePolicy": pod_failure_policy(),
+        "ttlSecondsAfterFinished": cfg.job_ttl_seconds_after_finished,
+        "template": {
+            "metadata": {"labels": dict(meta["labels"]), "annotations": {RUN_ID_ANNOTATION: run_id}},
+            "spec": pod_spec,
+        },
+    }
+    if res.get("activeDeadlineSeconds"):
+        job_spec["activeDeadlineSeconds"] = res["activeDeadlineSeconds"]
+    # Kueue admits a queued Job by unsuspending it; a paused FineTuneJob starts its Job suspended too.
+    if res.get("queue") or spec.get("suspend"):
+        job_spec["suspend"] = True
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

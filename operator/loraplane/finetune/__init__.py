@@ -1,0 +1,1 @@
+"""FineTuneJob controller helpers that touch the outside world: object storage reads, schedules."""
