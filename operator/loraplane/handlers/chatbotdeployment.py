@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from .. import API_VERSION, config, kube, metrics
@@ -61,6 +62,13 @@ CANARY_CONDITION = "CanaryAnalysis"
 ADAPTERS_CONDITION = "AdaptersResolved"
 # Children that exist only when the spec asks for them: deleted when it stops asking.
 OPTIONAL = (("autoscaling/v2", "HorizontalPodAutoscaler", ROUTER), ("policy/v1", "PodDisruptionBudget", ROUTER))
+
+PHASE = Gauge("loraplane_chatbotdeployment_phase", "1 for the current phase of each ChatbotDeployment.",
+              ["namespace", "name", "phase"])
+CANARY_WEIGHT = Gauge("loraplane_chatbotdeployment_canary_weight", "Current canary weight (percent).",
+                      ["namespace", "name"])
+ROLLOUTS = Counter("loraplane_chatbotdeployment_rollouts_total", "Canary outcomes: promoted, rolled back.",
+                   ["namespace", "name", "result"])
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _ftj_versions: dict[tuple[str, str], str] = {}
@@ -305,6 +313,11 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     patch = merge_patch(status, new)
     if patch:
         await client.patch_merge(API_VERSION, KIND, namespace, name, {"status": patch}, subresource="status")
+    for p in Phase:
+        PHASE.labels(namespace, name, p.value).set(1 if p.value == new["phase"] else 0)
+    CANARY_WEIGHT.labels(namespace, name).set(result.state.canary_weight if result.state.running else 0)
+    if result.action in (Action.PROMOTE, Action.ROLLBACK):
+        ROLLOUTS.labels(namespace, name, "promoted" if result.action is Action.PROMOTE else "rolledBack").inc()
     for event in result.events:
         kopf.event(obj, type=event.type, reason=event.reason, message=event.message[:1024])
     if status.get("phase") != new["phase"] and logger is not None:
@@ -360,3 +373,14 @@ async def on_finetunejob(event: Mapping[str, Any], namespace: str, name: str, lo
             refs = [(a.get("fineTuneJobRef") or {}).get("name") for a in cbd.get("spec", {}).get("adapters") or []]
             if name in refs:
                 await reconcile(namespace, cbd["metadata"]["name"], logger)
+
+
+@kopf.on.delete(*RESOURCE, optional=True)
+def forget(namespace: str, name: str, **_: Any) -> None:
+    """Drop a deleted object's series and lock; its children go with their ownerReferences."""
+    for p in Phase:
+        with contextlib.suppress(KeyError):
+            PHASE.remove(namespace, name, p.value)
+    with contextlib.suppress(KeyError):
+        CANARY_WEIGHT.remove(namespace, name)
+    _locks.pop((namespace, name), None)
