@@ -149,3 +149,32 @@ async def test_routing_file_router_rewrites_weights(tmp_path):
     assert [v.name for v in after.retained] == ["v1"]
     with pytest.raises(ValueError, match="no variant v9"):
         await RoutingFileRouter(path).apply({"v9": 100}, [])
+
+
+async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
+    from loraplane.canary import LocalCanary
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(RoutingTable.model_validate({
+        "model": "bot", "baseModel": "smol",
+        "variants": [{"name": "v1", "weight": 100, "adapterUri": "file:///a/v1"},
+                     {"name": "v2", "weight": 0, "adapterUri": "file:///a/v2"}],
+    }).to_yaml())
+    now = [T0]
+    with router_metrics_server("bot") as m:
+        canary = LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=RouterMetricsSource(m.url),
+                             router=RoutingFileRouter(path), clock=lambda: now[0])
+        await canary.start()
+        assert {v.name: v.weight for v in load_routing_table(path).variants} == {"v1": 90, "v2": 10}
+        actions = []
+        for _ in range(4):
+            m.serve("v1", 100, feedback=0.8)
+            m.serve("v2", 100, feedback=0.8)
+            now[0] += timedelta(minutes=1)
+            actions.append((await canary.tick()).action)
+            if actions[-1] is Action.PROMOTE:
+                break
+    assert actions == [Action.ADVANCE, Action.PROMOTE]
+    table = load_routing_table(path)
+    assert {v.name: v.weight for v in table.variants} == {"v2": 100}
+    assert [v.name for v in table.retained] == ["v1"]

@@ -6,6 +6,7 @@
 
 from .adapters import EntryResolution, resolve, resolve_entry, variant_name
 from .analysis import Decision, VariantFigures, Verdict, judge
+from .local import LocalCanary
 from .plan import Event, Plan, RolloutResult, plan_rollout, reconcile_rollout
 from .quantile import histogram_quantile
 from .rollout import (
@@ -35,6 +36,7 @@ from .sources import (
 from .steps import next_step, parse_duration, split_weights, step_weight
 
 __all__ = [
+    "LocalCanary",
     "EntryResolution",
     "Event",
     "Plan",
