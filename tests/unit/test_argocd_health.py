@@ -91,3 +91,12 @@ def test_argocd_cm_snippet_carries_the_same_scripts():
     assert cm["resource.customizations.health.loraplane.io_ChatbotDeployment"] == (
         ARGOCD / "chatbotdeployment-health.lua"
     ).read_text()
+
+
+def test_gitops_application_syncs_a_folder():
+    app = yaml.safe_load((ARGOCD / "application.yaml").read_text())
+    assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
+    assert app["spec"]["source"]["path"] and app["spec"]["source"]["directory"]["recurse"] is True
+    assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    guide = (ARGOCD.parents[2] / "docs" / "gitops.md").read_text()
+    assert "argocd-cm-health.yaml" in guide and "kind: Application" in guide
