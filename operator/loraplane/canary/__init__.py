@@ -8,6 +8,7 @@ from .adapters import EntryResolution, resolve, resolve_entry, variant_name
 from .analysis import Decision, VariantFigures, Verdict, judge
 from .local import LocalCanary
 from .plan import Event, Plan, RolloutResult, plan_rollout, reconcile_rollout
+from .probes import Probe, ProbedSource, load_probes, parse_probes, probe_exact_match
 from .quantile import histogram_quantile
 from .rollout import (
     Action,
@@ -36,6 +37,11 @@ from .sources import (
 from .steps import next_step, parse_duration, split_weights, step_weight
 
 __all__ = [
+    "Probe",
+    "ProbedSource",
+    "load_probes",
+    "parse_probes",
+    "probe_exact_match",
     "LocalCanary",
     "EntryResolution",
     "Event",

@@ -10,6 +10,7 @@ ConfigMap, then patch status once. Manual control is by annotations, which the
     loraplane.io/abort: "true"     roll the running canary back now
     loraplane.io/paused: "true"    hold the canary at its step (as spec.rollout.paused)
     loraplane.io/metrics-url: URL[,URL]  read router figures from these /metrics URLs
+    loraplane.io/router-url: URL         send probes to this router (default: the router Service)
 """
 
 from __future__ import annotations
@@ -43,10 +44,12 @@ from ..canary import (
     EntryResolution,
     MetricsSource,
     Phase,
+    ProbedSource,
     PrometheusSource,
     RolloutResult,
     RolloutState,
     RouterMetricsSource,
+    load_probes,
     reconcile_rollout,
     resolve,
 )
@@ -57,6 +60,7 @@ from ..storage import read_manifest
 RESOURCE = ("loraplane.io", "v1alpha1", "chatbotdeployments")
 KIND = "ChatbotDeployment"
 ANN_METRICS_URL = "loraplane.io/metrics-url"
+ANN_ROUTER_URL = "loraplane.io/router-url"  # where probes are sent (default: the router Service)
 ANN_APPLIED = "loraplane.io/applied-hash"  # hash of the manifest a child was last written from
 CANARY_CONDITION = "CanaryAnalysis"
 ADAPTERS_CONDITION = "AdaptersResolved"
@@ -72,6 +76,7 @@ ROLLOUTS = Counter("loraplane_chatbotdeployment_rollouts_total", "Canary outcome
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _ftj_versions: dict[tuple[str, str], str] = {}
+_probe_results: dict[tuple[str, str], dict] = {}
 
 
 def _now() -> datetime:
@@ -176,7 +181,28 @@ async def _inputs(ns: str, spec: ChatbotDeploymentSpec) -> list[EntryResolution]
 
 
 async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
-    """Prometheus when configured; else the router's own /metrics, every ready router pod summed."""
+    """The figures source, with probe exact match added when a probe set is configured."""
+    source = await _figures_source(obj, spec)
+    uri = spec.rollout.analysis.probe_set_uri
+    if not uri:
+        return source
+    meta = obj["metadata"]
+    try:
+        probes = await asyncio.to_thread(load_probes, uri)
+    except (OSError, ValueError) as err:
+        raise MetricsProblem(f"probe set {uri}: {err}") from err
+    router = (meta.get("annotations") or {}).get(ANN_ROUTER_URL) or \
+        f"http://{router_name(meta['name'])}.{meta['namespace']}.svc:{ROUTER_PORT}"
+    cache = _probe_results.setdefault((meta["namespace"], meta["name"]), {})
+    return ProbedSource(source, router, probes, cache=cache)
+
+
+class MetricsProblem(Exception):
+    """The analysis cannot be set up (e.g. an unreadable probe set)."""
+
+
+async def _figures_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
+    """Prometheus when configured; else the router's own /metrics, every running router pod summed."""
     if spec.rollout.analysis.prometheus_url:
         return PrometheusSource(spec.rollout.analysis.prometheus_url)
     urls = (obj["metadata"].get("annotations") or {}).get(ANN_METRICS_URL)
@@ -291,7 +317,13 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     annotations = obj["metadata"].get("annotations") or {}
     status = obj.get("status") or {}
     entries = await _inputs(namespace, spec)
-    source = await metrics_source(obj, spec)
+    problems: list[str] = []
+    try:
+        source = await metrics_source(obj, spec)
+    except MetricsProblem as err:
+        # Without its probes a configured probe check never passes: the canary holds, status says why.
+        source = await _figures_source(obj, spec)
+        problems.append(str(err))
     result = await reconcile_rollout(
         spec, entries, RolloutState.from_status(status), status.get("weights") or {}, source, now,
         model=name,
@@ -304,7 +336,7 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     children = build_serving_children(obj, spec, cfg, ranks)
     table = build_routing_table(name, spec, result.variants, result.weights, result.retained)
     children.append(build_routing_configmap(obj, table))
-    problems = [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
+    problems += [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
     await _delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
 
     vllm = await client.get_or_none("apps/v1", "Deployment", namespace, vllm_name(name))
@@ -384,3 +416,4 @@ def forget(namespace: str, name: str, **_: Any) -> None:
     with contextlib.suppress(KeyError):
         CANARY_WEIGHT.remove(namespace, name)
     _locks.pop((namespace, name), None)
+    _probe_results.pop((namespace, name), None)
