@@ -13,6 +13,7 @@ import numpy as np
 from .text import NUM_PERM
 
 BANDS, ROWS = 16, 4
+CHUNK = 65536
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5], dtype=np.uint64)
 
 
@@ -36,9 +37,12 @@ class SignatureMatrix:
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Estimated Jaccard similarity of the pairs (i[k], j[k])."""
-        if not len(i):
-            return np.zeros(0)
-        return (self.rows[i] == self.rows[j]).mean(axis=1)
+        out = np.empty(len(i), dtype=np.float32)
+        rows = self.rows
+        for start in range(0, len(i), CHUNK):  # in chunks: a gathered pair matrix is 256 bytes per pair
+            a, b = i[start : start + CHUNK], j[start : start + CHUNK]
+            out[start : start + CHUNK] = (rows[a] == rows[b]).mean(axis=1)
+        return out
 
 
 def band_keys(sigs: np.ndarray) -> np.ndarray:

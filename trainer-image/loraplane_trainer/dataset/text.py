@@ -20,6 +20,7 @@ NUM_PERM = 64
 _TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1)
 _PERMUTATIONS = _TEMPLATE.permutations
 _SCHEME = _TEMPLATE.scheme
+_SIGNER = MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, scheme=_SCHEME, hashfunc=zlib.crc32)
 
 _GREETING = re.compile(
     r"^\s*(?:(?:hi|hello|hey|hiya|greetings|good (?:morning|afternoon|evening)|dear [a-z]+)"
@@ -36,6 +37,8 @@ _SPACE = re.compile(r"\s+")
 
 def fold(text: str) -> str:
     """Lower case, accents removed, compatibility forms unified."""
+    if text.isascii():
+        return text.lower()
     text = unicodedata.normalize("NFKD", text.lower())
     return "".join(c for c in text if not unicodedata.combining(c))
 
@@ -64,15 +67,17 @@ def shingles(normalised: str, k: int = 3) -> list[bytes]:
     padded = f" {normalised} "
     if len(padded) <= k:
         return [padded.encode()]
-    encoded = padded.encode()
-    if len(encoded) == len(padded):  # ASCII: slice bytes directly, faster
-        return list({encoded[i : i + k] for i in range(len(encoded) - k + 1)})
-    return list({padded[i : i + k].encode() for i in range(len(padded) - k + 1)})
+    # Repeated shingles are harmless to a MinHash (min is idempotent): no set needed.
+    if padded.isascii():
+        encoded = padded.encode()
+        return [encoded[i : i + k] for i in range(len(encoded) - k + 1)]
+    return [padded[i : i + k].encode() for i in range(len(padded) - k + 1)]
 
 
 def signature(normalised: str) -> np.ndarray:
     """MinHash signature (NUM_PERM uint32 values) of a normalised text."""
-    m = MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, scheme=_SCHEME, hashfunc=zlib.crc32)
+    m = _SIGNER  # one MinHash reused: building one per text costs more than hashing it
+    m.clear()
     m.update_batch(shingles(normalised))
     return m.hashvalues.astype(np.uint32)
 

@@ -34,12 +34,11 @@ SCRIPTS = (("cyrillic", 0x0400, 0x04FF), ("greek", 0x0370, 0x03FF), ("arabic", 0
 
 def language(text: str) -> str | None:
     """A best guess of the language of a text (ISO code or script name), None when unsure."""
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return None
-    for script, lo, hi in SCRIPTS:
-        if sum(lo <= ord(c) <= hi for c in letters) > len(letters) / 2:
-            return script
+    if not text.isascii():  # only non-ASCII text can be in another script; ASCII is the common, fast case
+        letters = [ord(c) for c in text if c.isalpha()]
+        for script, lo, hi in SCRIPTS:
+            if sum(lo <= c <= hi for c in letters) > len(letters) / 2:
+                return script
     words = _WORD.findall(text.lower())
     if len(words) < 4:
         return None
