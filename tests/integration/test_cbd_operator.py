@@ -211,7 +211,7 @@ def test_new_finetunejob_version_is_canaried_and_promoted_on_good_figures(cluste
     with Traffic(metrics) as traffic:
         traffic.plan = {"support-v1": {"n": 20}, "support-v2": {"n": 10}}
         st = cluster.wait_for(lambda: status(cluster, "promo").get("stable") == "support-v2" and status(cluster, "promo"),
-                              timeout=40, message="promotion")
+                              timeout=60, message="promotion")
     assert st.get("canary") is None and st["phase"] == "Healthy"
     assert st["weights"] == {"support-v2": 100}
     assert [r["name"] for r in st["retiring"]] == ["support-v1"]
@@ -286,7 +286,8 @@ def test_pause_promote_and_abort_from_the_command_line(cluster, operator, metric
     cluster.wait_for(lambda: status(cluster, "manual").get("canary") == "v2", message="canary v2")
     with Traffic(metrics) as traffic:
         traffic.plan = {"v1": {"n": 20}, "v2": {"n": 10, "error_rate": 0.5}}
-        time.sleep(2)  # several ticks, every one of them failing figures: paused means held
+        cluster.wait_for(lambda: "paused" in status(cluster, "manual").get("message", ""), message="paused")
+        time.sleep(1.5)  # several more ticks, every one of them with failing figures: paused means held
         st = status(cluster, "manual")
         assert st["phase"] == "Canary" and st["canaryWeight"] == 10 and "paused" in st["message"]
         result = run.invoke(cli, ["promote", "manual", "--kubeconfig", config])
