@@ -8,9 +8,9 @@ TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-main install-vllm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+.PHONY: install install-main install-vllm install-helm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
-install: install-main install-vllm ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+install: install-main install-vllm install-helm ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
 
 install-main: $(VENV)/.installed
 
@@ -63,3 +63,18 @@ bench:
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache loraplane-out
+
+# Real Helm as a library (helm-sdkpy needs Python >= 3.12): its own tool environment.
+HELM_VENV := .venv-helm
+PYTHON312 ?= $(shell command -v python3.12 || echo $$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12)
+
+install-helm: $(HELM_VENV)/.installed
+
+$(HELM_VENV)/.installed:
+	test -x $(HELM_VENV)/bin/python || $(PYTHON312) -m venv $(HELM_VENV)
+	$(HELM_VENV)/bin/pip install -q --upgrade pip
+	$(HELM_VENV)/bin/pip install -q helm-sdkpy==0.1.32 pyyaml
+	touch $@
+
+helm-lint: install-helm ## Lint the chart with real Helm
+	$(HELM_VENV)/bin/python tests/support/helm_tool.py lint helm/loraplane
