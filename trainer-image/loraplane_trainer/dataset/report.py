@@ -112,7 +112,7 @@ class DatasetReport:
             console.print(f"  sha256 {self.hash}", style="dim")
         tokens = self.stats.get("tokens")
         if tokens:
-            console.print(f"  tokens: longest {tokens['longest']}, mean {tokens['mean']} ({tokens['method']})",
+            console.print(f"  tokens: longest {tokens['longest']}, mean {tokens['mean']} ({tokens['how']})",
                           style="dim")
         if not self.findings:
             console.print("  no problems found")

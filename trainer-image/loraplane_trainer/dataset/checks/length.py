@@ -30,7 +30,9 @@ class TokenLengthCheck(Check):
 
     def __init__(self, max_tokens: int | None, tokenizer: Any = None):
         self.max_tokens, self.tokenizer = max_tokens, tokenizer
-        self.method = "tokenizer" if tokenizer is not None else f"estimated ({CHARS_PER_TOKEN} characters per token)"
+        self.method = "tokenizer" if tokenizer is not None else "estimate"
+        self.how = ("counted with the base model's tokenizer" if tokenizer is not None
+                    else f"estimated at {CHARS_PER_TOKEN} characters per token, no tokenizer given")
         self.found = Locations()
         self.total = 0
         self.longest = 0
@@ -45,11 +47,11 @@ class TokenLengthCheck(Check):
             self.found.add(ex, f"{n} tokens")
 
     def finish(self, ctx: Any) -> list[Finding]:
-        ctx.stats["tokens"] = {"method": self.method, "total": self.total, "longest": self.longest,
+        ctx.stats["tokens"] = {"method": self.method, "how": self.how, "total": self.total, "longest": self.longest,
                                "mean": round(self.total / ctx.examples, 1) if ctx.examples else 0}
         if not self.found.count:
             return []
         return [Finding(self.name, "warning", self.found.count,
                         f"{self.found.count} example(s) longer than maxTokens={self.max_tokens} would be truncated "
-                        f"({self.truncated_tokens} tokens cut; token counts {self.method})",
+                        f"({self.truncated_tokens} tokens cut; {self.how})",
                         self.found.items, threshold=self.max_tokens)]
