@@ -118,3 +118,21 @@ def test_report_json_and_status_summary_fit_the_api(tmp_path):
     assert len(json.dumps(summary)) < 4096
     full = report.to_dict()
     assert full["passed"] is False and full["hash"] == report.hash and full["checks"][0]["locations"][0]["line"]
+
+
+def test_skew_without_labels_uses_shared_answers(tmp_path):
+    records = [json.loads(line) for line in (DATA / "support.jsonl").read_text().splitlines()]
+    unlabelled = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
+    report = run(write(tmp_path, unlabelled))
+    assert report.stats["intents"]["source"] == "inferred (shared answers)"
+    assert report.stats["intents"]["count"] == 29 and report.findings == []
+    # One answer for most questions: that inferred intent dominates.
+    answer = records[0]["completion"]
+    skewed = [{"prompt": r["prompt"], "completion": answer if k % 3 else r["completion"]}
+              for k, r in enumerate(records)]
+    finding = run(write(tmp_path, skewed)).finding("skew-dominant")
+    assert finding is not None and "answer of line" in finding.message
+    # All answers different: nothing to infer, nothing reported.
+    unique = [{"prompt": r["prompt"], "completion": f"Noted: {r['prompt'].lower()}"} for r in records]
+    report = run(write(tmp_path, unique))
+    assert report.finding("skew-starved") is None and report.stats["intents"]["count"] == 0

@@ -2,7 +2,8 @@
 
 Intents come from the data (`intent`); without them, examples that share an answer
 (near-same completion) form one inferred intent, which is what a support set's
-"intent" usually is.
+"intent" usually is. When answers are nearly all different there is nothing to infer
+and skew is not measured (the report's stats say so): label the examples with `intent`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..similarity import components, similar_pairs
 from .base import Check, Finding
 
 INFERRED_THRESHOLD = 0.7
+MIN_SHARED = 3  # inferred intents need answers shared by 3 examples on average
 
 
 class SkewCheck(Check):
@@ -34,6 +36,11 @@ class SkewCheck(Check):
         else:
             i, j, _ = similar_pairs(ctx.completion_sigs, INFERRED_THRESHOLD)
             comp = components(n, i, j)
+            groups = len(np.unique(comp))
+            if groups > n / MIN_SHARED:
+                # Answers are (nearly) all different: there is no intent to infer from them.
+                ctx.stats["intents"] = {"source": "none: no intent labels and few shared answers", "count": 0}
+                return []
             labels = [f"answer of line {ctx.lines[int(c)]}" for c in comp.tolist()]
             source = "inferred (shared answers)"
             ctx.inferred_intents = comp
