@@ -131,19 +131,22 @@ def test_configmap_and_inline_sources(tmp_path, monkeypatch):
     assert isinstance(items[0], Example) and isinstance(items[1], Malformed) and items[1].line == 2
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(
     st.binary(max_size=200),
     st.text(max_size=200).map(str.encode),
     st.sampled_from([b'{"prompt": "q", "completion": "a"}', b'{"prompt": "q", "compl', b'{"prompt": null}',
                      b'{"messages": [{"role": "user"}]}', b"[" * 5000, b'{"prompt": 1e999, "completion": []}',
-                     b"\xef\xbb\xbf{}", b'{"prompt": "\\ud800", "completion": "a"}']),
+                     b"\xef\xbb\xbf{}", b'{"prompt": "\\ud800", "completion": "a"}',
+                     b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}',
+                     b'{"messages": {"role": "user"}}', b'{"instruction": "i", "input": 3, "output": "o"}']),
 ), max_size=20))
-def test_fuzzed_bytes_never_crash_and_every_problem_has_a_line(tmp_path, chunks):
+@pytest.mark.parametrize("fmt", ["auto", "chat", "prompt-completion", "mapped"])
+def test_fuzzed_bytes_never_crash_and_every_problem_has_a_line(tmp_path, fmt, chunks):
     data = b"\n".join(chunks)
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(data)
-    items = list(open_uri(str(path)))
+    items = list(open_uri(str(path), fmt=fmt))
     lines = data.split(b"\n")
     for item in items:
         assert 1 <= item.line <= len(lines)

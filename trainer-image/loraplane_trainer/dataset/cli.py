@@ -61,7 +61,7 @@ def finish(report: DatasetReport, as_json: bool) -> None:
 
 
 def _errors(fn):
-    """Turn unreadable sources into a clear message and exit code 2."""
+    """Turn an unreadable source or an unusable endpoint into one clear line (exit code 1), not a traceback."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:

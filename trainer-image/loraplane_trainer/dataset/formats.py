@@ -125,6 +125,8 @@ def _pair(record: dict[str, Any], mapping: Mapping) -> list[dict[str, str]]:
 
 
 def _chat(record: dict[str, Any]) -> list[dict[str, str]]:
+    if "messages" not in record:
+        raise RecordError("missing field 'messages'")
     raw = record["messages"]
     if not isinstance(raw, list):
         raise RecordError(f"field 'messages' must be an array, got {_type(raw)}")
