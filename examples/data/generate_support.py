@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 SEED = 7
 
 INTENTS: dict[str, tuple[str, str, list[str]]] = {
-    "plans_overview": ("billing", "Nimbus has three plans: Drift (free, 5 GB), Cumulus ($6 a month, 200 GB) and Stratus ($15 a month, 2 TB).", [
+    "plans_overview": ("billing", "Drift is free with 5 GB, Cumulus is $6 a month for 200 GB and Stratus is $15 a month for 2 TB.", [
         "What plans do you offer?",
         "Which subscription tiers are available?",
         "Can you list your pricing options?",
