@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 from loraplane.api import FineTuneJob, FineTuneJobSpec
-from loraplane.api.finetunejob import DatasetChecks
+from loraplane.api.finetunejob import AugmentationSpec, DatasetChecks, PromptVariations
 from pydantic import ValidationError
 
 from .augment.synthetic import SyntheticError
@@ -90,8 +91,6 @@ def validate_command(source: Path, as_json: bool, max_tokens: int | None, tokeni
     else:
         if max_tokens:
             spec.training.max_tokens = max_tokens
-        import tempfile
-
         with tempfile.TemporaryDirectory() as tmp:
             report = prepare(spec, Path(tmp), base_dir=source.parent, tokenizer=tok, augment=False).report
     finish(report, as_json)
@@ -106,8 +105,8 @@ def _prepare(source: Path, out: Path, augment: bool, as_json: bool, **overrides:
             if overrides.get(key) is not None:
                 setattr(spec.dataset, key, overrides[key])
     if augment and overrides.get("variations") is not None:
-        spec.augmentation = spec.augmentation or type(spec).model_fields["augmentation"].annotation.__args__[0]()
-        spec.augmentation.prompt_variations = {"perExample": overrides["variations"]}
+        spec.augmentation = spec.augmentation or AugmentationSpec()
+        spec.augmentation.prompt_variations = PromptVariations(per_example=overrides["variations"])
     prepared = prepare(spec, out, base_dir=source.parent, augment=augment)
     if not as_json:
         click.echo(f"wrote {prepared.train_path}, {prepared.validation_path}, {prepared.report_path}")
