@@ -383,8 +383,10 @@ async def rollout_tick(namespace: str, name: str, stopped: kopf.DaemonStopped, l
             break
         try:
             await reconcile(namespace, name, logger)
-        except (kube.ApiError, kopf.PermanentError) as err:
-            logger.warning("reconcile failed, retried on the next tick: %s", err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001  the heartbeat must outlive any one failed pass
+            logger.warning("reconcile failed, retried on the next tick: %s: %s", type(err).__name__, err)
 
 
 @kopf.on.event("loraplane.io", "v1alpha1", "finetunejobs")
