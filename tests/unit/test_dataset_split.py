@@ -132,3 +132,12 @@ def test_bad_data_does_not_raise_and_is_reported(tmp_path):
     prepared = prepare(spec(str(ROOT / "examples" / "data" / "bad" / "malformed.jsonl")), tmp_path)
     assert prepared.report.has_errors and prepared.report.finding("malformed").lines == [5, 12, 20, 33]
     assert json.loads(prepared.report_path.read_text())["passed"] is False
+
+
+@pytest.mark.parametrize("content", ["", '{"prompt": "q", "completion": "a"}\n', "not json\n"])
+def test_empty_and_tiny_sets_are_reported_not_crashed(tmp_path, content):
+    (tmp_path / "d.jsonl").write_text(content)
+    prepared = prepare(spec("d.jsonl", augmentation={"promptVariations": {"perExample": 2}}), tmp_path / "out",
+                       base_dir=tmp_path)
+    assert prepared.report.finding("size").severity == "error"
+    assert prepared.report.validation == 0 and prepared.train_path.exists()
