@@ -143,7 +143,7 @@ def publish_version(cluster, name: str, output: Path, version: str, generation: 
     cluster.set_job_status(NS, job, succeeded=1, condition="Complete")
     cluster.wait_for(
         lambda: (cluster.get(API, "FineTuneJob", NS, name).get("status") or {}).get("adapter", {}).get("version")
-        == version, timeout=30, message=f"FineTuneJob {name} reporting {version}")
+        == version, timeout=90, message=f"FineTuneJob {name} reporting {version}")
 
 
 # ---------------------------------------------------------------- tests

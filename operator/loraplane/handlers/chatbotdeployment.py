@@ -24,7 +24,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from .. import API_VERSION, config, kube, metrics
@@ -53,6 +52,7 @@ from ..canary import (
     reconcile_rollout,
     resolve,
 )
+from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
 from ..status import ConditionSet, kstatus
 from ..storage import read_manifest
@@ -66,13 +66,6 @@ CANARY_CONDITION = "CanaryAnalysis"
 ADAPTERS_CONDITION = "AdaptersResolved"
 # Children that exist only when the spec asks for them: deleted when it stops asking.
 OPTIONAL = (("autoscaling/v2", "HorizontalPodAutoscaler", ROUTER), ("policy/v1", "PodDisruptionBudget", ROUTER))
-
-PHASE = Gauge("loraplane_chatbotdeployment_phase", "1 for the current phase of each ChatbotDeployment.",
-              ["namespace", "name", "phase"])
-CANARY_WEIGHT = Gauge("loraplane_chatbotdeployment_canary_weight", "Current canary weight (percent).",
-                      ["namespace", "name"])
-ROLLOUTS = Counter("loraplane_chatbotdeployment_rollouts_total", "Canary outcomes: promoted, rolled back.",
-                   ["namespace", "name", "result"])
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
 _ftj_versions: dict[tuple[str, str], str] = {}
