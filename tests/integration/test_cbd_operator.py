@@ -311,3 +311,13 @@ def test_pause_promote_and_abort_from_the_command_line(cluster, operator, metric
 
     missing = run.invoke(cli, ["promote", "nope", "--kubeconfig", config])
     assert missing.exit_code != 0 and "cbd/nope not found" in missing.output
+
+
+def test_deleting_the_chatbot_deletes_its_children(cluster, operator, tmp_path):
+    v1 = write_adapter(tmp_path / "v1", "v1")
+    cluster.create(chatbot("doomed", adapters=[{"name": "v1", "uri": v1}]))
+    cluster.wait_for(lambda: cluster.get_or_none("v1", "ConfigMap", NS, "doomed-routing"), message="children")
+    cluster.delete(API, CBD, NS, "doomed")
+    cluster.wait_for(lambda: cluster.get_or_none(API, CBD, NS, "doomed") is None, message="object gone")
+    cluster.wait_for(lambda: not cluster.list("apps/v1", "Deployment", NS, "loraplane.io/chatbotdeployment=doomed")
+                     and cluster.get_or_none("v1", "ConfigMap", NS, "doomed-routing") is None, message="children gone")
