@@ -3,10 +3,14 @@
 Started once per session from the `smollm2_dir` model (about 40 s, 1.5 GB) by
 the same code `loraplane serve` uses, and stopped at the end. Import the
 fixture into a test module: `from tests.support.vllm_server import vllm_server`.
+For a quicker inner loop, LORAPLANE_TEST_VLLM_URL points the fixture at a vLLM
+already running (started with --enable-lora, served as "smollm2", runtime
+LoRA updating allowed) instead of starting one.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +24,15 @@ SERVED_NAME = "smollm2"
 class VllmServer:
     url: str
     served_name: str
-    process: ManagedProcess
-    log_path: Path
+    process: ManagedProcess | None
+    log_path: Path | None
 
 
 @pytest.fixture(scope="session")
 def vllm_server(smollm2_dir: Path, tmp_path_factory) -> VllmServer:
+    if os.environ.get("LORAPLANE_TEST_VLLM_URL"):
+        yield VllmServer(os.environ["LORAPLANE_TEST_VLLM_URL"].rstrip("/"), SERVED_NAME, None, None)
+        return
     log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
     proc, url = start_vllm(smollm2_dir, SERVED_NAME, log_path, timeout=420,
                            max_loras=2, max_lora_rank=16, max_model_len=1024, dtype="bfloat16")
