@@ -105,6 +105,7 @@ def _retry(what: str, fn: Callable[[], Any], *, retries: int, backoff: float) ->
 
 
 def _upload_verified(fs: fsspec.AbstractFileSystem, local: Path, remote: str, sha256: str, size: int) -> None:
+    fs.makedirs(remote.rsplit("/", 1)[0], exist_ok=True)  # local filesystems need parents; object stores ignore it
     fs.put_file(str(local), remote)
     with fs.open(remote, "rb") as f:
         got, got_size = sha256_stream(f)

@@ -83,6 +83,10 @@ def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     samples = []
+    # Generation runs many small steps: fold LoRA into the weights for it (undone below).
+    merged = hasattr(model, "merge_adapter")
+    if merged:
+        model.merge_adapter()
     try:
         for b in range(0, len(pairs), batch_size):
             chunk = pairs[b : b + batch_size]
@@ -95,6 +99,8 @@ def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, 
                 samples.append({"question": questions[b + n], "reference": ref, "answer": answer,
                                 "match": normalize(answer) == normalize(ref)})
     finally:
+        if merged:
+            model.unmerge_adapter()
         tokenizer.padding_side = side
         model.train(was_training)
     return ExactMatch(sum(s["match"] for s in samples) / len(samples), samples)

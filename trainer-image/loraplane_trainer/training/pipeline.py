@@ -167,8 +167,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
 
     prepared = _prepare_dataset(job, workdir, base_dir, tokenizer)
     summary = prepared.report.status_summary()
-    fs, path = filesystem(layout.dataset_report)
-    fs.put_file(str(prepared.report_path), path)
+    write_atomic(layout.dataset_report, Path(prepared.report_path).read_bytes())
     progress.update(force=True, dataset=summary)
     if prepared.report.has_errors:
         problems = "; ".join(f"{p.get('check')}: {p.get('message')}" for p in summary.get("topProblems", [])[:3])

@@ -1,0 +1,103 @@
+"""Packing and the completion-only loss, on hand-made tensors."""
+
+from __future__ import annotations
+
+import torch
+from loraplane_trainer.training.chat import IGNORE, TokenizedExample
+from loraplane_trainer.training.packing import (
+    causal_lm_loss_sum,
+    collate_packed,
+    collate_padded,
+    epoch_steps,
+    pack_rows,
+    step_batches,
+)
+
+
+def ex(ids, n_prompt):
+    return TokenizedExample(list(ids), [IGNORE] * n_prompt + list(ids[n_prompt:]))
+
+
+def test_packed_rows_restart_positions_and_mask_prompts_and_boundaries():
+    a, b = ex([1, 2, 3, 4], 2), ex([5, 6, 7], 1)
+    batch = collate_packed([[a, b]], pad_id=0)
+    assert batch.input_ids.tolist() == [[1, 2, 3, 4, 5, 6, 7]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2]]
+    # prompt tokens masked; the first token of every example too (never predicted from the neighbour)
+    assert batch.labels.tolist() == [[IGNORE, IGNORE, 3, 4, IGNORE, 6, 7]]
+    assert batch.attention_mask is None
+    assert batch.real_tokens == 7 and batch.target_tokens == 4
+
+
+def test_packed_rows_of_unequal_length_are_filled_with_unlabelled_tail():
+    batch = collate_packed([[ex([1, 2, 3], 1)], [ex([4, 5], 1)]], pad_id=9)
+    assert batch.input_ids.tolist() == [[1, 2, 3], [4, 5, 9]]
+    assert batch.labels.tolist() == [[IGNORE, 2, 3], [IGNORE, 5, IGNORE]]
+    # the tail continues the last example's positions, so it adds no extra packed sequence
+    assert batch.position_ids.tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert batch.real_tokens == 5
+
+
+def test_padded_batch_has_attention_mask_and_no_labels_on_padding():
+    batch = collate_padded([ex([1, 2, 3], 1), ex([4, 5], 0)], pad_id=0)
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch.labels.tolist() == [[IGNORE, 2, 3], [4, 5, IGNORE]]
+    assert batch.position_ids is None
+
+
+def test_pack_rows_first_fit_decreasing_respects_the_budget():
+    lengths = {0: 6, 1: 5, 2: 4, 3: 3, 4: 2, 5: 12}
+    rows = pack_rows(lengths, row_tokens=10)
+    assert sorted(i for row in rows for i in row) == sorted(lengths)
+    for row in rows:
+        assert sum(lengths[i] for i in row) <= 10 or len(row) == 1
+    assert [5] in rows  # longer than a row: alone
+    assert len(rows) == 3  # 12 | 6+4 | 5+3+2
+
+
+def test_epoch_steps_are_a_deterministic_permutation_per_epoch():
+    a = epoch_steps(10, 4, seed=1, epoch=0)
+    assert a == epoch_steps(10, 4, seed=1, epoch=0)
+    assert [len(s) for s in a] == [4, 4, 2]
+    assert sorted(i for s in a for i in s) == list(range(10))
+    assert a != epoch_steps(10, 4, seed=1, epoch=1)
+
+
+def test_step_batches_packing_uses_fewer_tokens_than_padding():
+    examples = [ex(list(range(1, n + 1)), 1) for n in (3, 20, 4, 18, 5, 2)]
+    packed = step_batches(examples, list(range(6)), packing=True, batch_size=2, row_tokens=26, pad_id=0)
+    padded = step_batches(examples, list(range(6)), packing=False, batch_size=2, row_tokens=26, pad_id=0)
+    cells = lambda bs: sum(b.input_ids.numel() for b in bs)  # noqa: E731
+    assert sum(b.target_tokens for b in packed) == sum(e.target_tokens for e in examples)
+    assert sum(b.target_tokens for b in padded) == sum(e.target_tokens for e in examples)
+    assert cells(packed) == sum(len(e) for e in examples) == 52  # two rows of 26: no padding at all
+    assert cells(padded) > cells(packed)
+    assert sum(b.real_tokens for b in packed) == sum(len(e) for e in examples)
+
+
+class Echo(torch.nn.Module):
+    """A 'model' whose logits at position t put all mass on the token given as the next label:
+    the loss is then ~0 on predicted positions, and log(V) wherever it is uniform."""
+
+    def __init__(self, vocab=8):
+        super().__init__()
+        self.vocab = vocab
+        self.calls = []
+
+    def forward(self, input_ids, use_cache=False, logits_to_keep=None, **kw):
+        self.calls.append((input_ids.clone(), logits_to_keep.clone(), kw))
+        b, t = input_ids.shape
+        logits = torch.zeros(b, t, self.vocab)
+        return type("Out", (), {"logits": logits[:, logits_to_keep]})()
+
+
+def test_loss_sum_counts_only_labelled_targets_and_keeps_only_their_logits():
+    batch = collate_packed([[ex([1, 2, 3, 4], 2), ex([5, 6, 7], 1)]], pad_id=0)
+    model = Echo(vocab=8)
+    loss = causal_lm_loss_sum(model, batch)
+    # uniform logits: each labelled target costs log(8); 4 targets are labelled
+    assert torch.isclose(loss, torch.tensor(4 * torch.log(torch.tensor(8.0)).item()))
+    _, keep, kw = model.calls[0]
+    # positions t whose NEXT token is labelled: 1->3, 2->4, 4->6, 5->7
+    assert keep.tolist() == [1, 2, 4, 5]
+    assert "position_ids" in kw and "attention_mask" not in kw
