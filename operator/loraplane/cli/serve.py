@@ -58,7 +58,7 @@ def base_model_dir(cbd: ChatbotDeployment, given: Path | None) -> Path:
 @click.argument("chatbot", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--adapters-root", default="loraplane-out", show_default=True,
               help="Where fineTuneJobRef adapters are: <root>/<job>/<version>/ (a directory or s3:// URI).")
-@click.option("--base-model-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--base-model-dir", "given_model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Local Hugging Face directory of the base model.")
 @click.option("--port", default=8000, show_default=True, type=int, help="Router port (the endpoint).")
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -66,7 +66,7 @@ def base_model_dir(cbd: ChatbotDeployment, given: Path | None) -> Path:
 @click.option("--vllm-url", help="Use a vLLM server that already runs (started with --enable-lora).")
 @click.option("--max-model-len", type=int, help="Override spec.vllm.maxModelLen (smaller starts faster on CPU).")
 @click.option("--timeout", default=600, show_default=True, type=float, help="Seconds to wait for readiness.")
-def serve_command(chatbot, adapters_root, base_model_dir, port, work_dir, vllm_url, max_model_len, timeout) -> None:
+def serve_command(chatbot, adapters_root, given_model_dir, port, work_dir, vllm_url, max_model_len, timeout) -> None:
     """Serve a ChatbotDeployment locally: real vLLM with its adapters hot-loaded, behind the A/B router.
 
     Edit <work-dir>/routing.yaml while it runs to move weights: router and adapter sync reload it live.
@@ -89,7 +89,7 @@ def serve_command(chatbot, adapters_root, base_model_dir, port, work_dir, vllm_u
         "dtype": "bfloat16" if vllm.dtype == "auto" else vllm.dtype,
         "extra_args": vllm.extra_args,
     }
-    model_dir = None if vllm_url else base_model_dir(cbd, base_model_dir)
+    model_dir = None if vllm_url else base_model_dir(cbd, given_model_dir)
     stack = LocalStack(routing_table=routing, work_dir=work, base_model_dir=model_dir,
                        base_model_name=table.base_model, vllm_url=vllm_url, router_port=port, vllm_options=options)
 
