@@ -171,6 +171,8 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
     assert table_weights(cluster, "static") == {"v2": 90, "v3": 10}
     st = cluster.wait_for(lambda: status(cluster, "static").get("phase") == "Degraded" and status(cluster, "static"))
     assert "rejected: perplexity 31 > 20" in st["message"]
+    cluster.wait_for(lambda: any(e.get("reason") == "Degraded" and e.get("type") == "Warning"
+                                 for e in cluster.events(NS, "static")), message="Degraded event")
     assert st["endpoint"] == "http://static-router.cbd.svc:8000/v1"
 
     # Drop the rejected adapter; the pool becomes ready: Healthy.

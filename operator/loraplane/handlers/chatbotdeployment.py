@@ -345,8 +345,11 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
         ROLLOUTS.labels(namespace, name, "promoted" if result.action is Action.PROMOTE else "rolledBack").inc()
     for event in result.events:
         kopf.event(obj, type=event.type, reason=event.reason, message=event.message[:1024])
-    if status.get("phase") != new["phase"] and logger is not None:
-        logger.info("phase %s -> %s: %s", status.get("phase"), new["phase"], new.get("message"))
+    if status.get("phase") != new["phase"]:
+        if new["phase"] == Phase.DEGRADED.value:
+            kopf.event(obj, type="Warning", reason="Degraded", message=new["message"][:1024])
+        if logger is not None:
+            logger.info("phase %s -> %s: %s", status.get("phase"), new["phase"], new.get("message"))
     consumed = {k: None for k in (ANN_PROMOTE, ANN_ABORT) if k in annotations}
     if consumed:
         await client.patch_merge(API_VERSION, KIND, namespace, name, {"metadata": {"annotations": consumed}})
