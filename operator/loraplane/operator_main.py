@@ -60,7 +60,7 @@ def main(
         clusterwide=not namespaces,
         namespaces=list(namespaces),
         standalone=standalone,
-        peering_name=peering_name,
+        peering_name=None if standalone else peering_name,
         priority=priority if priority is not None else int.from_bytes(os.urandom(2), "big"),
         liveness_endpoint=liveness_endpoint or None,
     )
