@@ -101,10 +101,24 @@ BUILTIN = [
     # Not part of Kubernetes: prometheus-operator and kopf CRDs, stored unvalidated.
     ResourceType("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", builtin_schema=False),
     ResourceType("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", builtin_schema=False),
-    ResourceType("kopf.dev", "v1", "kopfpeerings", "KopfPeering", builtin_schema=False),
-    ResourceType("kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False,
-                 builtin_schema=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    ResourceType("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
 ]
+# kopf's peering CRDs, as the Helm chart installs them.
+PEERING_CRDS = ROOT / "helm" / "loraplane" / "crds" / "kopf-peerings.yaml"
+KUBERNETES_VERSION = {"major": "1", "minor": "31", "gitVersion": "v1.31.0", "platform": "linux/amd64"}
+
+
+def _proto_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (payloads here are < 128 bytes)."""
+    return bytes([number << 3 | 2, len(payload)]) + payload
+
+
+# gnostic's openapi_v2.Document {swagger: "2.0", info: {title, version}} in protobuf wire format.
+_EMPTY_OPENAPI_V2_PROTO = _proto_field(1, b"2.0") + _proto_field(
+    2, _proto_field(1, b"Kubernetes") + _proto_field(2, b"v1.31.0"))
 
 
 def _now() -> str:
@@ -214,6 +228,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             self.add_type(rtype)
         for path in sorted(crd_dir.glob("*.yaml")):
             self.add_crd(yaml.safe_load(path.read_text()))
+        if PEERING_CRDS.exists():
+            for crd in yaml.safe_load_all(PEERING_CRDS.read_text()):
+                self.add_crd(crd)
 
     # ---- registry -------------------------------------------------------------------------
     def add_type(self, rtype: ResourceType) -> None:
@@ -240,6 +257,11 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 status_subresource="status" in version.get("subresources", {}),
                 crd=crd, builtin_schema=False,
             ))
+        # As the apiextensions controller: the CRD is served at once and reported Established.
+        crd = {**crd, "status": {"acceptedNames": spec["names"], "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "lastTransitionTime": _now()},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "lastTransitionTime": _now()},
+        ]}}
         self._store_raw(self.types[("apiextensions.k8s.io", "v1", "customresourcedefinitions")], crd)
 
     def type_for(self, api_version: str, kind: str) -> ResourceType:
@@ -266,6 +288,19 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
 
     # ---- HTTP -----------------------------------------------------------------------------
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if raw.path == "/version":  # kmock's scaffold reports 1.26, older than we support
+            return aiohttp.web.json_response(KUBERNETES_VERSION)
+        if raw.path == "/openapi/v2":
+            # An empty OpenAPI document: clients that validate against it (Helm) find no schemas to apply;
+            # the emulator validates built-in kinds itself on admission.
+            if "protobuf" in raw.headers.get("Accept", ""):
+                return aiohttp.web.Response(body=_EMPTY_OPENAPI_V2_PROTO, content_type="application/octet-stream")
+            return aiohttp.web.json_response({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.31.0"},
+                                              "paths": {}, "definitions": {}})
+        if raw.path.startswith("/openapi/"):
+            return ApiError(404, "NotFound", "the emulator serves no OpenAPI v3 documents").response()
+        if raw.path.rstrip("/") == "/api/v1":  # kmock's scaffold names the core group version "/v1"
+            return aiohttp.web.json_response(self._core_discovery())
         parsed = self._parse(raw.path)
         if parsed is None:
             return await super().__call__(raw)  # discovery: /api, /apis/<group>/<version>, /version
@@ -298,6 +333,19 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         except (ValueError, jsonpatch.JsonPatchException) as err:
             return ApiError(400, "BadRequest", str(err)).response()
         return aiohttp.web.json_response(data)
+
+    def _core_discovery(self) -> dict[str, Any]:
+        resources = []
+        for rtype in self.types.values():
+            if rtype.group:
+                continue
+            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
+            resources.append({"name": rtype.plural, "singularName": rtype.kind.lower(), "namespaced": rtype.namespaced,
+                              "kind": rtype.kind, "verbs": verbs})
+            if rtype.status_subresource:
+                resources.append({"name": f"{rtype.plural}/status", "singularName": "", "namespaced": rtype.namespaced,
+                                  "kind": rtype.kind, "verbs": ["get", "patch", "update"]})
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources}
 
     def _parse(self, path: str) -> tuple[ResourceType, str | None, str | None, str | None] | None:
         parts = path.strip("/").split("/")
@@ -428,6 +476,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             obj.pop("status", None)  # a CRD with the status subresource ignores status on create
         meta["generation"] = 1
         self._admit(rtype, obj)
+        if rtype.kind == "CustomResourceDefinition":
+            self.add_crd(obj)
+            return copy.deepcopy(self.objects[self._key(rtype, None, meta["name"])])
         return copy.deepcopy(self._store_raw(rtype, obj))
 
     def _update(self, rtype: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
