@@ -108,6 +108,7 @@ def test_example_runs_through_to_a_published_adapter(env):
     status = wait_phase(cluster, "support-bot", "Training")
     assert status["progress"]["percent"] == 26 and status["progress"]["step"] == 120
     assert status["dataset"]["examples"] == 1850
+    assert status["metrics"]["evalLoss"] == 1.02  # the Eval-Loss column of `kubectl get ftj` while training
     assert {c["type"]: c["status"] for c in status["conditions"]}["DatasetValid"] == "True"
     assert status["estimatedCost"] == "1.43"
 
@@ -227,3 +228,19 @@ def test_suspend_pauses_the_running_job(env):
     cluster.patch(API, "FineTuneJob", NS, "pause-bot", {"spec": {"suspend": False}})
     cluster.wait_for(lambda: cluster.get("batch/v1", "Job", NS, "pause-bot-train-1")["spec"].get("suspend") is False,
                      30, "the Job to resume")
+
+
+def test_delete_adapters_on_delete_when_the_spec_says_so(env):
+    cluster, _ = env
+    obj = ftj("tmp-bot", resources={"gpus": 1})
+    obj["spec"]["output"]["deleteAdaptersOnDelete"] = True
+    cluster.create(obj)
+    cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "tmp-bot-train-1"), 30, "the Job")
+    publish("tmp-bot", "v1")
+    cluster.wait_for(lambda: cluster.get(API, "FineTuneJob", NS, "tmp-bot")["metadata"].get("finalizers"), 30,
+                     "the finalizer that deleting adapters needs")
+    cluster.delete(API, "FineTuneJob", NS, "tmp-bot")
+    cluster.wait_for(lambda: cluster.get_or_none(API, "FineTuneJob", NS, "tmp-bot") is None, 30, "deletion")
+    fs, path = filesystem(VersionLayout("s3://adapters/", "tmp-bot", "v1").manifest)
+    fs.invalidate_cache()
+    assert not fs.exists(path)

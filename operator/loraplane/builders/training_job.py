@@ -37,7 +37,7 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RUN_ID_ANNOTATION = "loraplane.io/run-id"
 # The trainer checkpoints to object storage on SIGTERM: give it time before the kill.
 TERMINATION_GRACE_SECONDS = 120
-RUN_AS_USER = 1000
+RUN_AS_USER = 10001  # the trainer image's user
 
 
 def job_name(ftj_name: str, generation: int, suffix: str | None = None) -> str:

@@ -175,7 +175,7 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
                 job = await _sync_suspend(ftj, job)
             creds = await _credentials(ftj)
             pods: tuple = ()
-            if job is not None and not _job_finished(job) or old_status.get("phase") != "Succeeded" and job is not None:
+            if job is not None and old_status.get("phase") != "Succeeded":  # pods tell OOM, image pull errors
                 pods = tuple(await client.list("v1", "Pod", ns, f"job-name={jname}"))
             output = spec["output"]["uri"]
             progress = None

@@ -151,6 +151,9 @@ def compute_status(ftj: Mapping[str, Any], obs: Observed) -> dict[str, Any]:
             status["dataset"] = p.dataset
         if p.metrics:
             status["metrics"] = p.metrics
+        elif p.train_loss is not None or p.eval_loss is not None:
+            # Until the final evaluation, the latest losses: `kubectl get ftj` shows eval loss while training.
+            status["metrics"] = {k: v for k, v in (("trainLoss", p.train_loss), ("evalLoss", p.eval_loss)) if v is not None}
     elif old.get("runId") == obs.run_id:
         for k in ("progress", "dataset", "metrics"):
             if k in old:
