@@ -56,6 +56,8 @@ class RunProgress(BaseModel):
 def read_progress(uri: str) -> RunProgress | None:
     """The progress at uri, or None when there is none yet (or it is mid-write and unreadable)."""
     fs, path = filesystem(uri)
+    # progress.json is rewritten while readers poll it: a cached listing would pin an old ETag (S3 answers 412).
+    fs.invalidate_cache(path)
     try:
         with fs.open(path, "rb") as f:
             return RunProgress.model_validate_json(f.read())
