@@ -4,6 +4,7 @@ One run starts, on localhost:
   - nginx returning a fixed chat completion (the "upstream": fast, so the proxies' own cost shows),
   - the router in front of it (one process, uvloop, metrics on, cache enabled),
   - nginx as a reverse proxy in front of it (one worker, keep-alive upstream),
+  - a bare aiohttp + uvloop proxy (the floor of any aiohttp proxy on the machine),
 and drives each with wrk: p50/p99 latency at one connection, requests/s at 16.
 A streaming check then sends a 20-chunk SSE answer (a chunk every 20 ms) direct
 and through the router and prints the mean extra delay per chunk.
@@ -21,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +31,8 @@ from pathlib import Path
 
 import httpx
 
-DURATION = os.environ.get("BENCH_DURATION", "5s")
+DURATION = os.environ.get("BENCH_DURATION", "4s")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "Hello there"}],
                    "max_tokens": 16, "temperature": 0.7})
 ANSWER = json.dumps({
@@ -148,6 +151,36 @@ async def streaming_upstream(port: int) -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
 
 
+def bare_proxy(port: int, upstream: str) -> None:
+    """Reference point: the least an aiohttp + uvloop proxy does (keep-alive pool, JSON rewrite of `model`)."""
+    import aiohttp
+    import uvloop
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        body["model"] = "stable"
+        async with request.app["session"].post(f"{upstream}{request.path}", json=body) as r:
+            data = await r.read()
+            return web.Response(body=data, status=r.status, content_type="application/json")
+
+    async def session_ctx(app: web.Application):
+        app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        yield
+        await app["session"].close()
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    app.cleanup_ctx.append(session_ctx)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, loop=uvloop.new_event_loop())
+
+
+def start_bare_proxy(upstream: str, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, "--bare-proxy", str(port), upstream], start_new_session=True)
+    wait_port(port)
+    return proc
+
+
 def start_router(work: Path, upstream: str, port: int) -> subprocess.Popen:
     table = work / f"routing-{port}.yaml"
     table.write_text(
@@ -181,7 +214,7 @@ def main() -> int:
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(BODY)}\n"
     )
-    up_port, nginx_proxy_port, router_port = free_port(), free_port(), free_port()
+    up_port, nginx_proxy_port, router_port, bare_port = free_port(), free_port(), free_port(), free_port()
     conf = nginx_conf(work, up_port, nginx_proxy_port)
     nginx = subprocess.Popen(["nginx", "-c", str(conf), "-g", "daemon off;"], start_new_session=True)
     procs = [nginx]
@@ -189,26 +222,35 @@ def main() -> int:
         wait_port(up_port)
         wait_port(nginx_proxy_port)
         procs.append(start_router(work, f"http://127.0.0.1:{up_port}", router_port))
+        procs.append(start_bare_proxy(f"http://127.0.0.1:{up_port}", bare_port))
         targets = {
             "direct": f"http://127.0.0.1:{up_port}/v1/chat/completions",
             "router": f"http://127.0.0.1:{router_port}/v1/chat/completions",
             "nginx": f"http://127.0.0.1:{nginx_proxy_port}/v1/chat/completions",
+            "bare": f"http://127.0.0.1:{bare_port}/v1/chat/completions",
         }
         for url in targets.values():  # warm-up (keep-alive pools, first-call imports)
             wrk(url, 4, script)
-        results = {name: {**wrk(url, 1, script), "rps16": wrk(url, 16, script)["rps"]} for name, url in targets.items()}
+        # Rounds interleave the targets so a burst of load from elsewhere hits all of them alike; medians reported.
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(ROUNDS):
+            for name, url in targets.items():
+                runs[name].append({**wrk(url, 1, script), "rps16": wrk(url, 16, script)["rps"]})
+        results = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
 
-        print(f"router overhead (wrk {DURATION} per figure, {os.cpu_count()} CPUs shared with everything else)")
+        print(f"router overhead (median of {ROUNDS} interleaved wrk runs of {DURATION}; {os.cpu_count()} CPUs, shared)")
         print(f"{'path':<8} {'p50 ms':>8} {'p99 ms':>8} {'req/s @16':>10} {'+p50 ms':>8} {'+p99 ms':>8}")
         d = results["direct"]
         for name, r in results.items():
             print(f"{name:<8} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['rps16']:>10.0f} "
                   f"{r['p50'] - d['p50']:>8.3f} {r['p99'] - d['p99']:>8.3f}")
         added = {n: results[n]["p50"] - d["p50"] for n in ("router", "nginx")}
-        ratio = added["router"] / added["nginx"] if added["nginx"] > 0 else float("inf")
-        print(f"router adds {added['router']:.3f} ms at p50 ({ratio:.1f}x nginx's {added['nginx']:.3f} ms); "
+        ratio = f"{added['router'] / added['nginx']:.1f}x" if added["nginx"] >= 0.001 else "n/a, nginx adds ~0"
+        print(f"router adds {added['router']:.3f} ms at p50 ({ratio}; nginx adds {added['nginx']:.3f} ms); "
               f"router req/s at 16 connections = {results['router']['rps16'] / results['nginx']['rps16']:.2f} of nginx's")
         r = results["router"]
+        print(f"router req/s at 16 connections = {r['rps16'] / results['bare']['rps16']:.2f} of a bare aiohttp proxy's "
+              "(bare: no selection, metrics, cache or queueing; the floor of any aiohttp proxy on this machine)")
         print(f"targets: +p50 <= 0.5 ms: {'met' if added['router'] <= 0.5 else 'MISSED'}; "
               f"+p99 <= 2 ms: {'met' if r['p99'] - d['p99'] <= 2 else 'MISSED'}; "
               f">= 5000 req/s: {'met' if r['rps16'] >= 5000 else 'MISSED'}")
@@ -241,4 +283,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--bare-proxy":
+        bare_proxy(int(sys.argv[2]), sys.argv[3])
+        sys.exit(0)
     sys.exit(main())

@@ -136,7 +136,7 @@ class Router:
             return openai_error(404, f"requestId {request_id}: variant {variant!r} is not served", "not_found")
         if not self.seen_feedback.add(request_id):
             return openai_error(409, f"requestId {request_id} already has feedback", "conflict")
-        self.metrics.feedback.labels(table.model, variant).observe(score)
+        self.metrics.series(table.model, variant).feedback.observe(score)
         return web.json_response({"requestId": request_id, "variant": variant, "score": score})
 
     # --- the proxy -----------------------------------------------------------------------------
@@ -161,14 +161,15 @@ class Router:
         request_id = new_request_id(variant)
         tags = {VARIANT_HEADER: variant, REQUEST_ID_HEADER: request_id}
         model = table.model
+        series = self.metrics.series(model, variant)
 
         key = None
         if is_cacheable(body, table.cache):
             key = cache_key(variant, request.path, body)
             hit = self.cache.get(key)
-            self.metrics.cache.labels(model, variant, "hit" if hit else "miss").inc()
+            (series.cache_hit if hit else series.cache_miss).inc()
             if hit:
-                self.metrics.requests.labels(model, variant, "200").inc()
+                series.request("200")
                 return web.Response(body=hit[0], content_type=hit[1], headers={**tags, "x-loraplane-cache": "hit"})
 
         upstream_body = {**body, "model": table.upstream_model(choice.variant)}
@@ -230,7 +231,7 @@ class Router:
                     self._record_usage(table, variant, data)
                     if key is not None:
                         self.cache.put(key, data, content_type.split(";")[0])
-                self.metrics.duration.labels(model, variant).observe(time.perf_counter() - started)
+                series.duration.observe(time.perf_counter() - started)
                 return web.Response(body=data, status=resp.status, headers={**tags, "Content-Type": content_type})
             finally:
                 resp.close()
@@ -239,7 +240,7 @@ class Router:
             code = "499"  # client closed the request (nginx's convention)
             raise
         finally:
-            self.metrics.requests.labels(model, variant, code).inc()
+            series.request(code)
 
     async def _stream(
         self, request, resp, table: RoutingTable, variant: str, tags: dict, started: float, strip_usage: bool
@@ -255,7 +256,7 @@ class Router:
         try:
             async for chunk in resp.content.iter_any():
                 if first:
-                    self.metrics.ttft.labels(table.model, variant).observe(time.perf_counter() - started)
+                    self.metrics.series(table.model, variant).ttft.observe(time.perf_counter() - started)
                     first = False
                 pending += chunk
                 # Forward every complete SSE event at once; a partial one waits for its end.
@@ -272,7 +273,7 @@ class Router:
             await out.write_eof()
         except _CLIENT_GONE:
             return "499", out
-        self.metrics.duration.labels(table.model, variant).observe(time.perf_counter() - started)
+        self.metrics.series(table.model, variant).duration.observe(time.perf_counter() - started)
         return "200", out
 
     def _take_usage(self, table: RoutingTable, variant: str, events: bytes, strip: bool) -> bytes:

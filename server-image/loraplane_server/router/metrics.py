@@ -35,19 +35,52 @@ class RouterMetrics:
         )
         self.reloads = Counter(names.ROUTING_TABLE_RELOADS, "Routing table loads.", ["result"], registry=r)
 
+        self._series: dict[tuple[str, str], VariantSeries] = {}
+
+    def series(self, model: str, variant: str) -> VariantSeries:
+        """The labelled children of one variant, looked up once (labels() costs a lock and a tuple per call)."""
+        found = self._series.get((model, variant))
+        if found is None:
+            found = self._series[(model, variant)] = VariantSeries(self, model, variant)
+        return found
+
     def usage(self, table: RoutingTable, variant: str, usage: dict | None) -> None:
         """Count tokens and the cost estimate of one answer's `usage`."""
         if not isinstance(usage, dict):
             return
         prompt = _int(usage.get("prompt_tokens"))
         completion = _int(usage.get("completion_tokens"))
-        self.tokens.labels(table.model, variant, "prompt").inc(prompt)
-        self.tokens.labels(table.model, variant, "completion").inc(completion)
+        series = self.series(table.model, variant)
+        series.prompt_tokens.inc(prompt)
+        series.completion_tokens.inc(completion)
         if table.price_per_gpu_hour:
-            self.cost.labels(table.model, variant).inc(estimated_cost(table, prompt, completion))
+            series.cost.inc(estimated_cost(table, prompt, completion))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class VariantSeries:
+    """Every per-variant series of one (model, variant)."""
+
+    def __init__(self, metrics: RouterMetrics, model: str, variant: str) -> None:
+        self._requests = metrics.requests
+        self.model, self.variant = model, variant
+        self._codes: dict[str, object] = {}
+        self.duration = metrics.duration.labels(model, variant)
+        self.ttft = metrics.ttft.labels(model, variant)
+        self.prompt_tokens = metrics.tokens.labels(model, variant, "prompt")
+        self.completion_tokens = metrics.tokens.labels(model, variant, "completion")
+        self.cost = metrics.cost.labels(model, variant)
+        self.cache_hit = metrics.cache.labels(model, variant, "hit")
+        self.cache_miss = metrics.cache.labels(model, variant, "miss")
+        self.feedback = metrics.feedback.labels(model, variant)
+
+    def request(self, code: str) -> None:
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self._requests.labels(self.model, self.variant, code)
+        child.inc()
 
 
 def estimated_cost(table: RoutingTable, prompt_tokens: int, completion_tokens: int) -> float:

@@ -49,8 +49,13 @@ def sticky_variant(variants: list[Variant], key: str) -> Variant:
 
 
 def weighted_variant(variants: list[Variant], rng: random.Random) -> Variant:
-    live = [v for v in variants if v.weight > 0]
-    return rng.choices(live, weights=[v.weight for v in live])[0]
+    """A draw by weight (weights are integer percents summing to 100)."""
+    point = rng.random() * 100
+    for v in variants:
+        point -= v.weight
+        if point < 0 and v.weight > 0:
+            return v
+    return next(v for v in reversed(variants) if v.weight > 0)  # float rounding at the very top
 
 
 def choose(table: RoutingTable, model: str | None, sticky_key: str | None, rng: random.Random) -> Choice:
