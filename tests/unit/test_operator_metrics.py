@@ -7,8 +7,8 @@ from loraplane import metrics
 from prometheus_client import REGISTRY
 
 
-def value(name: str, **labels) -> float | None:
-    return REGISTRY.get_sample_value(name, labels)
+def value(metric: str, **labels) -> float | None:
+    return REGISTRY.get_sample_value(metric, labels)
 
 
 def test_reconciles_are_counted_timed_and_errors_named():
