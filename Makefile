@@ -55,8 +55,9 @@ lint:
 	$(BIN)/ruff check operator trainer-image server-image tests bench
 	$(BIN)/lint-imports
 
-demo:
-	@echo "not yet: the demo lands with the demo issue"
+DEMO_ARGS ?=
+demo: ## The whole loop on this machine: validate, train on CPU, serve on vLLM, canary (Ctrl-C stops it)
+	$(BIN)/loraplane demo $(DEMO_ARGS)
 
 bench:
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
