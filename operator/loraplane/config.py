@@ -34,6 +34,8 @@ class OperatorConfig:
     health_port: int = 8081
     # How often a running FineTuneJob's progress.json is copied into its status.
     progress_interval_seconds: float = 30.0
+    # How often FineTuneJobs with spec.schedule are checked for a due retrain.
+    schedule_interval_seconds: float = 60.0
     # How long finished training Jobs stay (logs stay readable), then Kubernetes deletes them.
     job_ttl_seconds_after_finished: int = 7 * 24 * 3600
     # Size limit of the training pod's /dev/shm (dataloader workers, NCCL).

@@ -244,3 +244,38 @@ def test_delete_adapters_on_delete_when_the_spec_says_so(env):
     fs, path = filesystem(VersionLayout("s3://adapters/", "tmp-bot", "v1").manifest)
     fs.invalidate_cache()
     assert not fs.exists(path)
+
+
+def test_schedule_retrains_only_when_the_dataset_changed(env):
+    cluster, _ = env
+    obj = ftj("monthly", resources={"gpus": 1}, schedule="0 3 1 * *")
+    cluster.create(obj)
+    cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "monthly-train-1"), 30, "the first Job")
+    cluster.set_job_status(NS, "monthly-train-1", succeeded=1, condition="Complete")
+    wait_phase(cluster, "monthly", "Succeeded")
+
+    def jobs() -> list[str]:
+        return sorted(j["metadata"]["name"] for j in cluster.list("batch/v1", "Job", NS, "loraplane.io/finetunejob=monthly"))
+
+    def tick_missed() -> None:  # the last scheduled tick was long ago: one is due now
+        cluster.patch(API, "FineTuneJob", NS, "monthly", {"status": {"lastScheduleTime": "2026-01-01T00:00:00Z"}},
+                      subresource="status")
+
+    tick_missed()
+    names = cluster.wait_for(lambda: len(jobs()) == 2 and jobs(), 30, "the scheduled retrain")
+    rerun = names[1]
+    assert rerun.startswith("monthly-train-1-s")
+    status = cluster.wait_for(lambda: (s := status_of(cluster, "monthly")).get("jobName") == rerun and s, 30)
+    assert status["runId"].endswith(rerun.rsplit("-", 1)[1]) and status["lastScheduleTime"] > "2026-01-01"
+    cluster.set_job_status(NS, rerun, succeeded=1, condition="Complete")
+    cluster.wait_for(lambda: status_of(cluster, "monthly").get("phase") == "Succeeded", 30)
+
+    # Same dataset: the next due tick is skipped.
+    tick_missed()
+    cluster.wait_for(lambda: "RetrainSkipped" in [e["reason"] for e in cluster.events(NS, "monthly")], 30, "a skip")
+    assert len(jobs()) == 2
+
+    # A changed dataset retrains.
+    write("s3://datasets/support.jsonl", '{"prompt": "hi", "completion": "hello there"}\n')
+    tick_missed()
+    cluster.wait_for(lambda: len(jobs()) == 3, 30, "a retrain on the changed dataset")

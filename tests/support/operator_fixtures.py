@@ -178,7 +178,9 @@ class Cluster:
         from kopf.testing import KopfRunner
         from loraplane import config as operator_config
 
-        settings = {"api_server": self.url, "metrics_port": 0, "progress_interval_seconds": 0.5, **config}
+        # Timer intervals are read when the handlers are first imported: the first run in a process decides.
+        settings = {"api_server": self.url, "metrics_port": 0, "progress_interval_seconds": 0.5,
+                    "schedule_interval_seconds": 0.5, **config}
         operator_config.configure(operator_config.OperatorConfig(**settings))
         args = ["run", "--standalone", "-m", "loraplane.handlers"]
         if namespaces:

@@ -27,7 +27,7 @@ def ftj(**spec_changes) -> dict:
 
 def test_child_names_are_deterministic_and_short():
     assert job_name("support-bot", 3) == "support-bot-train-3"
-    assert job_name("support-bot", 3, "s202612010300") == "support-bot-train-3-s202612010300"
+    assert job_name("support-bot", 3, "s20261201030000") == "support-bot-train-3-s20261201030000"
     long = child_name("x" * 80, "train", 12)
     assert len(long) <= 63 and long.endswith("-train-12") and long == child_name("x" * 80, "train", 12)
     assert child_name("x" * 80, "train", 12) != child_name("x" * 79 + "y", "train", 12)

@@ -125,7 +125,7 @@ def test_schedule_and_config():
     last = datetime(2026, 11, 1, 3, 0, tzinfo=UTC)
     assert not due("0 3 1 * *", last, datetime(2026, 11, 20, tzinfo=UTC))
     assert due("0 3 1 * *", last, datetime(2026, 12, 1, 3, 1, tzinfo=UTC))
-    assert run_suffix(datetime(2026, 12, 1, 3, 0, tzinfo=UTC)) == "s202612010300"
+    assert run_suffix(datetime(2026, 12, 1, 3, 0, tzinfo=UTC)) == "s20261201030000"
     cfg = OperatorConfig.from_env({"LORAPLANE_TRAINER_IMAGE": "x:1", "LORAPLANE_METRICS_PORT": "9000",
                                    "LORAPLANE_IMAGE_PULL_SECRETS": "a, b", "LORAPLANE_PROGRESS_INTERVAL_SECONDS": "2.5"})
     assert (cfg.trainer_image, cfg.metrics_port, cfg.image_pull_secrets, cfg.progress_interval_seconds) == (

@@ -18,5 +18,5 @@ def due(schedule: str, last: datetime, now: datetime) -> bool:
 
 
 def run_suffix(now: datetime) -> str:
-    """Run-id suffix of a scheduled rerun: `s<yyyymmddhhmm>`."""
-    return "s" + now.strftime("%Y%m%d%H%M")
+    """Run-id suffix of a scheduled rerun: `s<yyyymmddhhmmss>`."""
+    return "s" + now.strftime("%Y%m%d%H%M%S")

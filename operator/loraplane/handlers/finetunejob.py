@@ -241,7 +241,8 @@ async def poll_progress(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger,
     await reconcile(body, patch, logger)
 
 
-@kopf.timer(*RESOURCE, interval=60, when=lambda spec, **_: bool(spec.get("schedule")))
+@kopf.timer(*RESOURCE, interval=config.current().schedule_interval_seconds,
+            when=lambda spec, **_: bool(spec.get("schedule")))
 async def scheduled_retrain(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
     """spec.schedule: start a new run of the same generation when due, unless the dataset is unchanged."""
     ftj = _plain(body)
