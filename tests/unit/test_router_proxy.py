@@ -257,7 +257,7 @@ async def test_no_retry_once_the_stream_has_started(harness):
 
     _, up1 = await harness.stub(dies_mid_stream)
     _, up2 = await harness.stub(dies_mid_stream)
-    url, _ = await harness([up1, up2])
+    url, router = await harness([up1, up2])
     http = await harness.client()
     got = b""
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -267,6 +267,8 @@ async def test_no_retry_once_the_stream_has_started(harness):
                 got += chunk
     assert b'"par"' in got
     assert len(calls) == 1  # the other replica was never tried: the client already had bytes
+    text = router.metrics.exposition().decode()
+    assert 'reason="stream_broken"' in text and 'code="502"' in text
 
 
 async def test_stream_passes_each_event_through_at_once_and_strips_injected_usage(harness):

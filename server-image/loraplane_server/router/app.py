@@ -222,7 +222,13 @@ class Router:
                 if resp.status >= 500:
                     self.metrics.upstream_errors.labels(upstream.url, f"http_{resp.status}").inc()
                 if stream and resp.status == 200:
-                    code, out = await self._stream(request, resp, table, variant, tags, started, strip_usage)
+                    code = "502"  # until the stream ends well: a replica dying mid-stream is an upstream error
+                    try:
+                        code, out = await self._stream(request, resp, table, variant, tags, started, strip_usage)
+                    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+                        # Bytes already reached the client: no retry; aborting the connection tells it so.
+                        self.metrics.upstream_errors.labels(upstream.url, "stream_broken").inc()
+                        raise
                     return out
                 data = await resp.read()
                 code = str(resp.status)
