@@ -353,3 +353,29 @@ async def test_feedback_is_attributed_to_the_variant(harness):
     assert 'loraplane_router_feedback_score_sum{model="bot",variant="canary"} 0.75' in text
     async with http.get(f"{url}/v1/models") as r:
         assert [m["id"] for m in (await r.json())["data"]] == ["bot", "stable", "canary"]
+
+
+async def test_dns_discovery_gives_one_upstream_per_address():
+    from loraplane_server.router.pool import resolve_dns
+
+    urls = await resolve_dns("localhost:8000")
+    assert urls and all(u.endswith(":8000") for u in urls)
+    assert any(u in ("http://127.0.0.1:8000", "http://[::1]:8000") for u in urls)
+    pool = UpstreamPool(["http://a:1"])
+    pool.upstreams[0].in_flight = 3
+    pool.set_urls(["http://a:1", "http://b:1"])  # a keeps its state, b is new
+    assert [(u.url, u.in_flight) for u in pool.upstreams] == [("http://a:1", 3), ("http://b:1", 0)]
+
+
+async def test_unhealthy_replica_is_skipped_until_its_health_check_passes(harness):
+    stub, up = await harness.stub()
+    url, router = await harness([up])
+    router.pool.upstreams[0].healthy = False
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 503
+    async with http.get(f"{url}/readyz") as r:
+        assert r.status == 503
+    await router.pool.check_health(router.session)
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 200
