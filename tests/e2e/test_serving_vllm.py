@@ -118,8 +118,8 @@ async def test_split_over_1000_requests_is_90_10(stack):
     text = httpx.get(f"{stack.router_url}/metrics").text
     hits = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("loraplane_router_cache_requests_total") and 'result="hit"' in line)
-    # Concurrent first requests for one prompt may all miss (no request coalescing); most must still hit.
-    assert hits >= 700, hits
+    # One miss per prompt and variant at most: concurrent identical requests wait for the first one's answer.
+    assert hits >= 1000 - 2 * 40, hits
 
 
 def test_streaming_passes_chunks_through(stack):

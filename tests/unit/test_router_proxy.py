@@ -379,3 +379,54 @@ async def test_unhealthy_replica_is_skipped_until_its_health_check_passes(harnes
     await router.pool.check_health(router.session)
     async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
         assert r.status == 200
+
+
+async def test_identical_concurrent_deterministic_requests_reach_the_upstream_once(harness):
+    release = asyncio.Event()
+
+    async def slow(request, body):
+        await release.wait()
+        return web.json_response(completion(body["model"], text="shared"))
+
+    stub, up = await harness.stub(slow)
+    url, router = await harness([up])
+    http = await harness.client()
+
+    async def call():
+        async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "stable", "temperature": 0}) as r:
+            return r.status, (await r.json())["choices"][0]["message"]["content"]
+
+    tasks = [asyncio.create_task(call()) for _ in range(5)]
+    while not stub.requests:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    release.set()
+    assert [await t for t in tasks] == [(200, "shared")] * 5
+    assert len(stub.requests) == 1
+    assert not router._inflight
+
+
+async def test_waiting_requests_go_on_alone_when_the_first_fails(harness):
+    release = asyncio.Event()
+
+    async def first_fails(request, body):
+        if len(stub.requests) == 1:
+            await release.wait()
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        return web.json_response(completion(body["model"]))
+
+    stub, up = await harness.stub(first_fails)
+    url, _ = await harness([up])
+    http = await harness.client()
+
+    async def call():
+        async with http.post(f"{url}/v1/chat/completions", json={**CHAT, "model": "stable", "temperature": 0}) as r:
+            return r.status
+
+    tasks = [asyncio.create_task(call()) for _ in range(3)]
+    while not stub.requests:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    release.set()
+    assert sorted([await t for t in tasks]) == [200, 200, 500]
+    assert len(stub.requests) >= 2

@@ -60,6 +60,8 @@ class Router:
         self.metrics = metrics
         self.cache = ResponseCache(10_000, 600)
         self.seen_feedback = SeenIds()
+        # Cacheable requests being answered right now: identical ones wait for that answer (no thundering herd).
+        self._inflight: dict[str, asyncio.Future] = {}
         self.request_timeout = request_timeout
         self.retry_after_seconds = retry_after_seconds
         self.rng = rng or random.Random()
@@ -164,13 +166,17 @@ class Router:
         series = self.metrics.series(model, variant)
 
         key = None
+        leader: asyncio.Future | None = None
         if is_cacheable(body, table.cache):
             key = cache_key(variant, request.path, body)
             hit = self.cache.get(key)
+            if hit is None and key in self._inflight:
+                hit = await asyncio.shield(self._inflight[key])  # None when that request failed: go on alone
             (series.cache_hit if hit else series.cache_miss).inc()
             if hit:
                 series.request("200")
                 return web.Response(body=hit[0], content_type=hit[1], headers={**tags, "x-loraplane-cache": "hit"})
+            leader = self._inflight[key] = asyncio.get_running_loop().create_future()
 
         upstream_body = {**body, "model": table.upstream_model(choice.variant)}
         stream = bool(body.get("stream"))
@@ -237,6 +243,8 @@ class Router:
                     self._record_usage(table, variant, data)
                     if key is not None:
                         self.cache.put(key, data, content_type.split(";")[0])
+                        if leader is not None:
+                            leader.set_result((data, content_type.split(";")[0]))
                 series.duration.observe(time.perf_counter() - started)
                 return web.Response(body=data, status=resp.status, headers={**tags, "Content-Type": content_type})
             finally:
@@ -247,6 +255,11 @@ class Router:
             raise
         finally:
             series.request(code)
+            if leader is not None:
+                if not leader.done():
+                    leader.set_result(None)
+                if self._inflight.get(key) is leader:
+                    del self._inflight[key]
 
     async def _stream(
         self, request, resp, table: RoutingTable, variant: str, tags: dict, started: float, strip_usage: bool
