@@ -108,13 +108,16 @@ def ensure_adapters(base_dir: Path, cache_root: Path | None = None) -> dict[str,
     for name, facts in FACTS.items():
         final = root / name
         if not (final / MANIFEST_FILE).exists():
-            partial = root / f"{name}.partial"
+            partial = root / f"{name}.partial-{os.getpid()}"  # two sessions at once must not share one
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             train_adapter(base_dir, facts, partial)
             publish_dir(partial, job="support-bot", version=name, base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
+            if (final / MANIFEST_FILE).exists():  # another session finished first
+                shutil.rmtree(partial, ignore_errors=True)
+            else:
+                shutil.rmtree(final, ignore_errors=True)
+                partial.rename(final)
         out[name] = final
     return out
 
