@@ -430,3 +430,11 @@ async def test_waiting_requests_go_on_alone_when_the_first_fails(harness):
     release.set()
     assert sorted([await t for t in tasks]) == [200, 200, 500]
     assert len(stub.requests) >= 2
+
+
+def test_complete_sse_events_are_found_with_lf_and_crlf():
+    from loraplane_server.router.app import _events_end
+
+    assert _events_end(b"data: a\n\ndata: b") == len(b"data: a\n\n")
+    assert _events_end(b"data: a\r\n\r\ndata: b\r\n\r\n") == len(b"data: a\r\n\r\ndata: b\r\n\r\n")
+    assert _events_end(b"data: partial") == 0

@@ -279,10 +279,10 @@ class Router:
                     first = False
                 pending += chunk
                 # Forward every complete SSE event at once; a partial one waits for its end.
-                cut = pending.rfind(b"\n\n")
-                if cut < 0:
+                end = _events_end(pending)
+                if end == 0:
                     continue
-                events, pending = pending[: cut + 2], pending[cut + 2:]
+                events, pending = pending[:end], pending[end:]
                 if b'"usage":{' in events or b'"usage": {' in events:
                     events = self._take_usage(table, variant, events, strip_usage)
                 if events:
@@ -312,3 +312,9 @@ class Router:
         with contextlib.suppress(ValueError, AttributeError):
             self.metrics.usage(table, variant, json.loads(data).get("usage"))
 
+
+def _events_end(buffer: bytes) -> int:
+    """Length of the complete SSE events at the start of buffer (events end with a blank line, LF or CRLF)."""
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
