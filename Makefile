@@ -67,7 +67,9 @@ clean:
 
 # Real Helm as a library (helm-sdkpy needs Python >= 3.12): its own tool environment.
 HELM_VENV := .venv-helm
-PYTHON312 ?= $(shell command -v python3.12 || echo $$(pyenv root 2>/dev/null)/versions/3.12.1/bin/python3.12)
+# The first python3.12 that runs (a pyenv shim exists even when 3.12 is not active, so each is tried).
+PYTHON312 ?= $(shell for p in $$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 $$(command -v python3.12); do \
+	$$p -c 'import sys' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
 install-helm: $(HELM_VENV)/.installed
 
