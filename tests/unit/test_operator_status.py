@@ -130,3 +130,12 @@ def test_schedule_and_config():
                                    "LORAPLANE_IMAGE_PULL_SECRETS": "a, b", "LORAPLANE_PROGRESS_INTERVAL_SECONDS": "2.5"})
     assert (cfg.trainer_image, cfg.metrics_port, cfg.image_pull_secrets, cfg.progress_interval_seconds) == (
         "x:1", 9000, ("a", "b"), 2.5)
+
+
+def test_trainer_output_is_reduced_to_the_status_schema():
+    progress = RunProgress(phase="Training", dataset={"examples": 5, "samples": ["x"], "errors": -1},
+                           metrics={"evalLoss": 1.0, "samples": [{"prompt": "p"}]})
+    status = compute_status(ftj(), Observed(job_name="j", run_id="u-2", job=job(active=1, startTime=NOW),
+                                            progress=progress, now=NOW))
+    assert "dataset" not in status  # errors=-1 is invalid: nothing the API server would refuse is written
+    assert status["metrics"] == {"evalLoss": 1.0}

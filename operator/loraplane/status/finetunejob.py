@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from .. import exitcodes
+from ..api.base import StatusModel
+from ..api.finetunejob import AdapterStatus, DatasetStatus, MetricsStatus
 from ..storage import RunProgress
 from .conditions import ConditionSet, kstatus
 
@@ -99,6 +103,17 @@ def _progress(p: RunProgress) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _conform(model: type[StatusModel], data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the trainer wrote, reduced to the status schema: unknown keys dropped, bad values refused.
+
+    The API server would otherwise refuse (or prune) the whole status patch.
+    """
+    try:
+        return model.model_validate(data).to_wire()
+    except ValidationError:
+        return None
+
+
 def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -148,9 +163,11 @@ def compute_status(ftj: Mapping[str, Any], obs: Observed) -> dict[str, Any]:
         if prog:
             status["progress"] = prog
         if p.dataset:
-            status["dataset"] = p.dataset
-        if p.metrics:
-            status["metrics"] = p.metrics
+            dataset = _conform(DatasetStatus, p.dataset)
+            if dataset:
+                status["dataset"] = dataset
+        if p.metrics and _conform(MetricsStatus, p.metrics):
+            status["metrics"] = _conform(MetricsStatus, p.metrics)
         elif p.train_loss is not None or p.eval_loss is not None:
             # Until the final evaluation, the latest losses: `kubectl get ftj` shows eval loss while training.
             status["metrics"] = {k: v for k, v in (("trainLoss", p.train_loss), ("evalLoss", p.eval_loss)) if v is not None}
@@ -158,7 +175,7 @@ def compute_status(ftj: Mapping[str, Any], obs: Observed) -> dict[str, Any]:
         for k in ("progress", "dataset", "metrics"):
             if k in old:
                 status[k] = old[k]
-    adapter = obs.adapter or (p.adapter if p is not None and p.adapter else None)
+    adapter = obs.adapter or (_conform(AdapterStatus, p.adapter) if p is not None and p.adapter else None)
     if adapter:
         status["adapter"] = dict(adapter)
         versions = [v for v in status.get("versions") or [] if v.get("version") != adapter.get("version")]
