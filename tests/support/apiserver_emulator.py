@@ -24,8 +24,10 @@ relies on:
 What it leaves out: authentication and RBAC, server-side apply, field selectors,
 strategic-merge list semantics, admission webhooks, defaulting of built-in kinds,
 the controllers of kube-controller-manager (no Job controller or kubelet: tests set
-a Job's status with `set_job_status`, as those would), CRD transition rules
-(`oldSelf`), pagination, and watch bookmarks.
+a Job's status with `set_job_status`, as those would; the CRD controller is reduced to
+"Established at once"), CRD transition rules (`oldSelf`), pagination, watch bookmarks,
+protobuf request bodies (JSON only), and OpenAPI documents (an empty one is served,
+so clients that validate against it skip to the emulator's own admission).
 """
 
 from __future__ import annotations
