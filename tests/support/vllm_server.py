@@ -28,15 +28,26 @@ class VllmServer:
     log_path: Path | None
 
 
+# Test modules import the fixture, so pytest holds one definition per importing module; this keeps
+# it to one server per session all the same: the first user starts it, the last one stops it.
+_shared: dict = {"server": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def vllm_server(smollm2_dir: Path, tmp_path_factory) -> VllmServer:
     if os.environ.get("LORAPLANE_TEST_VLLM_URL"):
         yield VllmServer(os.environ["LORAPLANE_TEST_VLLM_URL"].rstrip("/"), SERVED_NAME, None, None)
         return
-    log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    proc, url = start_vllm(smollm2_dir, SERVED_NAME, log_path, timeout=420,
-                           max_loras=2, max_lora_rank=16, max_model_len=1024, dtype="bfloat16")
+    if _shared["server"] is None:
+        log_path = tmp_path_factory.mktemp("vllm") / "vllm.log"
+        proc, url = start_vllm(smollm2_dir, SERVED_NAME, log_path, timeout=420,
+                               max_loras=2, max_lora_rank=16, max_model_len=1024, dtype="bfloat16")
+        _shared["server"] = VllmServer(url, SERVED_NAME, proc, log_path)
+    _shared["users"] += 1
     try:
-        yield VllmServer(url, SERVED_NAME, proc, log_path)
+        yield _shared["server"]
     finally:
-        proc.stop()
+        _shared["users"] -= 1
+        if _shared["users"] == 0:
+            _shared["server"].process.stop()
+            _shared["server"] = None
