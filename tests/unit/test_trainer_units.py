@@ -132,3 +132,14 @@ def test_load_job_names_the_bad_field(tmp_path):
                                          "output": {"uri": "o"}, "lora": {"r": 0}}}))
     with pytest.raises(BadInput, match=r"spec.lora.r: Input should be greater than or equal to 1"):
         load_job(path)
+
+
+def test_cpu_quota_from_cgroup(tmp_path):
+    from loraplane_trainer.training.precision import cpu_quota
+
+    f = tmp_path / "cpu.max"
+    f.write_text("150000 100000\n")
+    assert cpu_quota(str(f)) == 2
+    f.write_text("max 100000\n")
+    assert cpu_quota(str(f)) is None
+    assert cpu_quota(str(tmp_path / "missing")) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import string
@@ -91,7 +92,9 @@ def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, 
         for b in range(0, len(pairs), batch_size):
             chunk = pairs[b : b + batch_size]
             enc = tokenizer([p for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-            with precision.autocast():
+            # On CPU, autocast would re-cast every weight to bf16 at each decoding step of a few tokens,
+            # which costs more than it saves: decode in fp32 there.
+            with precision.autocast() if precision.device == "cuda" else contextlib.nullcontext():
                 out = model.generate(**enc.to(device), max_new_tokens=budget, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
             for n, ((_, ref), ids) in enumerate(zip(chunk, out[:, enc["input_ids"].shape[1]:], strict=True)):

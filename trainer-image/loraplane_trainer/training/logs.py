@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 
 log = logging.getLogger("loraplane_trainer")
 
@@ -17,6 +19,18 @@ def setup_logging(level: int = logging.INFO) -> None:
     # Libraries stay quiet unless something is wrong.
     for noisy in ("urllib3", "botocore", "s3fs", "fsspec", "httpx", "huggingface_hub", "transformers", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Deprecation chatter of the libraries is not for the person reading the pod's log.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    if not sys.stderr.isatty():
+        # Library progress bars ("Loading weights: 40%") garble `kubectl logs`: plain lines only.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_TQDM", "1")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
 
 
 def progress_bar(total: int, initial: int = 0, desc: str = "train"):

@@ -118,6 +118,7 @@ def _from_hub_id(name: str, revision: str | None, gguf_file: str | None, cache_d
             return ResolvedModel(Path(path), name, gguf_file, "hub")
         except Exception as exc:  # network, auth, not found: try the offline fallbacks next
             tried.append(f"Hub download: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            log.info("Hub download failed (%s)", tried[-1])
     else:
         tried.append("Hub download: skipped (HF_HUB_OFFLINE)")
     if name == SMOLLM2_ID:

@@ -27,7 +27,7 @@ from .cost import GpuClock, estimated_cost
 from .errors import BadInput, DatasetInvalid, TrainerError
 from .logs import log
 from .model_source import ResolvedModel, check_license, resolve
-from .precision import Precision, check_quantization, choose
+from .precision import Precision, check_quantization, choose, configure_threads
 from .progress import ProgressWriter, write_atomic
 
 BEFORE_FILE = "evaluation-before.json"
@@ -158,7 +158,9 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     spec = job.spec
     progress.phase("Validating", "checking the base model and the dataset")
     precision = choose(spec.training.precision)
-    log.info("device %s, precision %s (%s)", precision.device, precision.name, precision.why)
+    threads = configure_threads()
+    log.info("device %s, precision %s (%s), %d CPU threads", precision.device, precision.name, precision.why,
+             threads)
     check_quantization(spec.lora.quantization, precision.device)
     ref = resolve(spec.base_model, token=os.environ.get("HF_TOKEN"))
     license_id = check_license(ref, spec.base_model.allowed_licenses)
@@ -230,7 +232,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     out = workdir / "adapter"
     shutil.rmtree(out, ignore_errors=True)
     model.peft_config["default"].base_model_name_or_path = ref.name
-    model.save_pretrained(out)
+    model.save_pretrained(out, save_embedding_layers=False)  # LoRA only: embeddings are not trained
     shutil.copy(prepared.report_path, out / "dataset-report.json")
     report.write_loss_curve(out / "loss_curve.png", result.history, result.evals,
                             f"{job.metadata.name} ({run_id})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +66,29 @@ def check_quantization(quantization: str, device: str) -> None:
             "spec.lora.quantization: 4bit (QLoRA) needs a CUDA GPU with bitsandbytes; this pod has none. "
             "Set lora.quantization: none to train in full precision, or schedule onto a GPU."
         )
+
+
+def cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """CPUs the container may use (cgroup v2 quota, rounded up), or None when unlimited."""
+    try:
+        quota, period = Path(path).read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def configure_threads() -> int:
+    """Intra-op threads = CPUs this pod may really use (affinity and cgroup quota); OMP_NUM_THREADS wins.
+
+    torch otherwise starts one thread per host core: in a pod limited to fewer CPUs its threads spin
+    and wait on each other, and small steps (decoding above all) get many times slower.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cpu_quota()
+    n = min(n, quota) if quota else n
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
