@@ -185,6 +185,8 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
                 version = ((progress.adapter or {}).get("version") if progress else None)
                 if version and (old_status.get("adapter") or {}).get("version") != version:
                     adapter = await asyncio.to_thread(runs.read_published_adapter, output, name, version, creds)
+                elif version:  # already read from its manifest
+                    adapter = old_status["adapter"]
         except kube.ApiError as err:
             raise kopf.TemporaryError(f"API error: {err}", delay=2) from err
         except OSError as err:  # object storage unreachable: keep the status, try again
