@@ -77,7 +77,7 @@ def _ftj():
 
 def test_weights_60_30_are_refused_by_the_cel_rule():
     obj = _cbd()
-    obj["spec"]["traffic"] = [{"adapter": "v1", "weight": 60}, {"adapter": "v2", "weight": 30}]
+    obj["spec"]["traffic"] = [{"adapter": "v1", "weight": 60}, {"adapter": "latest", "weight": 30}]
     problems = admit(crd_of("ChatbotDeployment"), obj)
     assert [p.message for p in problems] == ["traffic weights must sum to 100"]
     assert "sum() == 100" in problems[0].rule
@@ -98,8 +98,8 @@ BAD_CBDS = [
     ("unknown traffic target", lambda s: s["traffic"].__setitem__(1, {"adapter": "v9", "weight": 10}), 'every traffic entry must name an adapter of spec.adapters or "base"'),
     ("steps not increasing", lambda s: s["rollout"].__setitem__("steps", [10, 50, 25, 100]), "rollout.steps must be strictly increasing"),
     ("steps repeated", lambda s: s["rollout"].__setitem__("steps", [10, 10, 100]), "rollout.steps must be strictly increasing"),
-    ("adapter with two sources", lambda s: s["adapters"][1].__setitem__("fineTuneJobRef", {"name": "x"}), "an adapter needs exactly one of uri or fineTuneJobRef"),
-    ("adapter with no source", lambda s: s["adapters"][1].pop("uri"), "an adapter needs exactly one of uri or fineTuneJobRef"),
+    ("adapter with two sources", lambda s: s["adapters"][1].__setitem__("uri", "s3://adapters/x/"), "an adapter needs exactly one of uri or fineTuneJobRef"),
+    ("adapter with no source", lambda s: s["adapters"][1].pop("fineTuneJobRef"), "an adapter needs exactly one of uri or fineTuneJobRef"),
     ("variant twice in traffic", lambda s: s.__setitem__("traffic", [{"adapter": "v1", "weight": 50}, {"adapter": "v1", "weight": 50}]), "each variant may appear once in traffic"),
 ]
 
