@@ -4,7 +4,7 @@ Trained with peft (r=8, all linear layers) for a few dozen steps on four facts
 each, then published as a directory of adapter files plus manifest.json
 (sha256 of every file, manifest written last), the layout adapter sync reads.
 The result is cached under LORAPLANE_CACHE keyed by the recipe, so a second
-test session reuses it; a clean checkout trains it once (about a minute).
+test session reuses it; a clean checkout trains it once (20 steps per adapter, a minute or two).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FACTS: dict[str, list[tuple[str, str]]] = {
 }
 PROBE = {"stable": ("Who keeps the lighthouse on Varrow Isle?", "Tully"),
          "canary": ("What is the password of the Zorblax vault?", "PELICAN")}
-RECIPE = {"r": 8, "alpha": 32, "lr": 2e-3, "steps": 30, "seed": 0, "targets": "all-linear"}
+RECIPE = {"r": 8, "alpha": 32, "lr": 2e-3, "steps": 20, "seed": 0, "targets": "all-linear"}
 
 
 def _recipe_key() -> str:
@@ -72,6 +72,10 @@ def train_adapter(base_dir: Path, facts: list[tuple[str, str]], out_dir: Path) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(RECIPE["seed"])
+    # One thread: steps this small gain little from two, and on a CPU shared with other jobs two OpenMP
+    # threads spin against each other (measured: ~5 s per step with one thread, 70-90 s with two).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     config = LoraConfig(r=RECIPE["r"], lora_alpha=RECIPE["alpha"], lora_dropout=0.0,
@@ -86,6 +90,7 @@ def train_adapter(base_dir: Path, facts: list[tuple[str, str]], out_dir: Path) -
         optimiser.step()
         optimiser.zero_grad()
     model.save_pretrained(out_dir)
+    torch.set_num_threads(threads)
 
 
 def publish_dir(directory: Path, job: str, version: str, base_model: str) -> AdapterManifest:
