@@ -15,7 +15,7 @@ import torch
 from loraplane.api.finetunejob import QualityGates
 
 from .chat import TokenizedExample, prompt_text, read_chat_jsonl
-from .packing import causal_lm_loss_sum, collate_packed, pack_rows
+from .packing import causal_lm_loss_sum, collate_packed, pack_rows, row_length
 from .precision import Precision
 
 REGRESSION_SET = "regression_set.jsonl"
@@ -27,18 +27,20 @@ def regression_set_path() -> Path:
 
 
 @torch.no_grad()
-def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, row_tokens: int = 2048,
-              pad_id: int = 0) -> float:
+def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, row_tokens: int = 1024,
+              pad_id: int = 0, rows_per_batch: int = 8) -> float:
     """Mean next-token loss over the assistant tokens of examples (packed, no padding waste)."""
     if not examples:
         return float("nan")
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    rows = pack_rows({i: len(e) for i, e in enumerate(examples)}, row_tokens)
+    lengths = [len(e) for e in examples]
+    rows = pack_rows(dict(enumerate(lengths)), row_length(lengths, row_tokens))
     device = next(model.parameters()).device
-    for row in rows:
-        batch = collate_packed([[examples[i] for i in row]], pad_id).to(device)
+    for b in range(0, len(rows), rows_per_batch):
+        batch = collate_packed([[examples[i] for i in row] for row in rows[b : b + rows_per_batch]], pad_id)
+        batch = batch.to(device)
         with precision.autocast():
             total += float(causal_lm_loss_sum(model, batch))
         count += batch.target_tokens

@@ -88,7 +88,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
 
     def evaluate() -> bool:
         """Validation loss; returns True when early stopping says stop."""
-        loss = mean_loss(model, val_examples, precision, row_tokens=max(spec.max_tokens, 1024), pad_id=pad_id)
+        loss = mean_loss(model, val_examples, precision, row_tokens=spec.max_tokens, pad_id=pad_id)
         step = state["step"]
         state["evals"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "evalLoss": loss})
         best = state["best_eval_loss"]

@@ -118,14 +118,31 @@ def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
     return Batch(ids, labels, None, mask, int(mask.sum()))
 
 
+# Shortest packed row. Rows are no longer than the step's longest example needs: attention cost grows with
+# the square of the row length (and CPU attention with a packed mask materialises it), so a few short rows
+# beat one long one, and padding waste stays at the row tails only.
+MIN_ROW_TOKENS = 256
+
+
+def row_length(lengths: list[int], max_tokens: int) -> int:
+    return min(max(MIN_ROW_TOKENS, max(lengths, default=0)), max(max_tokens, max(lengths, default=0)))
+
+
 def step_batches(examples: list[TokenizedExample], indices: list[int], *, packing: bool, batch_size: int,
                  row_tokens: int, pad_id: int) -> list[Batch]:
-    """The micro-batches of one optimizer step."""
+    """The micro-batches of one optimizer step.
+
+    With packing, each micro-batch holds no more token cells than a padded batch of batch_size of the
+    step's longest example would, so memory stays at what unpacked training needs while padding is gone.
+    """
     if packing:
-        rows = pack_rows({i: len(examples[i]) for i in indices}, row_tokens)
+        lengths = {i: len(examples[i]) for i in indices}
+        width = row_length(list(lengths.values()), row_tokens)
+        rows = pack_rows(lengths, width)
+        per_batch = max(1, batch_size * max(lengths.values()) // width)
         return [
-            collate_packed([[examples[i] for i in row] for row in rows[b : b + batch_size]], pad_id)
-            for b in range(0, len(rows), batch_size)
+            collate_packed([[examples[i] for i in row] for row in rows[b : b + per_batch]], pad_id)
+            for b in range(0, len(rows), per_batch)
         ]
     # Unpacked: length-sorted within the step, so each micro-batch pads little.
     ordered = sorted(indices, key=lambda i: len(examples[i]))
