@@ -18,7 +18,7 @@ from ..demo import DemoError, DemoOptions, run_demo
 @click.option("--epochs", type=int, default=None, help="Override training.epochs of the example.")
 @click.option("--max-steps", type=int, default=None, help="Stop training after this many optimizer steps.")
 @click.option("--questions", default=24, show_default=True, type=int, help="Customer questions per round.")
-@click.option("--job", "job_file", default="examples/finetunejob.yaml", show_default=True,
+@click.option("--job", "job_file", default="examples/demo/finetunejob.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The FineTuneJob to train.")
 @click.option("--chatbot", "chatbot_file", default="examples/demo/chatbotdeployment.yaml", show_default=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path), help="The ChatbotDeployment to serve.")

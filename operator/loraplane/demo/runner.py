@@ -42,7 +42,7 @@ class DemoError(Exception):
 
 @dataclass
 class DemoOptions:
-    job_file: Path = Path("examples/finetunejob.yaml")
+    job_file: Path = Path("examples/demo/finetunejob.yaml")
     chatbot_file: Path = Path("examples/demo/chatbotdeployment.yaml")
     dataset: Path = Path("examples/data/support.jsonl")
     out: Path = Path("loraplane-out")
@@ -91,8 +91,10 @@ class Demo:
             profile.append(f"epochs={self.o.epochs}")
         if self.o.max_steps is not None:
             profile.append(f"max-steps={self.o.max_steps}")
-        note = f" (demo profile: {', '.join(profile)})" if profile else ""
-        self.step(2, f"Train a LoRA adapter of {job.spec.base_model.name or job.spec.base_model.uri} on CPU{note}")
+        t = job.spec.training
+        profile = [f"learningRate {t.learning_rate:g}", f"batchSize {t.batch_size}", f"epochs {t.epochs}", *profile]
+        self.step(2, f"Train a LoRA adapter of {job.spec.base_model.name or job.spec.base_model.uri}")
+        self.console.print(f"profile {self.o.job_file}: {', '.join(profile)} (its header says why)")
         run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         argv = [sys.executable, "-m", "loraplane.cli", "train", str(self.o.job_file), "--output", f"file://{self.out}",
                 "--run-id", run_id]
