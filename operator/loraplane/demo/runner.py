@@ -126,7 +126,7 @@ class Demo:
         for label, before, after, hint in ROWS:
             table.add_row(label, _fmt(metrics.get(before)), _fmt(metrics.get(after)), hint)
         self.console.print(table)
-        prefix = result["uri"]
+        prefix = result["uri"].rstrip("/")
         self.console.print(f"adapter [bold]{result['version']}[/] ({result['verdict']}): {prefix}")
         for name, what in (("README.md", "model card"), ("loss_curve.png", "loss curve"),
                            ("manifest.json", "manifest (sha256 of every file, written last)")):
