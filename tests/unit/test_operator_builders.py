@@ -71,6 +71,10 @@ def test_training_job_table(resources, expect):
     container = pod["containers"][0]
     assert container["image"] == "reg/trainer:1"
     assert container["command"][-2:] == ["--run-id", "0b5e-uid-3"]
+    gpus = int(expect["gpus"] or 0)
+    launcher = ["--nproc-per-node", str(gpus)] if gpus > 1 else []
+    assert container["command"] == ["python", "-m", "loraplane_trainer", "run", "--job",
+                                    container["command"][5], *launcher, "--run-id", "0b5e-uid-3"]
     assert (container.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")) == expect["gpus"]
     assert job["metadata"]["labels"].get("kueue.x-k8s.io/queue-name") == expect["queue"]
     assert spec.get("suspend") == expect["suspend"]

@@ -160,6 +160,16 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+def training_command(res: Mapping[str, Any], run_id: str) -> list[str]:
+    """The trainer's command; with several GPUs it starts one process per GPU (torchrun's launcher, in the
+    trainer, which keeps the trainer's exit codes that the podFailurePolicy reads; torchrun itself exits 1)."""
+    command = ["python", "-m", "loraplane_trainer", "run", "--job", f"{JOB_DIR}/{JOB_FILE}"]
+    gpus = res.get("gpus", 1) or 0
+    if gpus > 1:
+        command += ["--nproc-per-node", str(gpus)]
+    return [*command, "--run-id", run_id]
+
+
 def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id: str) -> dict[str, Any]:
     """The batch/v1 Job of one training run."""
     spec = ftj["spec"]
@@ -173,7 +183,7 @@ def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id:
         "name": CONTAINER,
         "image": cfg.trainer_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": ["python", "-m", "loraplane_trainer", "run", "--job", f"{JOB_DIR}/{JOB_FILE}", "--run-id", run_id],
+        "command": training_command(res, run_id),
         "env": _env(spec, run_id),
         "volumeMounts": mounts,
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from loraplane.api.finetunejob import FineTuneJob
 from loraplane.storage import run_id as make_run_id
 from pydantic import ValidationError
 
+from . import distributed
 from .errors import BadInput
 from .logs import log, setup_logging
 
@@ -53,10 +56,28 @@ def load_job(path: Path, *, output: str | None = None, max_steps: int | None = N
 @click.option("--epochs", type=int, default=None, help="Override training.epochs.")
 @click.option("--base-dir", default=None, type=click.Path(file_okay=False),
               help="Directory that relative dataset paths are resolved against.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs) to train with, as `torchrun --standalone --nproc-per-node`.")
 def run_command(job_path: Path, run_id: str | None, output: str | None, max_steps: int | None,
-                epochs: int | None, base_dir: str | None) -> None:
+                epochs: int | None, base_dir: str | None, nproc_per_node: int) -> None:
     """Validate the data, train a LoRA adapter, evaluate it and publish it."""
     setup_logging()
+    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+        argv = ["run", "--job", str(job_path)]
+        for flag, value in (("--run-id", run_id), ("--output", output), ("--max-steps", max_steps),
+                            ("--epochs", epochs), ("--base-dir", base_dir)):
+            if value is not None:
+                argv += [flag, str(value)]
+        # The workers load the job themselves; a launcher without --run-id gives them all the same one.
+        if run_id is None:
+            try:
+                job = load_job(job_path, output=output, max_steps=max_steps, epochs=epochs)
+            except BadInput as exc:
+                log.error("%s: %s", exc.reason, exc)
+                sys.exit(exc.exit_code)
+            argv += ["--run-id", make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)]
+        log.info("starting %d training processes", nproc_per_node)
+        sys.exit(distributed.launch(nproc_per_node, argv))
     try:
         job = load_job(job_path, output=output, max_steps=max_steps, epochs=epochs)
     except BadInput as exc:
@@ -65,7 +86,25 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
     from .pipeline import run_job  # torch and transformers load here, after the cheap checks
 
     run_id = run_id or make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)
-    sys.exit(run_job(job, run_id, base_dir=base_dir))
+    dist = distributed.context()
+    if dist.enabled:
+        distributed.init(dist)
+        for handler in logging.getLogger().handlers:  # which rank said what, in the one pod log
+            handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [rank {dist.rank}] %(message)s",
+                                                   "%Y-%m-%dT%H:%M:%S"))
+        log.info("rank %d of %d joined (%s)", dist.rank, dist.world_size,
+                 "nccl" if torch_cuda() else "gloo")
+    try:
+        code = run_job(job, run_id, base_dir=base_dir)
+    finally:
+        distributed.shutdown(dist)
+    sys.exit(code)
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 commands = [run_command]

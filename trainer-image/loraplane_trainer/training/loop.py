@@ -15,6 +15,7 @@ from transformers import get_scheduler
 from .chat import TokenizedExample
 from .checkpoints import CheckpointStore, set_rng_state
 from .cost import GpuClock
+from .distributed import SINGLE, Context, broadcast_params, shard, share, sum_gradients, sum_scalars
 from .evaluation import mean_loss
 from .logs import log, progress_bar
 from .packing import causal_lm_loss_sum, epoch_steps, step_batches
@@ -50,12 +51,17 @@ def _adapter_state(model) -> dict[str, torch.Tensor]:
 
 def train(model, train_examples: list[TokenizedExample], val_examples: list[TokenizedExample], spec: TrainingSpec,
           precision: Precision, *, store: CheckpointStore, progress: ProgressWriter, clock: GpuClock,
-          pad_id: int) -> TrainResult:
-    """Train the LoRA parameters of a peft model in place; on return it holds the best weights."""
+          pad_id: int, dist: Context = SINGLE) -> TrainResult:
+    """Train the LoRA parameters of a peft model in place; on return it holds the best weights.
+
+    Under several ranks (`dist`), each trains on its share of every step's examples and only rank 0
+    writes checkpoints and computes the validation loss.
+    """
     device = next(model.parameters()).device
     steps_per_epoch, total = plan(len(train_examples), spec)
     per_step = spec.batch_size * spec.gradient_accumulation
     params = [p for p in model.parameters() if p.requires_grad]
+    broadcast_params(dist, params)
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     scheduler = get_scheduler(spec.scheduler, optimizer, num_warmup_steps=math.ceil(spec.warmup_ratio * total),
                               num_training_steps=total)
@@ -84,11 +90,15 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
 
     def save_checkpoint() -> None:
         state["gpu_seconds"] = clock.gpu_seconds
-        store.save(state["step"], get_peft_model_state_dict(model), optimizer, scheduler, state)
+        if dist.is_main:
+            store.save(state["step"], get_peft_model_state_dict(model), optimizer, scheduler, state)
 
     def evaluate() -> bool:
         """Validation loss; returns True when early stopping says stop."""
-        loss = mean_loss(model, val_examples, precision, row_tokens=spec.max_tokens, pad_id=pad_id)
+        loss = None
+        if dist.is_main:
+            loss = mean_loss(model, val_examples, precision, row_tokens=spec.max_tokens, pad_id=pad_id)
+        loss = share(dist, loss)
         step = state["step"]
         state["evals"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "evalLoss": loss})
         best = state["best_eval_loss"]
@@ -97,7 +107,8 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
             state["best_eval_loss"], state["bad_evals"] = loss, 0
             nonlocal best_weights
             best_weights = _adapter_state(model)
-            store.save_best(best_weights, {"step": step, "evalLoss": loss})
+            if dist.is_main:
+                store.save_best(best_weights, {"step": step, "evalLoss": loss})
             log.info("step %d: validation loss %.4f (best)", step, loss)
         else:
             state["bad_evals"] += 1
@@ -113,11 +124,14 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     while not stop:
         epoch, in_epoch = divmod(state["step"], steps_per_epoch)
         steps = epoch_steps(len(train_examples), per_step, seed=spec.seed, epoch=epoch)
-        indices = steps[in_epoch]
+        indices = shard(dist, steps[in_epoch])
         t0 = time.monotonic()
         batches = step_batches(train_examples, indices, packing=spec.packing, batch_size=spec.batch_size,
                                row_tokens=spec.max_tokens, pad_id=pad_id)
         targets = sum(b.target_tokens for b in batches)
+        step_tokens = 0
+        if dist.enabled:  # each rank's loss is its share of the step's mean over all ranks' target tokens
+            targets = int(sum_scalars(dist, targets)[0])
         loss_sum = 0.0
         for batch in batches:
             batch = batch.to(device)
@@ -126,6 +140,11 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
             (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += float(loss.detach())
             state["real_tokens"] += batch.real_tokens
+            step_tokens += batch.real_tokens
+        if dist.enabled:
+            sum_gradients(dist, params)
+            loss_sum, all_tokens = sum_scalars(dist, loss_sum, step_tokens)
+            state["real_tokens"] += int(all_tokens) - step_tokens
         if scaler:
             scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -20,7 +20,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import evaluation, report
+from . import distributed, evaluation, report
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -126,7 +126,8 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
     name = job.metadata.name
     spec = job.spec
     layout = RunLayout(spec.output.uri, name, run_id)
-    progress = ProgressWriter(layout.progress, run_id)
+    dist = distributed.context()
+    progress = ProgressWriter(layout.progress, run_id, writes=dist.is_main)
     own_workdir = workdir is None
     workdir = Path(workdir or tempfile.mkdtemp(prefix="loraplane-run-"))
     log.info("run %s of %s/%s -> %s", run_id, job.metadata.namespace or "default", name, layout.prefix)
@@ -135,10 +136,12 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
         done = find_published(spec.output.uri, name, run_id)
         if done is not None:
             log.info("run %s already published %s", run_id, done.version)
+            if not dist.is_main:
+                return exitcodes.OK
             last = read_progress(layout.progress)
             return _finish(progress, layout, done, done.manifest.metrics,
                            last.gpu_seconds if last else None)
-        return _run(job, run_id, layout, progress, workdir, base_dir)
+        return _run(job, run_id, layout, progress, workdir, base_dir, dist)
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
         progress.update(force=True, phase="Failed", reason=exc.reason, message=str(exc)[:4000])
@@ -154,7 +157,7 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
 
 
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
-         base_dir: str | None) -> int:
+         base_dir: str | None, dist: distributed.Context = distributed.SINGLE) -> int:
     spec = job.spec
     progress.phase("Validating", "checking the base model and the dataset")
     precision = choose(spec.training.precision)
@@ -167,17 +170,21 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     log.info("base model %s (%s), license %s", ref.name, ref.source, license_id or "unknown")
     model, tokenizer = _load_model(ref, precision, spec.lora.quantization)
 
-    prepared = _prepare_dataset(job, workdir, base_dir, tokenizer)
-    summary = prepared.report.status_summary()
-    write_atomic(layout.dataset_report, Path(prepared.report_path).read_bytes())
-    progress.update(force=True, dataset=summary)
-    if prepared.report.has_errors:
-        problems = "; ".join(f"{p.get('check')}: {p.get('message')}" for p in summary.get("topProblems", [])[:3])
-        raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {layout.dataset_report}")
+    if dist.is_main:
+        prepared = _prepare_dataset(job, workdir, base_dir, tokenizer)
+        summary = prepared.report.status_summary()
+        write_atomic(layout.dataset_report, Path(prepared.report_path).read_bytes())
+        progress.update(force=True, dataset=summary)
+        if prepared.report.has_errors:
+            problems = "; ".join(f"{p.get('check')}: {p.get('message')}"
+                                 for p in summary.get("topProblems", [])[:3])
+            raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {layout.dataset_report}")
+        train_records = read_chat_jsonl(prepared.train_path)
+        val_records = read_chat_jsonl(prepared.validation_path)
+    # Several GPUs: rank 0 prepares the dataset (augmentation may not repeat exactly), the others take its split.
+    train_records, val_records = distributed.share(dist, (train_records, val_records) if dist.is_main else None)
 
     max_tokens = spec.training.max_tokens
-    train_records = read_chat_jsonl(prepared.train_path)
-    val_records = read_chat_jsonl(prepared.validation_path)
     train_examples = tokenize_all(tokenizer, train_records, max_tokens)
     val_examples = tokenize_all(tokenizer, val_records, max_tokens)
     regression = tokenize_all(tokenizer, evaluation.load_regression_set(spec.evaluation.regression_set_uri),
@@ -186,13 +193,15 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
         raise DatasetInvalid(f"no trainable examples: train {len(train_examples)}, validation {len(val_examples)}")
     pad_id = tokenizer.pad_token_id
 
-    before = _read_json(join(layout.prefix, BEFORE_FILE))
-    if before is None:
-        progress.phase("Evaluating", "evaluating the base model")
-        before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
-        write_atomic(join(layout.prefix, BEFORE_FILE), json.dumps(before).encode())
-    log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
-             before["perplexity"], before["exactMatch"], before["regressionPerplexity"])
+    if dist.is_main:
+        before = _read_json(join(layout.prefix, BEFORE_FILE))
+        if before is None:
+            progress.phase("Evaluating", "evaluating the base model")
+            before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
+            write_atomic(join(layout.prefix, BEFORE_FILE), json.dumps(before).encode())
+        log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
+                 before["perplexity"], before["exactMatch"], before["regressionPerplexity"])
+    distributed.barrier(dist)  # the other ranks wait while rank 0 evaluates the base model
 
     from peft import get_peft_model
 
@@ -206,7 +215,12 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     progress.phase("Training")
     clock = GpuClock()
     result = train(model, train_examples, val_examples, spec.training, precision,
-                   store=CheckpointStore(layout.checkpoints), progress=progress, clock=clock, pad_id=pad_id)
+                   store=CheckpointStore(layout.checkpoints), progress=progress, clock=clock, pad_id=pad_id,
+                   dist=dist)
+    if not dist.is_main:  # rank 0 alone evaluates and publishes
+        log.info("rank %d of %d: trained %d steps on its share of the examples", dist.rank, dist.world_size,
+                 result.steps - (result.resumed_from or 0))
+        return exitcodes.OK
 
     progress.phase("Evaluating", "evaluating the adapter")
     after = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)

@@ -35,9 +35,10 @@ def write_atomic(uri: str, body: bytes) -> None:
 class ProgressWriter:
     """Keeps the run's RunProgress and writes it every `interval` seconds (or at once when forced)."""
 
-    def __init__(self, uri: str, run_id: str, interval: float = 5.0):
+    def __init__(self, uri: str, run_id: str, interval: float = 5.0, *, writes: bool = True):
         self.uri = uri
         self.interval = interval
+        self.writes = writes  # False on the ranks other than 0 of a several-GPU run: they keep state, write nothing
         self.progress = RunProgress(phase="Validating", run_id=run_id)
         self._last = 0.0
 
@@ -47,7 +48,7 @@ class ProgressWriter:
         data["updated_at"] = datetime.now(UTC)
         self.progress = RunProgress.model_validate(data)
         now = time.monotonic()
-        if force or now - self._last >= self.interval:
+        if self.writes and (force or now - self._last >= self.interval):
             self._last = now
             try:
                 write_atomic(self.uri, self.progress.to_json().encode())
