@@ -1,0 +1,166 @@
+"""Several GPUs in one pod: one process per GPU started by torch's elastic launcher (what `torchrun` runs).
+
+Data parallel: every rank holds the whole model and trains on a disjoint share of each optimizer step's
+examples; the LoRA gradients are summed across ranks before the step, so every rank applies the same update.
+Only rank 0 writes anything (progress.json, checkpoints, evaluation, the published adapter).
+
+Without WORLD_SIZE in the environment (or WORLD_SIZE=1) `context()` is the single-process `SINGLE` and
+every helper here is a no-op, so the one-process path does exactly what it did before.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+# Rank 0 evaluates the base model (greedy generation) while the others wait: the default 30 minutes is short.
+WAIT = timedelta(hours=4)
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Context()
+
+
+def context() -> Context:
+    """The process's place in a torchrun launch, from the environment torchrun sets."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return SINGLE
+    return Context(rank=int(os.environ["RANK"]), world_size=world,
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init(ctx: Context) -> str | None:
+    """Join the process group (nccl on CUDA, gloo on CPU); returns the device this rank uses, or None."""
+    if not ctx.enabled:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(ctx.local_rank)
+        backend, device = "nccl", f"cuda:{ctx.local_rank}"
+    else:
+        backend, device = "gloo", "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=WAIT)
+    return device
+
+
+def shutdown(ctx: Context) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def share(ctx: Context, obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (anything picklable)."""
+    if not ctx.enabled:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def shard(ctx: Context, indices: list[int]) -> list[int]:
+    """This rank's disjoint share of one optimizer step's example indices (round robin)."""
+    return indices[ctx.rank::ctx.world_size] if ctx.enabled else indices
+
+
+def sum_scalars(ctx: Context, *values: float) -> list[float]:
+    """Each value summed over the ranks."""
+    if not ctx.enabled:
+        return list(values)
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast_params(ctx: Context, params: list) -> None:
+    """Rank 0's initial LoRA weights everywhere (peft initialises them at random on each rank)."""
+    if not ctx.enabled:
+        return
+    import torch.distributed as dist
+
+    for p in params:
+        dist.broadcast(p.data, src=0)
+
+
+def sum_gradients(ctx: Context, params: list) -> None:
+    """Sum the gradients over the ranks, flattened into one buffer (LoRA gradients are small).
+
+    Done by hand rather than with DistributedDataParallel because with packing the ranks may run a
+    different number of micro-batches per step (or none), which DDP's per-backward hooks cannot take.
+    """
+    if not ctx.enabled:
+        return
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def _comm_device() -> str:
+    import torch
+    import torch.distributed as dist
+
+    return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `python -m loraplane_trainer <argv>` in `nproc` processes on this node, as `torchrun --standalone`.
+
+    Uses torch's launcher API rather than the torchrun command because torchrun exits 1 whenever a worker
+    fails, and the Job's podFailurePolicy needs the trainer's own exit codes (bad input 42, quality gate 43).
+    """
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "loraplane_trainer", *argv)
+    except ChildFailedError as exc:
+        _, failure = exc.get_first_failure()
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
