@@ -55,7 +55,7 @@ def _load_model(ref: ResolvedModel, precision: Precision, quantization: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=precision.autocast_dtype or torch.bfloat16)
-        kwargs["device_map"] = {"": 0}
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # this rank's GPU (0 in one process)
     model = AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
     if quantization == "4bit":
         from peft import prepare_model_for_kbit_training
