@@ -136,3 +136,28 @@ def restricted_security_context() -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def container_resources(*, cpu: str | None, memory: str | None, gpus: int | None) -> dict[str, Any]:
+    """A container's resources: CPU requested, memory requested and capped, GPUs requested and limited.
+
+    Extended resources such as GPUs must have equal requests and limits; both are written
+    so the manifest says so instead of relying on the default.
+    """
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if gpus:
+        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(gpus)
+    if cpu:
+        requests["cpu"] = cpu
+    if memory:
+        requests["memory"] = limits["memory"] = memory
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out

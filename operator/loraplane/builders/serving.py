@@ -15,6 +15,7 @@ from ..routing import ROUTING_FILE
 from .common import (
     child_metadata,
     child_name,
+    container_resources,
     label_value,
     owner_label,
     restricted_security_context,
@@ -102,24 +103,6 @@ def vllm_args(spec: ChatbotDeploymentSpec, cbd_name: str, ranks: Sequence[int | 
     return args + list(spec.vllm.extra_args)
 
 
-def _resources(spec: ChatbotDeploymentSpec) -> dict[str, Any]:
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if spec.resources.cpu:
-        requests["cpu"] = spec.resources.cpu
-    if spec.resources.memory:
-        requests["memory"] = limits["memory"] = spec.resources.memory
-    if spec.resources.gpus:
-        # Extended resources are requested through limits (requests default to them).
-        limits["nvidia.com/gpu"] = str(spec.resources.gpus)
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
-
-
 def _storage_env_from(spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
     if spec.storage_secret_ref is None:
         return []
@@ -147,7 +130,8 @@ def build_vllm_deployment(
             [{"secretRef": {"name": spec.base_model.token_secret_ref.name}}]
             if spec.base_model.token_secret_ref else []
         ),
-        "resources": _resources(spec),
+        "resources": container_resources(cpu=spec.resources.cpu, memory=spec.resources.memory,
+                                         gpus=spec.resources.gpus),
         # Loading weights takes minutes on a cold node: a generous startup probe, then tight checks.
         "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 90},
         "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},

@@ -17,10 +17,12 @@ from typing import Any
 from .. import exitcodes
 from ..config import OperatorConfig
 from .common import (
+    GPU_RESOURCE,
     LABEL_GENERATION,
     LABEL_RUN,
     child_metadata,
     child_name,
+    container_resources,
     label_value,
     restricted_security_context,
 )
@@ -32,7 +34,6 @@ JOB_FILE = "finetunejob.json"
 CONFIGMAP_DIR = "/etc/loraplane/configmaps"
 CACHE_DIR = "/cache"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 RUN_ID_ANNOTATION = "loraplane.io/run-id"
 # The trainer checkpoints to object storage on SIGTERM: give it time before the kill.
@@ -92,27 +93,6 @@ def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
             "valueFrom": {"secretKeyRef": {"name": synthetic["name"], "key": synthetic["key"]}},
         })
     return env
-
-
-def _resources(res: Mapping[str, Any]) -> dict[str, Any]:
-    requests: dict[str, Any] = {}
-    limits: dict[str, Any] = {}
-    gpus = res.get("gpus", 1)
-    if gpus:
-        # Extended resources: request and limit must be equal.
-        requests[GPU_RESOURCE] = str(gpus)
-        limits[GPU_RESOURCE] = str(gpus)
-    if res.get("cpu"):
-        requests["cpu"] = res["cpu"]
-    if res.get("memory"):
-        requests["memory"] = res["memory"]
-        limits["memory"] = res["memory"]
-    out: dict[str, Any] = {}
-    if requests:
-        out["requests"] = requests
-    if limits:
-        out["limits"] = limits
-    return out
 
 
 def _volumes(spec: Mapping[str, Any], config_map: str, cfg: OperatorConfig) -> tuple[list[dict], list[dict]]:
@@ -192,7 +172,7 @@ def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id:
     creds = (spec.get("output") or {}).get("credentialsSecretRef")
     if creds:
         container["envFrom"] = [{"secretRef": {"name": creds["name"]}}]
-    resources = _resources(res)
+    resources = container_resources(cpu=res.get("cpu"), memory=res.get("memory"), gpus=res.get("gpus", 1))
     if resources:
         container["resources"] = resources
     node_selector = dict(res.get("nodeSelector") or {})
