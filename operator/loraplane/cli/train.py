@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from ..api.finetunejob import FineTuneJob
 from ..storage import RunLayout
-from ..storage.uris import filesystem, is_local, local_path
+from ..storage.uris import is_local, local_path
 from .processes import python_module
 
 DEFAULT_OUTPUT = "file://./loraplane-out"
-ROWS = [
+EVALUATION_ROWS = [
     ("validation perplexity", "perplexityBefore", "perplexityAfter"),
     ("validation exact match", "exactMatchBefore", "exactMatchAfter"),
     ("regression perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter"),
@@ -102,16 +102,13 @@ def train_command(job_file: Path, output: str, max_steps: int | None, epochs: in
 
 
 def _summary(output: str, name: str, run_id: str) -> None:
-    layout = RunLayout(output, name, run_id)
-    fs, path = filesystem(layout.result)
-    if not fs.exists(path):
+    result = RunLayout(output, name, run_id).read_result()
+    if result is None:
         return
-    with fs.open(path, "rb") as f:
-        result = json.loads(f.read())
     metrics = result.get("metrics") or {}
     click.echo("")
     click.echo(f"{'':<24}{'base model':>12}{'adapter':>12}")
-    for label, before, after in ROWS:
+    for label, before, after in EVALUATION_ROWS:
         click.echo(f"{label:<24}{_fmt(metrics.get(before)):>12}{_fmt(metrics.get(after)):>12}")
     click.echo(f"\nadapter {result['version']} ({result['verdict']}): {result['uri']}")
     if result.get("reason"):

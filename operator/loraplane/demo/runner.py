@@ -21,19 +21,16 @@ from ..api import BASE_VARIANT, ChatbotDeployment, FineTuneJob
 from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_router_metrics, window_figures
 from ..canary.rollout import Action
 from ..cli.serve import base_model_dir, load_chatbot
+from ..cli.train import EVALUATION_ROWS
 from ..local.resolve import ResolveError, local_routing_table
 from ..local.stack import LocalStack, StackError
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
-from ..storage.uris import filesystem
 from .conversation import Answer, load_questions, run_round
 from .preflight import PreflightError, check_disk, check_port
 
-ROWS = [
-    ("validation perplexity", "perplexityBefore", "perplexityAfter", "lower is better"),
-    ("validation exact match", "exactMatchBefore", "exactMatchAfter", "higher is better"),
-    ("regression perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter", "general prompts"),
-]
+HINTS = {"perplexityBefore": "lower is better", "exactMatchBefore": "higher is better",
+         "regressionPerplexityBefore": "general prompts"}
 
 
 class DemoError(Exception):
@@ -104,7 +101,7 @@ class Demo:
             argv += ["--max-steps", str(self.o.max_steps)]
         code = subprocess.call(argv)
         layout = RunLayout(f"file://{self.out}", job.metadata.name, run_id)
-        result = _read_json(layout.result)
+        result = layout.read_result()
         if result is None:
             raise DemoError(f"training failed (exit code {code}) before it wrote {layout.result}; see its log above")
         self.step(3, "Before and after")
@@ -123,8 +120,8 @@ class Demo:
         table = Table(title="Evaluation on held-out data", title_justify="left")
         for col in ("", "base model", "with adapter", ""):
             table.add_column(col)
-        for label, before, after, hint in ROWS:
-            table.add_row(label, _fmt(metrics.get(before)), _fmt(metrics.get(after)), hint)
+        for label, before, after in EVALUATION_ROWS:
+            table.add_row(label, _fmt(metrics.get(before)), _fmt(metrics.get(after)), HINTS.get(before, ""))
         self.console.print(table)
         prefix = result["uri"].rstrip("/")
         self.console.print(f"adapter [bold]{result['version']}[/] ({result['verdict']}): {prefix}")
@@ -303,14 +300,6 @@ def _yaml(path: Path) -> dict:
     data = yaml.safe_load(path.read_text())
     data.pop("status", None)
     return data
-
-
-def _read_json(uri: str) -> dict | None:
-    fs, path = filesystem(uri)
-    if not fs.exists(path):
-        return None
-    with fs.open(path, "rb") as f:
-        return json.loads(f.read())
 
 
 def _fmt(value, unit: str = "") -> str:

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .manifest import MANIFEST_FILE
 from .progress import PROGRESS_FILE
-from .uris import join
+from .uris import filesystem, join
 
 VERSION_RE = re.compile(r"^v([0-9]+)$")
 
@@ -59,6 +61,14 @@ class RunLayout:
     def result(self) -> str:
         """result.json: written by the trainer when the run ends (version published or failure)."""
         return join(self.prefix, "result.json")
+
+    def read_result(self) -> dict[str, Any] | None:
+        """The run's result.json, or None while the run has not ended."""
+        fs, path = filesystem(self.result)
+        if not fs.exists(path):
+            return None
+        with fs.open(path, "rb") as f:
+            return json.loads(f.read())
 
 
 @dataclass(frozen=True)
