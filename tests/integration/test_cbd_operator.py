@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 from loraplane.cli import cli
 from loraplane.storage import AdapterManifest, FileEntry, RunLayout, RunProgress, VersionLayout
+from prometheus_client import REGISTRY
 
 from tests.support.canary_metrics import RouterMetrics
 
@@ -165,6 +166,9 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
         child = cluster.wait_for(lambda a=api_version, k=kind, n=name: cluster.get_or_none(a, k, NS, n),
                                  message=f"{kind} {name}")
         assert child["metadata"]["ownerReferences"][0]["kind"] == CBD
+    # Counters an alert reads exist at 0 from the first reconcile, so the first rollback alerts.
+    assert REGISTRY.get_sample_value("loraplane_chatbotdeployment_rollouts_total",
+                                     {"namespace": NS, "name": "static", "result": "rolledBack"}) == 0.0
     # One vLLM pool for every adapter: two Deployments in all (vLLM and router).
     assert len(cluster.list("apps/v1", "Deployment", NS, "loraplane.io/chatbotdeployment=static")) == 2
     # The rejected adapter is never routed to: its share goes to the largest servable variant.

@@ -243,9 +243,15 @@ class _client:
 # ---------------------------------------------------------------- Prometheus query API
 
 
-def prometheus_queries(model: str, window_seconds: int) -> dict[str, str]:
-    """PromQL for each figure, summed over router replicas, by variant."""
+def prometheus_queries(model: str, window_seconds: int, namespace: str | None = None) -> dict[str, str]:
+    """PromQL for each figure, summed over router replicas, by variant.
+
+    `namespace` is the scrape target's namespace label (Prometheus' Kubernetes discovery sets it):
+    chatbots of one name in two namespaces are two series sets, never summed.
+    """
     sel = f'model="{_escape(model)}"'
+    if namespace is not None:
+        sel += f',namespace="{_escape(namespace)}"'
     w = f"[{max(int(window_seconds), 1)}s]"
     return {
         "requests": f"sum by (variant) (increase({rm.REQUESTS}{{{sel}}}{w}))",
@@ -263,8 +269,10 @@ def _escape(value: str) -> str:
 class PrometheusSource:
     """Reads the router's metrics through a Prometheus HTTP query API (/api/v1/query)."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None):
+    def __init__(self, url: str, *, namespace: str | None = None, timeout: float = 10.0,
+                 client: httpx.AsyncClient | None = None):
         self.url = url.rstrip("/")
+        self.namespace = namespace
         self.timeout = timeout
         self._client = client
 
@@ -290,7 +298,7 @@ class PrometheusSource:
 
     async def figures(self, model, variants, since, now, baseline) -> dict[str, VariantFigures]:
         window = max(int((now - since).total_seconds()), 1)
-        queries = prometheus_queries(model, window)
+        queries = prometheus_queries(model, window, self.namespace)
         async with _client(self._client, self.timeout) as client:
             v = {name: await self._vector(client, q, now) for name, q in queries.items()}
         out = {}

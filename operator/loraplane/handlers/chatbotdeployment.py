@@ -52,7 +52,7 @@ from ..canary import (
     reconcile_rollout,
     resolve,
 )
-from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS
+from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS, forget_series, init_series
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
 from ..status import ConditionSet, kstatus
 from ..storage import read_manifest
@@ -197,7 +197,7 @@ class MetricsProblem(Exception):
 async def _figures_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
     """Prometheus when configured; else the router's own /metrics, every running router pod summed."""
     if spec.rollout.analysis.prometheus_url:
-        return PrometheusSource(spec.rollout.analysis.prometheus_url)
+        return PrometheusSource(spec.rollout.analysis.prometheus_url, namespace=obj["metadata"]["namespace"])
     urls = (obj["metadata"].get("annotations") or {}).get(ANN_METRICS_URL)
     if urls:
         return RouterMetricsSource([u.strip() for u in urls.split(",") if u.strip()])
@@ -305,6 +305,7 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
         spec = ChatbotDeployment.model_validate(obj).spec
     except ValidationError as err:
         raise kopf.PermanentError(f"invalid spec: {err}") from err
+    init_series(namespace, name)
     now = _now()
     cfg = config.current()
     annotations = obj["metadata"].get("annotations") or {}
@@ -413,5 +414,6 @@ def forget(namespace: str, name: str, **_: Any) -> None:
             PHASE.remove(namespace, name, p.value)
     with contextlib.suppress(KeyError):
         CANARY_WEIGHT.remove(namespace, name)
+    forget_series(namespace, name)
     _locks.pop((namespace, name), None)
     _probe_results.pop((namespace, name), None)
