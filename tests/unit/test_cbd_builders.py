@@ -147,3 +147,19 @@ def test_base_variant_and_retained_adapters_in_the_table():
     assert [v.name for v in table.retained] == ["v2"]
     assert table.stickiness_header == "x-user-id" and table.cache.ttl_seconds == 90
     assert table.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_long_names_sharing_63_characters_get_distinct_selectors():
+    from loraplane.builders.common import label_value
+    from loraplane.builders.serving import build_vllm_service
+
+    stem = "a" * 63
+    selectors = []
+    for name in (stem + "-team-one", stem + "-team-two"):
+        owner, _ = cbd()
+        owner["metadata"]["name"] = name
+        selectors.append(build_vllm_service(owner)["spec"]["selector"])
+        assert_valid(build_vllm_service(owner))
+    assert selectors[0] != selectors[1]
+    assert all(len(v) <= 63 for s in selectors for v in s.values())
+    assert label_value("support-bot") == "support-bot"  # short, valid values are kept as they are
