@@ -161,11 +161,15 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
     ))
     for api_version, kind, name in [("apps/v1", "Deployment", "static-vllm"), ("apps/v1", "Deployment", "static-router"),
                                     ("v1", "Service", "static-vllm"), ("v1", "Service", "static-router"),
-                                    ("v1", "ConfigMap", "static-routing"),
+                                    ("v1", "ConfigMap", "static-routing"), ("v1", "Secret", "static-keys"),
+                                    ("networking.k8s.io/v1", "NetworkPolicy", "static-vllm"),
+                                    ("networking.k8s.io/v1", "NetworkPolicy", "static-router"),
                                     ("policy/v1", "PodDisruptionBudget", "static-vllm")]:
         child = cluster.wait_for(lambda a=api_version, k=kind, n=name: cluster.get_or_none(a, k, NS, n),
                                  message=f"{kind} {name}")
         assert child["metadata"]["ownerReferences"][0]["kind"] == CBD
+    # The keys are generated once: later passes never rotate them.
+    keys = cluster.get("v1", "Secret", NS, "static-keys")["data"]
     # Counters an alert reads exist at 0 from the first reconcile, so the first rollback alerts.
     assert REGISTRY.get_sample_value("loraplane_chatbotdeployment_rollouts_total",
                                      {"namespace": NS, "name": "static", "result": "rolledBack"}) == 0.0
@@ -189,6 +193,7 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
     assert table_weights(cluster, "static") == {"v2": 70, "v3": 30}
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+    assert cluster.get("v1", "Secret", NS, "static-keys")["data"] == keys
 
 
 def test_new_finetunejob_version_is_canaried_and_promoted_on_good_figures(cluster, operator, metrics, tmp_path):

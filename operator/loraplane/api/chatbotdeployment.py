@@ -24,6 +24,14 @@ ChatbotPhase = Literal["Pending", "Progressing", "Canary", "Healthy", "RolledBac
 BASE_VARIANT = "base"
 
 
+class TokenSecretRef(ApiModel):
+    """The key of a Secret holding a Hugging Face token (only that key reaches the pod, as HF_TOKEN)."""
+
+    name: DnsLabel = Field(description="Name of the Secret.")
+    key: str = Field(default="HF_TOKEN", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="Key within the Secret.")
+
+
 class ServedBaseModel(ApiModel):
     """The base model every adapter of this chatbot was trained on."""
 
@@ -38,7 +46,7 @@ class ServedBaseModel(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=256, description="Hugging Face Hub id.")
     uri: Uri | None = Field(default=None, description="Local directory or fsspec URI of a Hugging Face model directory.")
     gguf_file: str | None = Field(default=None, max_length=256, description="GGUF file name inside uri.")
-    token_secret_ref: SecretRef | None = Field(default=None, description="Secret with HF_TOKEN for gated models.")
+    token_secret_ref: TokenSecretRef | None = Field(default=None, description="Hub token for gated models.")
 
 
 class FineTuneJobRef(ApiModel):

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from .. import API_VERSION, config, kube, metrics
 from ..api.chatbotdeployment import ChatbotDeployment, ChatbotDeploymentSpec
 from ..builders.common import owner_selector
+from ..builders.isolation import build_keys_secret
 from ..builders.routing_table import build_routing_configmap, build_routing_table
 from ..builders.serving import (
     ROUTER,
@@ -113,7 +114,10 @@ async def _apply(child: dict[str, Any], owner_uid: str) -> str | None:
         await client.create(child)
         return None
     except kube.AlreadyExists:
-        pass
+        if child["kind"] == "Secret":
+            # Generated once (the keys): never rewritten, or every pass would rotate them. Not read
+            # back either: the operator may create Secrets but needs no right to read them.
+            return None
     except kube.NotFound:
         # The kind is not served here (a ServiceMonitor without prometheus-operator).
         return f"{child['kind']} {meta['name']}: the API server does not serve {child['apiVersion']}"
@@ -330,6 +334,7 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     children = build_serving_children(obj, spec, cfg, ranks)
     table = build_routing_table(name, spec, result.variants, result.weights, result.retained)
     children.append(build_routing_configmap(obj, table))
+    children.append(build_keys_secret(obj))
     problems += [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
     await _delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
 
