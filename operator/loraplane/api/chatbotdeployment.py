@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import (
+    SERVICE_NAME_RULE,
     ApiModel,
     Condition,
     DnsLabel,
     Duration,
+    LabelValue,
     ObjectMeta,
     SecretRef,
     StatusModel,
@@ -146,8 +148,21 @@ class StickinessSpec(ApiModel):
 class CacheSpec(ApiModel):
     """Response cache for deterministic requests, per variant."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [cel("duration(self.ttl) > duration('0s')", "cache.ttl must be longer than 0s")]
+        }
+    }
+
     enabled: bool = Field(default=True, description="Cache deterministic answers.")
-    ttl: Duration = Field(default="10m", description="How long an answer stays cached.")
+    ttl: Duration = Field(default="10m", description="How long an answer stays cached (more than 0s).")
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive(cls, ttl: str) -> str:
+        if not any(c in "123456789" for c in ttl):
+            raise ValueError("cache.ttl must be longer than 0s")
+        return ttl
     max_entries: int = Field(default=10_000, ge=1, le=10_000_000, description="Entries per router replica.")
     max_temperature: float = Field(default=0.0, ge=0, le=2, description="Requests up to this temperature are cacheable.")
 
@@ -195,7 +210,7 @@ class ServingResources(ApiModel):
     """Resources of each vLLM replica."""
 
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per vLLM pod (tensor parallel when > 1).")
-    gpu_type: str | None = Field(default=None, max_length=128, description="nvidia.com/gpu.product to require.")
+    gpu_type: LabelValue | None = Field(default=None, description="nvidia.com/gpu.product to require.")
     cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request.")
     memory: str | None = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request."
@@ -317,7 +332,13 @@ class ChatbotDeploymentStatus(StatusModel):
 class ChatbotDeployment(ApiModel):
     """Serves adapter versions of one base model on a shared vLLM pool, with A/B splits and canaries."""
 
-    model_config = {"extra": "ignore"}
+    model_config = {
+        "extra": "ignore",
+        "json_schema_extra": {"x-kubernetes-validations": [
+            cel(SERVICE_NAME_RULE, "a ChatbotDeployment's name must start with a letter and hold no dots: "
+                                   "its Services are named after it"),
+        ]},
+    }
     kind_name: ClassVar[str] = "ChatbotDeployment"
     plural: ClassVar[str] = "chatbotdeployments"
     singular: ClassVar[str] = "chatbotdeployment"
