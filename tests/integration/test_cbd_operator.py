@@ -332,3 +332,20 @@ def test_deleting_the_chatbot_deletes_its_children(cluster, operator, tmp_path):
     cluster.wait_for(lambda: cluster.get_or_none(API, CBD, NS, "doomed") is None, message="object gone")
     cluster.wait_for(lambda: not cluster.list("apps/v1", "Deployment", NS, "loraplane.io/chatbotdeployment=doomed")
                      and cluster.get_or_none("v1", "ConfigMap", NS, "doomed-routing") is None, message="children gone")
+
+
+def test_a_failing_reconcile_step_lands_in_status(cluster, operator, tmp_path):
+    v1 = write_adapter(tmp_path / "v1", "v1")
+    cluster.create(chatbot("badimage", adapters=[{"name": "v1", "uri": v1}],
+                           vllm={"image": "registry.example/not-allowed/vllm:1"}))
+    st = cluster.wait_for(lambda: any(c["type"] == "Ready" and c.get("reason") == "ReconcileFailed"
+                                      for c in status(cluster, "badimage").get("conditions", []))
+                          and status(cluster, "badimage"), message="ReconcileFailed in status")
+    assert "spec.vllm.image 'registry.example/not-allowed/vllm:1' is not allowed" in st["message"]
+    stalled = next(c for c in st["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    # Fixing the spec clears it on the next pass.
+    cluster.patch(API, CBD, NS, "badimage", {"spec": {"vllm": {"image": None}}})
+    cluster.wait_for(lambda: next(c for c in status(cluster, "badimage")["conditions"]
+                                  if c["type"] == "Ready").get("reason") != "ReconcileFailed",
+                     message="ReconcileFailed cleared")

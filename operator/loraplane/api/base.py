@@ -21,7 +21,8 @@ LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
 # An RFC 1123 subdomain: PriorityClass names and other cluster-scoped object names.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A name that can also be a Service's (RFC 1035: a letter first, no dots): the children are named after it.
-SERVICE_NAME_RULE = "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+# (generateName objects have no name yet when rules run: has() keeps the rule total.)
+SERVICE_NAME_RULE = "!has(self.metadata.name) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
 # Any fsspec URI (file://, s3://, gs://, ...) or a local path.
 Uri = Annotated[str, Field(min_length=1, max_length=2048)]
 

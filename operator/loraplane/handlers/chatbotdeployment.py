@@ -300,6 +300,22 @@ async def reconcile(namespace: str, name: str, logger: Any = None) -> dict[str, 
             return await _reconcile(namespace, name, logger)
 
 
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+async def record_failure(obj: Mapping[str, Any], err: BaseException) -> None:
+    """A pass that failed still says so in status (Ready False, Stalled), instead of leaving it frozen."""
+    prev = obj.get("status") or {}
+    meta = obj["metadata"]
+    message = f"reconcile failed: {type(err).__name__}: {err}"[:1024]
+    conds = ConditionSet(prev.get("conditions"), generation=meta.get("generation"),
+                         now=_now().isoformat().replace("+00:00", "Z"))
+    kstatus(conds, ready=False, reason=RECONCILE_FAILED, message=message, reconciling=False, stalled=True)
+    patch = {"conditions": conds.to_list(), "message": message, "observedGeneration": meta.get("generation")}
+    await kube.client().patch_merge(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+                                    subresource="status")
+
+
 async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] | None:
     client = kube.client()
     obj = await client.get_or_none(API_VERSION, KIND, namespace, name)
@@ -308,7 +324,20 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     try:
         spec = ChatbotDeployment.model_validate(obj).spec
     except ValidationError as err:
+        await record_failure(obj, err)
         raise kopf.PermanentError(f"invalid spec: {err}") from err
+    try:
+        return await _reconcile_valid(obj, spec, logger)
+    except (kube.ApiError, asyncio.CancelledError):
+        raise  # the API server's trouble, retried as it is
+    except Exception as err:
+        await record_failure(obj, err)
+        raise
+
+
+async def _reconcile_valid(obj: dict[str, Any], spec: ChatbotDeploymentSpec, logger: Any) -> dict[str, Any]:
+    client = kube.client()
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     init_series(namespace, name)
     now = _now()
     cfg = config.current()
