@@ -121,6 +121,8 @@ def test_base_model_from_object_storage_is_fetched_by_an_init_container():
         ([{"name": "a", "fineTuneJobRef": {"name": "j"}}], {}, [12], 3, 16),
         ([{"name": "a", "uri": "s3://x/"}, {"name": "b", "uri": "s3://y/"}], {}, [8, 64], 2, 64),
         ([{"name": "a", "uri": "s3://x/"}], {"maxLoras": 7, "maxLoraRank": 32}, [64], 7, 32),
+        ([{"name": "a", "uri": "s3://x/"}], {}, [300], 1, 320),  # vLLM serves 320 and 512 too
+        ([{"name": "a", "uri": "s3://x/"}], {"maxLoraRank": 512}, [8], 1, 512),
     ],
 )
 def test_lora_limits_are_derived_from_the_adapters(adapters, vllm, ranks, loras, rank):

@@ -176,7 +176,7 @@ class VllmSpec(ApiModel):
     max_loras: int | None = Field(
         default=None, ge=1, le=64, description="--max-loras; unset is derived from the adapters."
     )
-    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] | None = Field(
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
         default=None, description="--max-lora-rank; unset is derived from the adapters (16 when unknown)."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(default="auto", description="--dtype.")

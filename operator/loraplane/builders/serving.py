@@ -40,7 +40,7 @@ SYNC_METRICS_PORT = 8001
 ROUTING_DIR = "/etc/loraplane"
 ADAPTER_DIR = "/adapters"
 MODEL_DIR = "/models"
-LORA_RANKS = (8, 16, 32, 64, 128, 256)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM 0.32 serves
 DEFAULT_LORA_RANK = 16
 MAX_LORAS = 64
 
