@@ -113,6 +113,8 @@ def test_chart_installs_with_default_values(cluster, tmp_path):
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LORAPLANE_ALLOWED_IMAGE_PREFIXES"] == "ghcr.io/loraplane/,docker.io/vllm/vllm-openai:,vllm/vllm-openai:"
     assert "--peering=loraplane" in container["args"] and not any(a.startswith("--namespace") for a in container["args"])
     rules = objs[("ClusterRole", "lp-loraplane")]["rules"]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
