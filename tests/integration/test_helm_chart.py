@@ -106,8 +106,8 @@ def test_chart_installs_with_default_values(cluster, tmp_path):
     assert result.get("info", {}).get("status") == "deployed", result.get("error")
     objs = installed(cluster, "lp")
     kinds = sorted(kind for kind, _ in objs)
-    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy",
+                     "Service", "ServiceAccount"]
     deployment = objs[("Deployment", "lp-loraplane")]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -198,6 +198,8 @@ def build_vllm_deployment(
         "ports": [{"name": "sync-metrics", "containerPort": SYNC_METRICS_PORT, "protocol": "TCP"}],
         # Ready only when every adapter of the table is loaded: a replica takes traffic with its adapters.
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "sync-metrics"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "sync-metrics"}, "periodSeconds": 15,
+                          "failureThreshold": 4},
         "envFrom": _storage_env_from(spec),
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [
