@@ -182,3 +182,25 @@ async def test_the_vllm_api_key_is_sent_with_every_call(tmp_path):
         assert await client.loaded_adapters() == {}
     await runner.cleanup()
     assert seen == ["Bearer k3y"]
+
+
+async def test_readiness_follows_a_vllm_restart_at_once(env):
+    fake, sync, set_table, tmp = env
+    a = make_adapter(tmp / "store" / "a", 1)
+    set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    app = sync.app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/readyz"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert r.status == 200
+        fake.loaded.clear()  # vLLM restarted: its adapters are gone, no reconcile pass has run yet
+        async with http.get(url) as r:
+            assert r.status == 503
+    await runner.cleanup()
+    assert sync.wake.is_set()  # the next pass reloads it at once
