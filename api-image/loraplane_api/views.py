@@ -198,7 +198,8 @@ def events(ftj: Mapping[str, Any], k8s_events: Iterable[Mapping[str, Any]]) -> l
     state = job_status(ftj)
     if state in TERMINAL:
         job = to_job(ftj)
-        when = job.finished_at or created
+        # The closing event is the newest, even when the operator's own event came a second later.
+        when = max([job.finished_at or created, *(e.created_at for e in out)])
         if state == JobStatus.SUCCEEDED:
             msg = f"The job has successfully completed: {job.fine_tuned_model or 'no adapter published'}"
             out.append(_event(job_id, "finished", when, msg))

@@ -50,7 +50,8 @@ def _serve(tmp_path, job_id: str, model: str, adapters_root: str, vllm_url: str)
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen([sys.executable, "-m", "loraplane.cli", "serve", str(path), "--adapters-root", adapters_root,
                              "--vllm-url", vllm_url, "--port", str(port), "--work-dir", str(tmp_path / "serve")],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc, log, f"http://127.0.0.1:{port}/v1"
 
 
@@ -125,16 +126,13 @@ def test_openai_sdk_fine_tunes_and_the_model_answers(cluster, s3_server, finetun
     serve, log, endpoint = _serve(tmp_path, job.id, done.fine_tuned_model, output, vllm_server.url)
     try:
         deadline = time.monotonic() + 300
-        while True:
+        # `loraplane serve` says "serving" once adapter sync has verified and loaded the adapter into vLLM.
+        while "serving facts" not in (tmp_path / "serve.log").read_text():
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                models = httpx.get(f"{endpoint}/models", timeout=5).json()
-                if done.fine_tuned_model in [m["id"] for m in models["data"]]:
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1)
+        models = httpx.get(f"{endpoint}/models", timeout=5).json()
+        assert done.fine_tuned_model in [m["id"] for m in models["data"]]
         chat = OpenAI(base_url=endpoint, api_key="unused", max_retries=2)
         raw = chat.chat.completions.with_raw_response.create(
             model=done.fine_tuned_model, max_tokens=16, temperature=0,
