@@ -21,7 +21,7 @@ from loraplane.kube import AlreadyExists, KubeClient, Unprocessable
 from loraplane.kube import ApiError as KubeApiError
 from loraplane.kube import NotFound as KubeNotFound
 
-from . import views
+from . import serving_hook, views
 from .auth import NAMESPACE_HEADER, Authorizer, Caller, Verb
 from .errors import ApiError, InvalidRequest, NotFound, ServerError
 from .files import FileStore, check_file_id
@@ -226,6 +226,12 @@ class FineTuningApi:
             await asyncio.to_thread(self._known_file, caller.namespace, req.validation_file, "validation_file")
             validation_uri = self.files.content_uri(caller.namespace, req.validation_file)
         template = await self.required_template(caller.namespace)
+        chatbot = (req.metadata or {}).get(serving_hook.METADATA_KEY)
+        cbd = None
+        if chatbot:
+            await self.auth.authorize(caller, Verb.PATCH, "chatbotdeployments")
+            cbd = await self.kube.get_or_none(API, "ChatbotDeployment", caller.namespace, chatbot)
+            serving_hook.check_chatbot(cbd, chatbot)
         manifest, _ = build_finetunejob(
             template, req, namespace=caller.namespace, name=job_name(req.suffix),
             training_uri=self.files.content_uri(caller.namespace, req.training_file),
@@ -237,6 +243,13 @@ class FineTuningApi:
         except AlreadyExists as err:  # a name collision of 48 random bits: let the client retry
             raise ServerError("job id collision, retry") from err
         log.info("%s created FineTuneJob %s/%s", caller.user.username, caller.namespace, manifest["metadata"]["name"])
+        if cbd is not None:
+            try:
+                await self.kube.patch_json(API, "ChatbotDeployment", caller.namespace, chatbot,
+                                           serving_hook.add_adapter_patch(cbd, manifest["metadata"]["name"]))
+            except KubeApiError as err:
+                raise ServerError(f"job {manifest['metadata']['name']} was created, but ChatbotDeployment {chatbot} "
+                                  f"could not take it: {err.message}") from err
         return web.json_response(views.to_job(created).to_json())
 
     def _known_file(self, namespace: str, file_id: str, param: str) -> None:

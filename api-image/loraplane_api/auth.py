@@ -92,17 +92,17 @@ class Authorizer:
             raise InvalidRequest(f"invalid namespace {namespace!r} in {NAMESPACE_HEADER}")
         return Caller(user, namespace)
 
-    async def authorize(self, caller: Caller, verb: Verb) -> None:
+    async def authorize(self, caller: Caller, verb: Verb, resource: str = RESOURCE) -> None:
         user = caller.user
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {
             "user": user.username, "uid": user.uid, "groups": list(user.groups), "extra": user.extra,
             "resourceAttributes": {"namespace": caller.namespace, "verb": str(verb), "group": GROUP,
-                                   "resource": RESOURCE},
+                                   "resource": resource},
         }}
         try:
             review = await self.kube.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body)
         except KubeApiError as err:
             raise ServerError(f"SubjectAccessReview failed: {err}") from err
         if not (review.get("status") or {}).get("allowed"):
-            raise Forbidden(f"{user.username} may not {verb} {RESOURCE}.{GROUP} in namespace {caller.namespace}",
+            raise Forbidden(f"{user.username} may not {verb} {resource}.{GROUP} in namespace {caller.namespace}",
                             code="forbidden")

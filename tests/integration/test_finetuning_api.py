@@ -40,6 +40,7 @@ def tenants(cluster, s3_server, finetuning_api):  # noqa: F811
     return {
         "alice": finetuning_api.client(finetuning_api.grant("team-a", "alice"), "team-a"),
         "bob": finetuning_api.client(finetuning_api.grant("team-b", "bob"), "team-b"),
+        "deployer": finetuning_api.client(finetuning_api.grant("team-a", "deployer", "finetune-deployer"), "team-a"),
         "viewer": finetuning_api.client(finetuning_api.grant("team-a", "viewer", "finetune-viewer"), "team-a"),
         "nobody": finetuning_api.client(finetuning_api.grant("team-a", "nobody", None), "team-a"),
         # alice's token, asking for team-b where she has no binding
@@ -212,3 +213,33 @@ def test_error_bodies_are_openai_shaped(finetuning_api, tenants):  # noqa: F811
     assert json.loads(r.text) == {"error": {
         "message": "method 'dpo' is not supported here: only 'supervised' (LoRA SFT) is",
         "type": "invalid_request_error", "param": "method.type", "code": "unsupported_method"}}
+
+
+def _chatbot(cluster, name: str, **spec) -> dict:
+    return cluster.create({"apiVersion": API, "kind": "ChatbotDeployment", "metadata": {"name": name, "namespace": "team-a"},
+                           "spec": {"baseModel": {"name": SMOLLM2},
+                                    "adapters": [{"name": "v0", "uri": "s3://adapters/support/v0/"}], **spec}})
+
+
+def test_a_job_can_hand_its_adapter_to_a_chatbots_canary(cluster, tenants):
+    _chatbot(cluster, "support-bot", rollout={"autoCanary": True, "steps": [50, 100]})
+    _chatbot(cluster, "static-bot", rollout={"autoCanary": True, "steps": [50, 100]}, traffic=[{"adapter": "v0", "weight": 100}])
+    _chatbot(cluster, "manual-bot")
+    deployer = tenants["deployer"]
+    f = deployer.files.create(file=support_file(), purpose="fine-tune")
+    job = deployer.fine_tuning.jobs.create(model=SMOLLM2, training_file=f.id,
+                                           metadata={"chatbot_deployment": "support-bot"})
+    adapters = cluster.get(API, "ChatbotDeployment", "team-a", "support-bot")["spec"]["adapters"]
+    # The entry follows the job: its v1 becomes variant <job id>-v1, the job's fine_tuned_model.
+    assert adapters[-1] == {"name": job.id, "fineTuneJobRef": {"name": job.id}}
+    for chatbot, why in [("static-bot", "static spec.traffic"), ("manual-bot", "rollout.autoCanary"),
+                         ("nowhere-bot", "no ChatbotDeployment")]:
+        with pytest.raises(openai.BadRequestError) as err:
+            deployer.fine_tuning.jobs.create(model=SMOLLM2, training_file=f.id, metadata={"chatbot_deployment": chatbot})
+        assert err.value.param == "metadata.chatbot_deployment" and why in err.value.message
+    # Creating FineTuneJobs is not enough: handing one to a chatbot needs patch on chatbotdeployments.
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        tenants["alice"].fine_tuning.jobs.create(model=SMOLLM2, training_file=tenants["alice"].files.create(
+            file=support_file(), purpose="fine-tune").id, metadata={"chatbot_deployment": "support-bot"})
+    assert "chatbotdeployments" in err.value.message
+    assert len(cluster.get(API, "ChatbotDeployment", "team-a", "support-bot")["spec"]["adapters"]) == 2

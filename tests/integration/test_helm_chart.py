@@ -187,10 +187,12 @@ def test_chart_installs_the_api_server_when_enabled(cluster, tmp_path):
                                         ("create", "authorization.k8s.io", "subjectaccessreviews", ""),
                                         ("create", "loraplane.io", "finetunejobs", ""),
                                         ("patch", "loraplane.io", "finetunejobs", ""),
+                                        ("patch", "loraplane.io", "chatbotdeployments", ""),
                                         ("list", "", "events", ""),
                                         ("get", "", "configmaps", "loraplane-finetune-template")]:
         assert _api_may(objs, "lpapi", "lp-api", verb, group, resource, name), (verb, resource)
     for verb, group, resource, name in [("delete", "loraplane.io", "finetunejobs", ""),
+                                        ("create", "loraplane.io", "chatbotdeployments", ""),
                                         ("get", "", "secrets", ""), ("get", "", "configmaps", "other"),
                                         ("list", "", "configmaps", ""), ("patch", "loraplane.io", "finetunejobs/status", ""),
                                         ("create", "batch", "jobs", ""), ("create", "", "events", "")]:

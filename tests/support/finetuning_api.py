@@ -21,8 +21,10 @@ import yaml
 from .operator_fixtures import free_port
 
 ROLES = {
-    "finetune-editor": ["get", "list", "create", "patch", "delete"],
-    "finetune-viewer": ["get", "list"],
+    "finetune-editor": {"finetunejobs": ["get", "list", "create", "patch", "delete"]},
+    "finetune-viewer": {"finetunejobs": ["get", "list"]},
+    # may also hand a job's adapter to a ChatbotDeployment's rollout (metadata.chatbot_deployment)
+    "finetune-deployer": {"finetunejobs": ["get", "list", "create", "patch"], "chatbotdeployments": ["get", "patch"]},
 }
 TEMPLATE_CONFIGMAP = "loraplane-finetune-template"
 
@@ -44,12 +46,12 @@ class FineTuningApiServer:
         self._thread.start()
         if not ready.wait(30):
             raise RuntimeError("the fine-tuning API server did not start")
-        for name, verbs in ROLES.items():
+        for name, grants in ROLES.items():
             if cluster.get_or_none("rbac.authorization.k8s.io/v1", "ClusterRole", None, name) is None:
                 cluster.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                                 "metadata": {"name": name},
-                                "rules": [{"apiGroups": ["loraplane.io"], "resources": ["finetunejobs"],
-                                           "verbs": verbs}]})
+                                "rules": [{"apiGroups": ["loraplane.io"], "resources": [resource], "verbs": verbs}
+                                          for resource, verbs in grants.items()]})
 
     def _run(self, ready: threading.Event) -> None:
         from aiohttp import web
