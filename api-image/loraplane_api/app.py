@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +27,16 @@ from .auth import NAMESPACE_HEADER, Authorizer, Caller, Verb
 from .errors import ApiError, InvalidRequest, NotFound, ServerError
 from .files import FileStore, check_file_id
 from .requests import parse_create
-from .template import ANN_CANCELLED, CONFIGMAP, LABEL_SOURCE, SOURCE, Template, build_finetunejob, job_name
+from .template import (
+    ANN_CANCELLED,
+    ANN_CREATED_NS,
+    CONFIGMAP,
+    LABEL_SOURCE,
+    SOURCE,
+    Template,
+    build_finetunejob,
+    job_name,
+)
 from .uploads import check_upload
 from .wire import FileDeleted, page
 
@@ -236,6 +246,7 @@ class FineTuningApi:
             template, req, namespace=caller.namespace, name=job_name(req.suffix),
             training_uri=self.files.content_uri(caller.namespace, req.training_file),
             validation_uri=validation_uri, requested_by=caller.user.username)
+        manifest["metadata"]["annotations"][ANN_CREATED_NS] = str(time.time_ns())
         try:
             created = await self.kube.create(manifest)
         except Unprocessable as err:
@@ -261,8 +272,12 @@ class FineTuningApi:
 
     async def _jobs(self, namespace: str) -> list[dict[str, Any]]:
         items = await self.kube.list(API, "FineTuneJob", namespace, f"{LABEL_SOURCE}={SOURCE}")
-        return sorted(items, key=lambda o: (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"]),
-                      reverse=True)
+        def created(obj: dict[str, Any]) -> tuple[str, int, str]:
+            meta = obj["metadata"]
+            return (meta.get("creationTimestamp", ""), int((meta.get("annotations") or {}).get(ANN_CREATED_NS, 0)),
+                    meta["name"])
+
+        return sorted(items, key=created, reverse=True)
 
     async def _job(self, namespace: str, job_id: str) -> dict[str, Any]:
         if not JOB_ID.match(job_id) or len(job_id) > 63:

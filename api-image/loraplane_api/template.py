@@ -38,6 +38,8 @@ ANN_METADATA = "loraplane.io/openai-metadata"
 ANN_SEED = "loraplane.io/openai-seed"
 ANN_REQUESTED_BY = "loraplane.io/requested-by"
 ANN_CANCELLED = "loraplane.io/cancelled-at"
+# Nanoseconds since the epoch: creationTimestamp has whole seconds, lists must keep the order of creation.
+ANN_CREATED_NS = "loraplane.io/openai-created-ns"
 
 
 @dataclass(frozen=True)
