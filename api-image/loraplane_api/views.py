@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -175,7 +174,7 @@ def events(ftj: Mapping[str, Any], k8s_events: Iterable[Mapping[str, Any]]) -> l
                 "epoch": epoch, "total_epochs": total_epochs}
         parts = [f"Step {progress['step']}/{progress.get('totalSteps', '?')}"]
         if epoch is not None:
-            parts.append(f"epoch {math.ceil(epoch) if epoch else 0}/{total_epochs or '?'}")
+            parts.append(f"epoch {epoch:g}" + (f"/{total_epochs}" if total_epochs else ""))
         if progress.get("trainLoss") is not None:
             parts.append(f"training loss={progress['trainLoss']:.4f}")
         if progress.get("evalLoss") is not None:

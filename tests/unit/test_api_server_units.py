@@ -143,6 +143,8 @@ def test_events_newest_first_with_stable_ids():
     assert len({e.id for e in out}) == len(out) and [e.id for e in events(obj, k8s)] == [e.id for e in out]
     metrics = next(e for e in out if e.type == "metrics" and "step" in (e.data or {}))
     assert metrics.message == "Step 4/4, epoch 1/1, training loss=1.5000, validation loss=1.7000"
+    obj["status"]["progress"].update(epoch=1.333, totalEpochs=None)
+    assert "Step 4/4, epoch 1.333, training" in next(e for e in events(obj, k8s) if e.type == "metrics" and e.data and "step" in e.data).message
     (ckpt,) = checkpoints(obj)
     FineTuningJobCheckpoint.model_validate(ckpt.to_json())
     assert ckpt.fine_tuned_model_checkpoint == "ftjob-abc-v1" and ckpt.step_number == 4
