@@ -21,6 +21,7 @@ from loraplane.api.finetunejob import DatasetChecks, TrainingSpec
 from loraplane.kube import AlreadyExists, KubeClient, Unprocessable
 from loraplane.kube import ApiError as KubeApiError
 from loraplane.kube import NotFound as KubeNotFound
+from pydantic import ValidationError
 
 from . import serving_hook, views
 from .auth import NAMESPACE_HEADER, Authorizer, Caller, Verb
@@ -60,8 +61,7 @@ def load_template_file(path: str) -> Template:
     job = next((d for d in docs if d.get("kind") == "FineTuneJob"), None)
     if job is None:
         raise SystemExit(f"{path}: no FineTuneJob in this file")
-    models = next((d.get("models") for d in docs if d.get("kind") == "Models"), None)
-    return Template.parse(yaml.safe_dump(job), yaml.safe_dump(models) if models else None, path)
+    return Template.parse(yaml.safe_dump(job), None, path)
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
@@ -174,7 +174,7 @@ class FineTuningApi:
         async for part in await request.multipart():
             if part.name == "file":
                 fields["filename"] = part.filename or "upload.jsonl"
-                fields["content"] = bytes(await part.read())
+                fields["content"] = await self._read_limited(part)
             elif part.name == "purpose":
                 fields["purpose"] = (await part.text()).strip()
             else:
@@ -187,12 +187,30 @@ class FineTuningApi:
                                  param="purpose")
         template = await self.template(caller.namespace)
         spec = (template.job.get("spec") or {}) if template else {}
-        checks = DatasetChecks.model_validate((spec.get("dataset") or {}).get("checks") or {})
-        max_tokens = TrainingSpec.model_validate(spec.get("training") or {}).max_tokens
+        try:
+            checks = DatasetChecks.model_validate((spec.get("dataset") or {}).get("checks") or {})
+            max_tokens = TrainingSpec.model_validate(spec.get("training") or {}).max_tokens
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ServerError(f"{template.source}: spec.{'.'.join(str(p) for p in first['loc'])}: "
+                              f"{first['msg']}") from None
         summary = await asyncio.to_thread(check_upload, fields["filename"], fields["content"], checks, max_tokens)
         obj = await asyncio.to_thread(self.files.put, caller.namespace, fields["filename"], fields["content"], summary)
         log.info("%s uploaded %s (%d bytes) to %s", caller.user.username, obj.id, obj.bytes, caller.namespace)
         return web.json_response(obj.to_json())
+
+    async def _read_limited(self, part) -> bytes:
+        """The part's bytes; multipart bodies are streamed, so aiohttp's client_max_size does not bound them."""
+        chunks, size = [], 0
+        while chunk := await part.read_chunk():
+            size += len(chunk)
+            if size > self.settings.max_upload_bytes:
+                err = InvalidRequest(f"the file is larger than {self.settings.max_upload_bytes} bytes", param="file",
+                                     code="file_too_large")
+                err.status = 413
+                raise err
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def list_files(self, request: web.Request, caller: Caller) -> web.Response:
         _only_params(request, ("purpose", "limit", "after", "order"))

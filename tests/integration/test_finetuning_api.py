@@ -243,3 +243,46 @@ def test_a_job_can_hand_its_adapter_to_a_chatbots_canary(cluster, tenants):
             file=support_file(), purpose="fine-tune").id, metadata={"chatbot_deployment": "support-bot"})
     assert "chatbotdeployments" in err.value.message
     assert len(cluster.get(API, "ChatbotDeployment", "team-a", "support-bot")["spec"]["adapters"]) == 2
+
+
+def test_loraplane_api_runs_as_a_process(cluster, s3_server, finetuning_api, tmp_path):  # noqa: F811
+    """`loraplane api`, as the image runs it: flags, its own process, the same answers; and the upload limit."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.support.operator_fixtures import free_port
+
+    port = free_port()
+    (tmp_path / "template.yaml").write_text(json.dumps(template(s3_server.make_bucket("proc-adapters"))))
+    proc = subprocess.Popen([sys.executable, "-m", "loraplane.cli", "api", "--api-server", cluster.url, "--port",
+                             str(port), "--files-uri", s3_server.make_bucket("proc-files"), "--max-upload-mb", "1",
+                             "--template", str(tmp_path / "template.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+            time.sleep(0.3)
+        from openai import OpenAI
+
+        token = finetuning_api.grant("team-c", "carol")  # no template ConfigMap here: the server's applies
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0,
+                        _strict_response_validation=True)  # namespace: the service account's own
+        f = client.files.create(file=support_file(), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(model=SMOLLM2, training_file=f.id)
+        assert job.organization_id == "team-c"
+        assert cluster.get(API, "FineTuneJob", "team-c", job.id)["spec"]["resources"]["gpus"] == 2
+        with pytest.raises(openai.APIStatusError) as err:
+            client.files.create(file=("big.jsonl", b"{}\n" * 400_000), purpose="fine-tune")
+        assert err.value.status_code == 413 and err.value.param == "file"
+    finally:
+        proc.terminate()
+        proc.wait(10)
