@@ -286,3 +286,31 @@ def test_loraplane_api_runs_as_a_process(cluster, s3_server, finetuning_api, tmp
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_validation_file_and_file_pagination(cluster, tenants):
+    alice = tenants["alice"]
+    train = alice.files.create(file=support_file(), purpose="fine-tune")
+    held_out = alice.files.create(file=("held-out.jsonl", support_file()[1][:3000].rsplit(b"\n", 1)[0] + b"\n"),
+                                  purpose="fine-tune")  # fewer examples than minExamples: fine for a validation file
+    job = alice.fine_tuning.jobs.create(model=SMOLLM2, training_file=train.id, validation_file=held_out.id)
+    assert job.validation_file == held_out.id
+    dataset = cluster.get(API, "FineTuneJob", "team-a", job.id)["spec"]["dataset"]
+    assert dataset["validationUri"].endswith(f"/team-a/{held_out.id}.jsonl")
+    with pytest.raises(openai.BadRequestError) as err:
+        alice.fine_tuning.jobs.create(model=SMOLLM2, training_file=train.id, validation_file="file-" + "1" * 24)
+    assert err.value.param == "validation_file"
+    first = alice.files.list(limit=1)
+    assert len(first.data) == 1 and first.has_more
+    assert len({f.id for f in alice.files.list(limit=1)}) == len(alice.files.list().data)  # every page followed
+
+
+def test_a_body_that_is_not_json_is_a_400(finetuning_api, tenants):  # noqa: F811
+    import httpx
+
+    token = finetuning_api.token("team-a", "alice")
+    r = httpx.post(f"{finetuning_api.url}/fine_tuning/jobs", content=b"{not json",
+                   headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.get(f"{finetuning_api.url}/fine_tuning/jobs?limit=0", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit"
