@@ -19,8 +19,8 @@ from loraplane.planning.plan import flops_per_token
 from loraplane_trainer.training.chat import IGNORE, TokenizedExample
 from loraplane_trainer.training.checkpoints import CheckpointStore
 from loraplane_trainer.training.cost import GpuClock
-from loraplane_trainer.training.lora import lora_config
 from loraplane_trainer.training.loop import train
+from loraplane_trainer.training.lora import lora_config
 from loraplane_trainer.training.packing import step_batches
 from loraplane_trainer.training.precision import choose
 from loraplane_trainer.training.progress import ProgressWriter
