@@ -81,3 +81,44 @@ def test_workers_exit_codes_reach_the_pod(tmp_path):
     proc = launch(job_file, "run-x")
     assert proc.returncode == BAD_INPUT, proc.stderr[-3000:]
     assert "spec.baseModel" in proc.stderr
+
+
+def test_two_nodes_rendezvous_train_like_one_process_and_publish_once(smollm2_dir, tmp_path):
+    """Two launchers, as two pods of a JobSet would run them: --nnodes 2, c10d rendezvous hosted by node 0
+    (on localhost, gloo). Their losses match a one-process run of the same data within 2 %: the update is
+    the same (DDP averages, each rank's loss is its share of the step's mean); only float summation order
+    and bf16 rounding differ."""
+    import socket
+
+    out = f"file://{tmp_path}/out/"
+    job = facts_job(write_facts(tmp_path / "facts.jsonl"), out, name="nodes-bot",
+                    training={"batchSize": 4, "gradientAccumulation": 2, "maxSteps": 2})
+    job["spec"]["evaluation"].update({"maxExamples": 2, "maxNewTokens": 8})
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "loraplane_trainer", "run", "--job", str(job_file), "--run-id", "run-n",
+         "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-endpoint", f"127.0.0.1:{port}"],
+        env={**env, "JOB_COMPLETION_INDEX": str(index)}, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    logs = [p.communicate(timeout=600)[1] for p in nodes]
+    for p, log in zip(nodes, logs, strict=True):
+        assert p.returncode == 0, log[-4000:]
+    both = "".join(logs)
+    assert "rank 0 of 2 joined (gloo)" in both and "rank 1 of 2 joined (gloo)" in both
+    assert both.count("accepted v1") == 1  # rank 0 alone published
+    assert read_manifest(f"{out}nodes-bot/v1/") is not None and read_manifest(f"{out}nodes-bot/v2/") is None
+    two = json.loads((tmp_path / "out/nodes-bot/v1/metrics.json").read_text())["history"]
+
+    single = subprocess.run([sys.executable, "-m", "loraplane_trainer", "run", "--job", str(job_file),
+                             "--run-id", "run-1", "--output", f"file://{tmp_path}/one/"],
+                            env=env, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-4000:]
+    one = json.loads((tmp_path / "one/nodes-bot/v1/metrics.json").read_text())["history"]
+    assert [h["step"] for h in two] == [h["step"] for h in one] == [1, 2]
+    for a, b in zip(two, one, strict=True):
+        assert abs(a["loss"] - b["loss"]) <= 0.02 * abs(b["loss"]), (two, one)

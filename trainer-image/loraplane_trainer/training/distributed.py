@@ -158,19 +158,28 @@ def _comm_device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `python -m loraplane_trainer <argv>` in `nproc` processes on this node, as `torchrun --standalone`.
+def launch(nproc: int, argv: list[str], *, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None,
+           run_id: str | None = None) -> int:
+    """Run `python -m loraplane_trainer <argv>` in `nproc` processes on this node, as `torchrun` does.
 
-    Uses torch's launcher API rather than the torchrun command because torchrun exits 1 whenever a worker
-    fails, and the Job's podFailurePolicy needs the trainer's own exit codes (bad input 42, quality gate 43).
+    One node: `torchrun --standalone`. Several: `torchrun --nnodes N --rdzv-backend c10d --rdzv-endpoint
+    <node 0>:<port> --rdzv-id <run id>`, node 0 hosting the rendezvous store (`is_host`, so that nodes
+    sharing a host name, as in tests, do not all try to host it). Uses torch's launcher API rather than the
+    torchrun command because torchrun exits 1 whenever a worker fails, and the Job's podFailurePolicy
+    needs the trainer's own exit codes (bad input 42, quality gate 43).
     """
     import uuid
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    if nnodes == 1:
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    else:
+        config = LaunchConfig(min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, run_id=run_id or "loraplane",
+                              rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "",
+                              rdzv_configs={"is_host": node_rank == 0, "join_timeout": 900}, max_restarts=0)
     try:
         elastic_launch(config, sys.executable)("-m", "loraplane_trainer", *argv)
     except ChildFailedError as exc:
