@@ -211,6 +211,8 @@ def make_plan(spec: FineTuneJobSpec, shape: ModelShape, data: DatasetSize | None
     if tokens is None:
         notes.append("dataset size unknown: no time or cost")
     by_gpu = tuple(smallest_fit(shape, spec, g, micro, targets, tokens, context, price(g)) for g in gpus)
+    if any(f.strategy.sharded for f in by_gpu):
+        notes.append("FSDP rows are what would fit; the trainer runs one GPU, DDP and QLoRA today")
     return Plan(shape=shape, lora_params=lora_params(shape, spec.lora.r, spec.lora.target_modules),
                 tokens_per_micro_batch=micro, train_tokens=tokens, job=job, by_gpu=by_gpu,
                 checkpointing=checkpointed, notes=tuple(notes))
