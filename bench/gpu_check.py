@@ -26,6 +26,7 @@ from loraplane_trainer.training.precision import choose
 from loraplane_trainer.training.progress import ProgressWriter
 
 MODEL = "meta-llama/Meta-Llama-3-8B"  # the shape only (planning/known_models.json): no download
+SMOKE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"  # --smoke: a few steps on the CPU, to check the script
 
 
 def examples(n: int, vocab: int, seed: int) -> list[TokenizedExample]:
@@ -39,38 +40,41 @@ def examples(n: int, vocab: int, seed: int) -> list[TokenizedExample]:
     return out
 
 
-def build(quantized: bool, workdir: str):
+def build(quantized: bool, workdir: str, model: str = MODEL, device: str = "cuda"):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    shape = model_shape(MODEL)
+    shape = model_shape(model)
     config = LlamaConfig(hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                          num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-                         intermediate_size=shape.intermediate, vocab_size=shape.vocab, tie_word_embeddings=False,
+                         intermediate_size=shape.intermediate, vocab_size=shape.vocab,
+                         tie_word_embeddings=shape.tied_embeddings,
                          max_position_embeddings=8192, rope_theta=500000.0)
     if not quantized:
-        with torch.device("cuda"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-        return model, shape
+        with torch.device(device):
+            net = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        return net, shape
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig
 
     with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.save_pretrained(workdir)  # from_pretrained is where transformers quantises
-    del model
+        net = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    net.save_pretrained(workdir)  # from_pretrained is where transformers quantises
+    del net
     torch.cuda.empty_cache()
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(workdir, quantization_config=q, device_map={"": 0})
-    return prepare_model_for_kbit_training(model), shape
+    net = AutoModelForCausalLM.from_pretrained(workdir, quantization_config=q, device_map={"": 0})
+    return prepare_model_for_kbit_training(net), shape
 
 
-def run(quantized: bool, steps: int, batch: int) -> None:
+def run(quantized: bool, steps: int, batch: int, smoke: bool = False) -> None:
     from peft import get_peft_model
 
-    torch.cuda.reset_peak_memory_stats()
+    cuda = not smoke
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as work:
-        model, shape = build(quantized, work)
+        model, shape = build(quantized, work, SMOKE_MODEL if smoke else MODEL, "cuda" if cuda else "cpu")
         lora = LoraSpec()
         model = get_peft_model(model, lora_config(lora, "llama"))
         spec = TrainingSpec(batch_size=batch, gradient_accumulation=1, max_steps=steps, max_tokens=1024,
@@ -78,17 +82,18 @@ def run(quantized: bool, steps: int, batch: int) -> None:
                             eval_steps=10_000)
         data = examples(steps * batch, shape.vocab, seed=0)
         val = examples(4, shape.vocab, seed=1)
-        precision = choose("bf16")
+        precision = choose("bf16", device="cuda" if cuda else "cpu")
         micro = max((b.input_ids.numel(), b.target_tokens) for b in
                     step_batches(data, list(range(batch)), packing=True, batch_size=batch, row_tokens=1024, pad_id=0))
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
         result = train(model, data, val, spec, precision, store=CheckpointStore(f"file://{work}/ckpt"),
                        progress=ProgressWriter(f"file://{work}/progress.json", "gpu-check"), clock=GpuClock(),
                        pad_id=0)
         wall = time.monotonic() - t0
-    peak = torch.cuda.max_memory_allocated()
-    name = torch.cuda.get_device_name(0)
+    peak = torch.cuda.max_memory_allocated() if cuda else 1
+    name = torch.cuda.get_device_name(0) if cuda else "cpu (smoke)"
     gpu = find_gpu(name.replace(" ", "-"))
     strategy = Strategy.QLORA if quantized else Strategy.SINGLE
     predicted = estimate_memory(shape, strategy=strategy, world=1, r=lora.r, target_modules=lora.target_modules,
@@ -109,7 +114,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--skip-qlora", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="2 steps of SmolLM2's shape on the CPU (checks the script)")
     args = ap.parse_args()
+    if args.smoke:
+        run(False, 2, 2, smoke=True)
+        return
     run(False, args.steps, args.batch_size)
     if not args.skip_qlora:
         try:
@@ -117,7 +126,7 @@ def main() -> None:
         except ImportError:
             print("QLoRA skipped: bitsandbytes is not installed (bring its wheel in bench/wheels/)")
             return
-        run(True, max(20, args.steps // 4), args.batch_size)
+        run(True, max(10, args.steps // 8), args.batch_size)
 
 
 if __name__ == "__main__":

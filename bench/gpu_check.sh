@@ -2,7 +2,7 @@
 # GPU check, for a CUDA machine with no model hub: LoRA bf16 and QLoRA 4-bit on a random Llama-3-8B shape
 # through the trainer's loop; prints tokens/s, MFU and peak GPU memory against the plan. Aims at < 5 minutes.
 #
-#   bench/gpu_check.sh [--steps 200] [--batch-size 8] [--skip-qlora]
+#   bench/gpu_check.sh [--steps 200] [--batch-size 8] [--skip-qlora]   (--smoke: 2 CPU steps, checks the script)
 #
 # Expects torch, transformers, peft and accelerate installed; the project's other dependencies (pydantic,
 # fsspec, ... and bitsandbytes for QLoRA) are installed from bench/wheels/ when that folder is there
