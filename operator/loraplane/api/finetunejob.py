@@ -431,6 +431,38 @@ class AdapterStatus(StatusModel):
     published_at: datetime | None = Field(default=None, description="When the manifest was written.")
 
 
+class PlanMemory(StatusModel):
+    """Predicted peak memory per GPU of the job's strategy, in GiB."""
+
+    total: float = Field(ge=0, description="Peak per GPU.")
+    weights: float = Field(ge=0, description="Frozen base weights (4-bit for QLoRA), this GPU's shard.")
+    lora: float = Field(ge=0, description="LoRA weights, their gradients and AdamW state.")
+    activations: float = Field(ge=0, description="Saved activations and logits at maxTokens and batchSize.")
+    activations_checkpointed: float | None = Field(
+        default=None, ge=0, description="The same with gradient checkpointing."
+    )
+
+
+class PlanStatus(StatusModel):
+    """What the job needs, predicted from the model's config before any pod runs."""
+
+    parameters: int | None = Field(default=None, ge=0, description="Parameters of the base model.")
+    lora_parameters: int | None = Field(default=None, ge=0, description="Trainable LoRA parameters.")
+    strategy: str | None = Field(default=None, max_length=32, description="single GPU, DDP, FSDP, QLoRA.")
+    gpu: str | None = Field(default=None, max_length=64, description="The GPU type the job asks for.")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs in all.")
+    nodes: int | None = Field(default=None, ge=0, description="Nodes.")
+    memory_gib: PlanMemory | None = Field(default=None, description="Predicted peak memory per GPU.")
+    fits: bool | None = Field(default=None, description="Whether it fits the GPU asked for.")
+    fits_on: list[str] = Field(
+        default_factory=list, max_length=16, description="Smallest way to run it per GPU type: '<n> x <gpu> <strategy>'."
+    )
+    predicted_seconds: float | None = Field(default=None, ge=0, description="Predicted training time.")
+    predicted_gpu_hours: float | None = Field(default=None, ge=0, description="Predicted GPU-hours.")
+    predicted_cost: str | None = Field(default=None, max_length=32, description="Predicted cost of the training.")
+    message: str | None = Field(default=None, max_length=1024, description="The plan in one line, with its assumptions.")
+
+
 class FineTuneJobStatus(StatusModel):
     """Observed state of a FineTuneJob."""
 
@@ -450,6 +482,7 @@ class FineTuneJobStatus(StatusModel):
     attempts: int | None = Field(default=None, ge=0, description="Pod attempts of the current run.")
     gpu_seconds: float | None = Field(default=None, ge=0, description="GPU-seconds used by all runs.")
     estimated_cost: str | None = Field(default=None, max_length=32, description="Estimated cost of all runs.")
+    plan: PlanStatus | None = Field(default=None, description="Predicted memory, time and cost of the run.")
     start_time: datetime | None = Field(default=None, description="When the current run started.")
     completion_time: datetime | None = Field(default=None, description="When the current run finished.")
     last_schedule_time: datetime | None = Field(default=None, description="When the schedule last started a run.")
@@ -469,6 +502,7 @@ class FineTuneJob(ApiModel):
         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent"},
         {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.metrics.evalLoss"},
         {"name": "Adapter", "type": "string", "jsonPath": ".status.adapter.version", "priority": 1},
+        {"name": "Predicted-Cost", "type": "string", "jsonPath": ".status.plan.predictedCost"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 
