@@ -8,9 +8,9 @@ TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-main install-vllm install-helm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+.PHONY: install install-browser install-main install-vllm install-helm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
-install: install-main install-vllm install-helm ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+install: install-main install-vllm install-helm install-browser ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
 
 install-main: $(VENV)/.installed
 
@@ -81,3 +81,8 @@ $(HELM_VENV)/.installed:
 
 helm-lint: install-helm ## Lint the chart with real Helm
 	$(HELM_VENV)/bin/python tests/support/helm_tool.py lint helm/loraplane
+
+# A real browser for the rating page's tests: Debian's Chromium and its WebDriver (selenium drives it).
+install-browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
