@@ -49,12 +49,12 @@ def rating_page(*, token: str, number: int, total: int, rated: int, prompt: str,
                  if number > 1 else '<span class="nav"></span>')
     next_link = (f'<a class="nav" id="next" href="/rate/{token}/{number + 1}">Skip &rarr;</a>'
                  if number < total else '<span class="nav"></span>')
-    percent = round(100 * rated / total) if total else 100
+    percent = round(100 * rated / total) if total else 100  # shown where <progress> is not drawn
     error_html = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
     body = f"""<header>
 <h1>Rate two answers</h1>
 <div class="progress" aria-label="progress"><span id="progress-text">Item {number} of {total} &middot; {rated} rated</span>
-<div class="bar"><div style="width:{percent}%"></div></div></div>
+<progress value="{rated}" max="{total}">{percent}%</progress></div>
 </header>
 <main>
 {error_html}
@@ -81,7 +81,7 @@ def done_page(*, token: str, total: int, rated: int) -> str:
                  f'<a href="/rate/{token}/1">going back</a>.</p>')
     body = f"""<header><h1>Thank you</h1>
 <div class="progress"><span id="progress-text">{rated} of {total} rated</span>
-<div class="bar"><div style="width:{round(100 * rated / total) if total else 100}%"></div></div></div></header>
+<progress value="{rated}" max="{total}"></progress></div></header>
 <main>{more}</main>"""
     return _shell("Thank you", body)
 
