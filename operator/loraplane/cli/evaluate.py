@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import httpx
 
+from ..evaluation.attached import attach, from_results
 from ..evaluation.judge import JudgeClient, JudgeError, JudgeResults, judge_session
 from ..evaluation.preferences import preference_pairs, to_jsonl
 from ..evaluation.prompts import PromptSourceError, items_from, probe_prompts, read_prompt_file, sample
@@ -138,7 +139,10 @@ def _judge_results(session_dir: Path) -> JudgeResults | None:
 @click.option("--min-win-rate", type=float, default=None,
               help="The human gate (minHumanWinRate): exit 1 unless enough ratings exist and the candidate wins.")
 @click.option("--min-raters", type=int, default=MIN_RATERS, show_default=True)
-def results(session_dir, json_out, csv_out, card_out, min_win_rate, min_raters) -> None:
+@click.option("--attach", "adapter_uri", default=None,
+              help="Store the outcome beside the candidate's adapter (human-evaluation.json), where a canary's "
+              "analysis with minHumanWinRate reads it.")
+def results(session_dir, json_out, csv_out, card_out, min_win_rate, min_raters, adapter_uri) -> None:
     """Means with confidence intervals, win rate, agreement; the human gate."""
     session = _session_dir(session_dir)
     ratings = read_ratings(session_dir)
@@ -158,6 +162,8 @@ def results(session_dir, json_out, csv_out, card_out, min_win_rate, min_raters) 
         csv_out.write_text(ratings_csv(session, ratings))
     if card_out:
         card_out.write_text(text)
+    if adapter_uri:
+        click.echo(f"attached: {attach(adapter_uri, from_results(res, min_raters))}")
     if gate:
         raise SystemExit(1)
 
