@@ -93,3 +93,16 @@ def test_the_spec_takes_safety_settings_and_refuses_bad_ones():
     assert FineTuneJobSpec.model_validate(base).evaluation.safety.probe_set_uri is None
     with pytest.raises(ValueError, match="maxHarmfulComplianceIncrease"):
         FineTuneJobSpec.model_validate({**base, "evaluation": {"gates": {"maxHarmfulComplianceIncrease": 2}}})
+
+
+def test_the_judge_key_reaches_the_training_pod_from_its_secret():
+    from loraplane.builders.training_job import training_job
+    from loraplane.config import OperatorConfig
+
+    from tests.unit.test_operator_builders import ftj
+
+    obj = ftj(evaluation={"safety": {"judge": {"endpoint": "http://judge/v1", "model": "big",
+                                               "apiKeySecretRef": {"name": "judge", "key": "token"}}}})
+    job = training_job(obj, OperatorConfig(), "support-bot-train-1", "r")
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["LORAPLANE_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "judge", "key": "token"}
