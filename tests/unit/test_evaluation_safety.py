@@ -106,3 +106,11 @@ def test_the_judge_key_reaches_the_training_pod_from_its_secret():
     job = training_job(obj, OperatorConfig(), "support-bot-train-1", "r")
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LORAPLANE_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "judge", "key": "token"}
+
+
+def test_the_compliance_figures_fit_the_status_schema():
+    from loraplane.api.finetunejob import MetricsStatus
+
+    wire = MetricsStatus.model_validate({"perplexityAfter": 3.0, "harmfulComplianceBefore": 0.5,
+                                         "harmfulComplianceAfter": 0.9}).to_wire()
+    assert wire["harmfulComplianceBefore"] == 0.5 and wire["harmfulComplianceAfter"] == 0.9
