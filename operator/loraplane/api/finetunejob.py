@@ -8,9 +8,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .base import (
+    DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     Condition,
     ConfigMapKeyRef,
+    LabelValue,
     ObjectMeta,
     SecretKeyRef,
     SecretRef,
@@ -18,6 +20,29 @@ from .base import (
     Toleration,
     Uri,
     cel,
+)
+
+
+def _cron_field(number: str) -> str:
+    """One cron field: *, a number or a range, each with an optional /step; comma lists of those."""
+    element = rf"(\*|{number}(-{number})?)(/[0-9]{{1,2}})?"
+    return rf"{element}(,{element})*"
+
+
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_DAYS = "sun|mon|tue|wed|thu|fri|sat"
+# Five fields with their ranges checked (minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7),
+# so "61 25 * * *" is refused at apply time, not by the scheduler later.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
+    + r"\s+".join([
+        _cron_field(r"[0-5]?[0-9]"),
+        _cron_field(r"(2[0-3]|[01]?[0-9])"),
+        _cron_field(r"(3[01]|[12][0-9]|0?[1-9])"),
+        _cron_field(rf"(1[0-2]|0?[1-9]|{_MONTHS})"),
+        _cron_field(rf"([0-7]|{_DAYS})"),
+    ])
+    + r")$"
 )
 
 FineTuneJobPhase = Literal["Pending", "Validating", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
@@ -316,17 +341,18 @@ class ResourcesSpec(ApiModel):
     """Where and on what the training pod runs."""
 
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod; more than 1 trains with torchrun.")
-    gpu_type: str | None = Field(
-        default=None, max_length=128, description="Value of the nvidia.com/gpu.product node label to require."
+    gpu_type: LabelValue | None = Field(
+        default=None, description="Value of the nvidia.com/gpu.product node label to require."
     )
     cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request, e.g. 4 or 500m.")
     memory: str | None = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request, e.g. 32Gi."
     )
-    queue: str | None = Field(
-        default=None, max_length=63, description="Kueue LocalQueue; the Job then starts suspended for Kueue to admit."
+    queue: LabelValue | None = Field(
+        default=None, description="Kueue LocalQueue; the Job then starts suspended for Kueue to admit."
     )
-    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pod.")
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+                                            description="PriorityClass of the pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels to require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
     affinity: dict[str, Any] | None = Field(
@@ -370,7 +396,7 @@ class FineTuneJobSpec(ApiModel):
     schedule: str | None = Field(
         default=None,
         max_length=128,
-        pattern=r"^(@(yearly|annually|monthly|weekly|daily|hourly)|(\S+\s+){4}\S+)$",
+        pattern=CRON_PATTERN,
         description="Cron schedule to retrain (skipped when the dataset has not changed).",
     )
     suspend: bool = Field(default=False, description="Pause: no new training runs start while true.")

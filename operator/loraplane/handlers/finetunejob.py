@@ -20,7 +20,7 @@ from typing import Any
 import kopf
 
 from .. import config, kube, metrics
-from ..builders.common import owner_selector
+from ..builders.common import is_owned_by, owner_selector
 from ..builders.training_job import COMPONENT, job_config_map, job_name, training_job
 from ..finetune import runs, schedule
 from ..status import status_diff
@@ -117,16 +117,19 @@ async def _ensure_job(ftj: dict[str, Any], name: str, run: str, logger) -> dict[
         return job
 
 
-async def _stop_superseded(ftj: dict[str, Any], current: str) -> None:
-    """Delete the still-running Jobs of older runs: a spec change makes a new run."""
+async def _stop_superseded(ftj: dict[str, Any], current: str) -> list[str]:
+    """Delete the still-running Jobs of older runs (a spec change makes a new run); returns their names."""
     client = kube.client()
     ns = ftj["metadata"]["namespace"]
+    stopped = []
     for job in await client.list("batch/v1", "Job", ns, owner_selector(ftj, COMPONENT)):
         name = job["metadata"]["name"]
+        if not is_owned_by(job, ftj):
+            continue  # a label match only: another object's Job (labels are not proof of ownership)
         if name != current and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
             await client.delete("batch/v1", "Job", ns, name, propagation="Background")
-            kopf.event(ftj, type="Normal", reason="RunSuperseded",
-                       message=f"stopped Job {name}: the spec changed, run {current} replaces it")
+            stopped.append(name)
+    return stopped
 
 
 async def _sync_suspend(ftj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +173,9 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
                     patch.status["message"] = message[:4096]
                     kopf.event(ftj, type="Warning", reason="JobRefused", message=message[:1024])
                     raise kopf.PermanentError(message) from err
-                await _stop_superseded(ftj, jname)
+                for stopped in await _stop_superseded(ftj, jname):
+                    kopf.event(ftj, type="Normal", reason="RunSuperseded",
+                               message=f"stopped Job {stopped}: the spec changed, run {jname} replaces it")
             elif job is not None:
                 job = await _sync_suspend(ftj, job)
             creds = await _credentials(ftj)

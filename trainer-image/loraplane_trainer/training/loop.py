@@ -21,6 +21,7 @@ from .logs import log, progress_bar
 from .packing import causal_lm_loss_sum, epoch_steps, step_batches
 from .precision import Precision
 from .progress import ProgressWriter, eta
+from .stop_signal import Preempted, StopSignal
 
 
 @dataclass
@@ -121,6 +122,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     model.train()
     started = time.monotonic()
     stop = state["step"] >= total or state["stopped_early"]
+    sigterm = StopSignal.install()
     while not stop:
         epoch, in_epoch = divmod(state["step"], steps_per_epoch)
         steps = epoch_steps(len(train_examples), per_step, seed=spec.seed, epoch=epoch)
@@ -179,8 +181,13 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
                 log.info("early stopping at step %d: no improvement for %d evaluations", step,
                          state["bad_evals"])
         stop = stop or step >= total
-        if epoch_end or step % spec.checkpoint_interval_steps == 0 or stop:
+        preempted = sigterm.agreed(dist) and not stop
+        if epoch_end or step % spec.checkpoint_interval_steps == 0 or stop or preempted:
             save_checkpoint()
+        if preempted:
+            sigterm.restore()
+            raise Preempted(step)
+    sigterm.restore()
     if bar is not None:
         bar.close()
     if best_weights is not None:

@@ -29,6 +29,7 @@ from .logs import log
 from .model_source import ResolvedModel, check_license, resolve
 from .precision import Precision, check_quantization, choose, configure_threads
 from .progress import ProgressWriter, write_atomic
+from .stop_signal import Preempted
 
 BEFORE_FILE = "evaluation-before.json"
 SAMPLES_IN_CARD = 5
@@ -145,6 +146,10 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
             return _finish(progress, layout, done, done.manifest.metrics,
                            last.gpu_seconds if last else None)
         return _run(job, run_id, layout, progress, workdir, base_dir, dist)
+    except Preempted as exc:
+        log.warning("%s", exc)
+        progress.update(force=True, message=str(exc))
+        raise
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
         progress.update(force=True, phase="Failed", reason=exc.reason, message=str(exc)[:4000])
