@@ -92,6 +92,12 @@ def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
             "name": "LORAPLANE_SYNTHETIC_API_KEY",
             "valueFrom": {"secretKeyRef": {"name": synthetic["name"], "key": synthetic["key"]}},
         })
+    judge = (((spec.get("evaluation") or {}).get("safety") or {}).get("judge") or {}).get("apiKeySecretRef")
+    if judge:
+        env.append({
+            "name": "LORAPLANE_JUDGE_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": judge["name"], "key": judge["key"]}},
+        })
     return env
 
 
