@@ -43,7 +43,7 @@ def test_s3_adapter_is_downloaded_and_verified(published, tmp_path):
 def test_tampered_s3_object_is_refused(published, tmp_path):
     fs, base = filesystem(published)
     fs.pipe(f"{base}/adapter_model.safetensors", b"not the weights")
-    with pytest.raises(AdapterRefused, match="adapter_model.safetensors.*does not match the manifest"):
+    with pytest.raises(AdapterRefused, match="adapter_model.safetensors.*the manifest"):
         fetch_adapter("v1", published, tmp_path / "local")
     assert not [p for p in (tmp_path / "local").iterdir()]  # nothing left that vLLM could load
 
