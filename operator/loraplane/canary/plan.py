@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..api.chatbotdeployment import BASE_VARIANT, ChatbotDeploymentSpec
+from ..api.states import ProblemKind
 from ..builders.routing_table import ServedVariant
 from .adapters import EntryResolution
 from .rollout import (
@@ -43,7 +44,8 @@ class Plan:
     servable: dict[str, ServedVariant]
     candidate: str | None = None
     canary_needed: bool = True
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # every entry that cannot be served, why
+    broken: list[str] = field(default_factory=list)  # those of them that need a change (ProblemKind.BROKEN)
     known: dict[str, ServedVariant] = field(default_factory=dict)
 
 
@@ -79,6 +81,7 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
                  prev_weights: Mapping[str, int]) -> Plan:
     """The split without a canary, and the candidate to canary."""
     problems = [r.problem for r in entries if r.problem]
+    broken = [r.problem for r in entries if r.problem and r.problem_kind is ProblemKind.BROKEN]
     known = {v.name: v for r in entries for v in r.versions}
     in_service = {r.entry: _in_service(r, prev, prev_weights) for r in entries}
     servable = {v.name: v for v in in_service.values() if v is not None}
@@ -102,7 +105,7 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
             heir = max(base, key=lambda n: base[n]) if base else BASE_VARIANT
             base[heir] = base.get(heir, 0) + unrouted
         stable = max(base, key=lambda n: base[n])
-        result = Plan(stable, base, servable, problems=problems, known=known)
+        result = Plan(stable, base, servable, problems=problems, broken=broken, known=known)
         for t in spec.traffic:
             res = by_entry.get(t.adapter)
             current = in_service.get(t.adapter)
@@ -121,11 +124,11 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
     stable = prev.stable if prev.stable in known else None
     if target is None:
         name = stable or BASE_VARIANT
-        return Plan(name, {name: 100}, {**servable, BASE_VARIANT: base_variant}, problems=problems, known=known)
+        return Plan(name, {name: 100}, {**servable, BASE_VARIANT: base_variant}, problems=problems, broken=broken, known=known)
     if stable is None:
-        return Plan(target.name, {target.name: 100}, servable, problems=problems, known=known)
+        return Plan(target.name, {target.name: 100}, servable, problems=problems, broken=broken, known=known)
     servable[stable] = known[stable]
-    result = Plan(stable, {stable: 100}, servable, problems=problems, known=known)
+    result = Plan(stable, {stable: 100}, servable, problems=problems, broken=broken, known=known)
     if target.name != stable:
         result.candidate = target.name
         # A followed FineTuneJob's new version is canaried only with autoCanary; a spec change always is.

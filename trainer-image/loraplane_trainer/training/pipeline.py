@@ -16,6 +16,7 @@ from typing import Any
 
 from loraplane import exitcodes
 from loraplane.api.finetunejob import FineTuneJob
+from loraplane.api.states import Reason, RunPhase
 from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
@@ -86,7 +87,7 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
     except SourceError as exc:
         raise DatasetInvalid(f"spec.dataset: {exc}") from exc
     except SyntheticError as exc:
-        raise BadInput(f"spec.augmentation.synthetic: {exc}", reason="AugmentationFailed") from exc
+        raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id) -> dict:
@@ -105,17 +106,15 @@ def _finish(progress: ProgressWriter, layout: RunLayout, adapter: PublishedAdapt
     accepted = m.verdict == "accepted"
     progress.update(
         force=True,
-        phase="Succeeded" if accepted else "Failed",
-        reason=None if accepted else "QualityGateFailed",
+        phase=RunPhase.SUCCEEDED if accepted else RunPhase.FAILED,
+        reason=None if accepted else Reason.QUALITY_GATE_FAILED,
         message=f"published {adapter.version} ({m.verdict})" + (f": {m.reason}" if m.reason else ""),
         metrics=metrics,
-        adapter={"version": adapter.version, "uri": adapter.uri, "sha256": adapter.sha256, "verdict": m.verdict,
-                 "reason": m.reason},
+        adapter=adapter.status(),
         gpu_seconds=gpu_seconds,
     )
     write_atomic(layout.result, json.dumps(
-        {"version": adapter.version, "uri": adapter.uri, "sha256": adapter.sha256, "verdict": m.verdict,
-         "reason": m.reason, "metrics": metrics, "gpuSeconds": gpu_seconds}, indent=2).encode())
+        {**adapter.status().to_wire(), "metrics": metrics, "gpuSeconds": gpu_seconds}, indent=2).encode())
     log.info("%s %s: %s%s", "accepted" if accepted else "REJECTED", adapter.version, adapter.uri,
              f" ({m.reason})" if m.reason else "")
     return exitcodes.OK if accepted else exitcodes.QUALITY_GATE_FAILED
@@ -144,7 +143,7 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
         return _run(job, run_id, layout, progress, workdir, base_dir, dist)
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
-        progress.update(force=True, phase="Failed", reason=exc.reason, message=str(exc)[:4000])
+        progress.update(force=True, phase=RunPhase.FAILED, reason=exc.reason, message=str(exc)[:4000])
         return exc.exit_code
     except BaseException as exc:
         # A crash the Job may retry: progress keeps its phase, the message says what happened.
@@ -159,7 +158,7 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
          base_dir: str | None, dist: distributed.Context = distributed.SINGLE) -> int:
     spec = job.spec
-    progress.phase("Validating", "checking the base model and the dataset")
+    progress.phase(RunPhase.VALIDATING, "checking the base model and the dataset")
     precision = choose(spec.training.precision)
     threads = configure_threads()
     log.info("device %s, precision %s (%s), %d CPU threads", precision.device, precision.name, precision.why,
@@ -196,7 +195,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     if dist.is_main:
         before = _read_json(join(layout.prefix, BEFORE_FILE))
         if before is None:
-            progress.phase("Evaluating", "evaluating the base model")
+            progress.phase(RunPhase.EVALUATING, "evaluating the base model")
             before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
             write_atomic(join(layout.prefix, BEFORE_FILE), json.dumps(before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
@@ -212,7 +211,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA r=%d alpha=%d on %s: %d trainable parameters (%.2f%%)", spec.lora.r, spec.lora.alpha,
              sorted(model.peft_config["default"].target_modules), trainable, 100 * trainable / total)
-    progress.phase("Training")
+    progress.phase(RunPhase.TRAINING)
     clock = GpuClock()
     result = train(model, train_examples, val_examples, spec.training, precision,
                    store=CheckpointStore(layout.checkpoints), progress=progress, clock=clock, pad_id=pad_id,
@@ -222,7 +221,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
                  result.steps - (result.resumed_from or 0))
         return exitcodes.OK
 
-    progress.phase("Evaluating", "evaluating the adapter")
+    progress.phase(RunPhase.EVALUATING, "evaluating the adapter")
     after = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
     metrics = {
         "trainLoss": result.train_loss,
@@ -241,7 +240,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     verdict = "rejected" if failed else "accepted"
     reason = "; ".join(failed) or None
 
-    progress.phase("Publishing", f"publishing the adapter ({verdict})", metrics=metrics)
+    progress.phase(RunPhase.PUBLISHING, f"publishing the adapter ({verdict})", metrics=metrics)
     gpu_seconds = round(clock.gpu_seconds, 1)
     out = workdir / "adapter"
     shutil.rmtree(out, ignore_errors=True)
