@@ -27,12 +27,14 @@ from .rollout import (
     Retiring,
     RolloutState,
     StepOutcome,
+    begin_canary,
+    expire_retiring,
     promote,
     rollback,
     run_canary_step,
-    start_canary,
+    shares_after,
 )
-from .sources import MetricsError, MetricsSource
+from .sources import MetricsSource
 
 
 @dataclass
@@ -169,14 +171,8 @@ async def reconcile_rollout(
     outcome: StepOutcome | None = None
     if p.candidate and state.canary is None:
         if p.canary_needed:
-            try:
-                baseline = await source.baseline(model)
-            except MetricsError:
-                baseline = None  # run_canary_step starts the window once the metrics answer
-            outcome = start_canary(state, p.stable or BASE_VARIANT, p.candidate, rollout, now, baseline)
+            outcome = await begin_canary(state, p.stable or BASE_VARIANT, p.candidate, rollout, now, source, model)
             if outcome.action is Action.ADVANCE:
-                if baseline is None:
-                    outcome.state.step_started_at = None
                 events.append(Event("Normal", "CanaryStarted", outcome.state.message))
         else:
             started = replace(state, canary=p.candidate)
@@ -199,16 +195,12 @@ async def reconcile_rollout(
 
     # Retired variants keep their URI, so they stay loaded even when gone from the spec.
     retiring = []
-    for r in state.retiring:
-        if r.until <= now:
-            continue
+    for r in expire_retiring(state, now).retiring:
         v = p.known.get(r.name)
         retiring.append(Retiring(r.name, r.until, r.uri or (v.uri if v else None), r.sha256 or (v.sha256 if v else None)))
     state = replace(state, retiring=retiring)
 
-    base = dict(p.base_weights)
-    if action is Action.PROMOTE and state.stable and p.stable in base and p.stable != state.stable:
-        base[state.stable] = base.get(state.stable, 0) + base.pop(p.stable)
+    base = shares_after(p.base_weights, outcome, p.stable) if outcome is not None else dict(p.base_weights)
     weights = state.weights(base)
     retiring_names = {r.name for r in state.retiring}
     variants = {n: v for n, v in p.servable.items() if n not in retiring_names or weights.get(n, 0) > 0}

@@ -234,6 +234,32 @@ def expire_retiring(state: RolloutState, now: datetime) -> RolloutState:
     return state if len(keep) == len(state.retiring) else replace(state, retiring=keep)
 
 
+def shares_after(base: Mapping[str, int], outcome: StepOutcome, previous_stable: str | None) -> dict[str, int]:
+    """The split without a canary after an outcome: a promoted canary takes over the old stable's share."""
+    out = dict(base)
+    new_stable = outcome.state.stable
+    if outcome.action is Action.PROMOTE and new_stable and previous_stable in out and previous_stable != new_stable:
+        out[new_stable] = out.get(new_stable, 0) + out.pop(previous_stable)
+    return out
+
+
+async def begin_canary(state: RolloutState, stable: str, canary: str, rollout: RolloutSpec, now: datetime,
+                       source: MetricsSource, model: str) -> StepOutcome:
+    """Start a canary with the router's counters as its first window's baseline.
+
+    Unreachable metrics do not block the start; the step then has no start time, and
+    `run_canary_step` opens its window once the metrics answer.
+    """
+    try:
+        baseline = await source.baseline(model)
+    except MetricsError:
+        baseline = None
+    outcome = start_canary(state, stable, canary, rollout, now, baseline)
+    if baseline is None and outcome.action is Action.ADVANCE:
+        outcome.state.step_started_at = None
+    return outcome
+
+
 # ---------------------------------------------------------------- one analysis tick
 
 
