@@ -27,7 +27,7 @@ from .rollout import (
     shares_after,
     start_canary,
 )
-from .router import RoutingFileRouter, reweight, write_routing_file
+from .routing_file import RoutingFileRouter, reweight, write_routing_file
 from .sources import (
     MetricsError,
     MetricsSource,
