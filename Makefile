@@ -52,7 +52,7 @@ crds: ## Regenerate crds/ and the chart's copy from the API types
 	$(BIN)/loraplane crds
 
 lint:
-	$(BIN)/ruff check operator trainer-image server-image tests bench
+	$(BIN)/ruff check operator trainer-image server-image api-image tests bench
 	$(BIN)/lint-imports
 
 DEMO_ARGS ?=

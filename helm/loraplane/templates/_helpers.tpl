@@ -60,3 +60,40 @@ app.kubernetes.io/component: operator
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
 {{- end -}}
+
+{{/* The fine-tuning API server (api.enabled): its own labels, name and ServiceAccount. */}}
+{{- define "loraplane.api.fullname" -}}
+{{- printf "%s-api" (include "loraplane.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "loraplane.api.labels" -}}
+app.kubernetes.io/name: loraplane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api-server
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "loraplane.api.selectorLabels" -}}
+app.kubernetes.io/name: loraplane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api-server
+{{- end -}}
+
+{{/* What the API server does in a namespace for its callers, after their SubjectAccessReview allowed it. */}}
+{{- define "loraplane.api.rules" -}}
+- apiGroups: [loraplane.io]
+  resources: [finetunejobs]
+  verbs: [get, list, create, patch]
+- apiGroups: [loraplane.io]
+  resources: [chatbotdeployments]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [loraplane-finetune-template]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
+{{- end -}}
