@@ -51,6 +51,7 @@ CANARY_WEIGHT = Gauge("loraplane_chatbotdeployment_canary_weight", "Current cana
 ROLLOUTS = Counter("loraplane_chatbotdeployment_rollouts_total", "Canary outcomes: promoted, rolled back.",
                    ["namespace", "name", "result"])
 
+ROLLOUT_RESULTS = ("promoted", "rolledBack")
 FTJ_PHASES = tuple(p.value for p in FineTuneJobPhase)
 
 _served: set[int] = set()
@@ -104,7 +105,20 @@ def set_cbd_phase(namespace: str, name: str, phase: str, canary_weight: int) -> 
     CANARY_WEIGHT.labels(namespace, name).set(canary_weight)
 
 
+def init_cbd_series(namespace: str, name: str) -> None:
+    """Create a ChatbotDeployment's counters at 0 when it is first seen.
+
+    increase() and rate() need a sample before the first event: a counter born at 1 on the
+    first rollback is a series whose increase is 0, and that rollback would never alert.
+    """
+    for result in ROLLOUT_RESULTS:
+        ROLLOUTS.labels(namespace, name, result)
+
+
 def forget_cbd(namespace: str, name: str) -> None:
+    for result in ROLLOUT_RESULTS:
+        with suppress(KeyError):
+            ROLLOUTS.remove(namespace, name, result)
     for p in ChatbotPhase:
         with suppress(KeyError):
             CBD_PHASE.remove(namespace, name, p.value)

@@ -112,17 +112,21 @@ def test_chart_installs_with_default_values(cluster, tmp_path):
     assert result.get("info", {}).get("status") == "deployed", result.get("error")
     objs = installed(cluster, "lp")
     kinds = sorted(kind for kind, _ in objs)
-    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy",
+                     "Service", "ServiceAccount"]
     deployment = objs[("Deployment", "lp-loraplane")]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LORAPLANE_ALLOWED_IMAGE_PREFIXES"] == "ghcr.io/loraplane/,docker.io/vllm/vllm-openai:,vllm/vllm-openai:"
     assert "--peering=loraplane" in container["args"] and not any(a.startswith("--namespace") for a in container["args"])
     rules = objs[("ClusterRole", "lp-loraplane")]["rules"]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     assert {"finetunejobs/status", "chatbotdeployments/status"} <= {res for r in rules for res in r["resources"]}
+    # Secrets: created (the chatbots' keys) everywhere, read nowhere unless granted per namespace.
+    assert {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]} == {"create"}
     # Helm installed the CRDs from crds/ (the emulator reports them Established).
     crds = cluster.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     assert {"finetunejobs.loraplane.io", "kopfpeerings.kopf.dev"} <= {c["metadata"]["name"] for c in crds}
@@ -142,11 +146,25 @@ def test_chart_installs_namespaced_with_monitoring(cluster, tmp_path):
     assert len(cluster.list("rbac.authorization.k8s.io/v1", "Role", "team-b")) == 1 and roles
     assert ("ClusterRole", "lpns-loraplane") not in objs  # namespaced mode: no cluster-wide write access
     assert ("ServiceMonitor", "lpns-loraplane") in objs and ("PrometheusRule", "lpns-loraplane-operator") in objs
+    # The operator's `namespace` label names the object's namespace: Prometheus must keep it.
+    assert objs[("ServiceMonitor", "lpns-loraplane")]["spec"]["endpoints"][0]["honorLabels"] is True
     alerts = {r["alert"] for g in objs[("PrometheusRule", "lpns-loraplane-operator")]["spec"]["groups"] for r in g["rules"]}
     assert {"LoRAPlaneFineTuneJobFailed", "LoRAPlaneOperatorReconcileErrors"} <= alerts
     args = objs[("Deployment", "lpns-loraplane")]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args and "--verbose" in args
     assert len(cluster.list("kopf.dev/v1", "KopfPeering", "team-a")) == 1
+
+
+def test_secret_reads_are_granted_only_in_the_listed_namespaces(cluster, tmp_path):
+    cluster.ensure_namespace("team-c")
+    values = {"rbac": {"secrets": {"readNamespaces": ["team-c"]}}, "peering": {"name": "lpsec"}}
+    result = helm_install(cluster, tmp_path, values, "lpsec", "lp-sec")
+    assert result.get("info", {}).get("status") == "deployed", result.get("error")
+    objs = installed(cluster, "lpsec")
+    role = objs[("Role", "lpsec-loraplane-secrets")]
+    assert role["metadata"]["namespace"] == "team-c"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert objs[("RoleBinding", "lpsec-loraplane-secrets")]["metadata"]["namespace"] == "team-c"
 
 
 def test_helm_refuses_bad_values_at_install(cluster, tmp_path):

@@ -37,7 +37,12 @@ app.kubernetes.io/component: operator
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  # create: each ChatbotDeployment's generated keys Secret. Reading Secrets is granted apart
+  # (loraplane.secretReadRule), only where FineTuneJobs' storage credentials are read.
+  verbs: [create]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
@@ -59,6 +64,14 @@ app.kubernetes.io/component: operator
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
+{{- end -}}
+
+
+{{/* Reading Secrets: FineTuneJobs' output.credentialsSecretRef (storage credentials for progress.json). */}}
+{{- define "loraplane.secretReadRule" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
 {{- end -}}
 
 {{/* The fine-tuning API server (api.enabled): its own labels, name and ServiceAccount. */}}

@@ -91,6 +91,11 @@ def _env(spec: FineTuneJobSpec, run_id: str) -> list[dict[str, Any]]:
         ref = synthetic.api_key_secret_ref
         env.append({"name": "LORAPLANE_SYNTHETIC_API_KEY",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    judge = spec.evaluation.safety.judge
+    if judge and judge.api_key_secret_ref:
+        ref = judge.api_key_secret_ref
+        env.append({"name": "LORAPLANE_JUDGE_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
 
 

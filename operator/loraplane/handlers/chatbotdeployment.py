@@ -36,6 +36,7 @@ from .. import API_VERSION, config, kube, metrics
 from ..api.chatbotdeployment import ChatbotDeployment, ChatbotDeploymentSpec
 from ..api.states import ChatbotPhase
 from ..builders.common import owner_selector
+from ..builders.isolation import build_keys_secret
 from ..builders.routing_table import build_routing_configmap, build_routing_table
 from ..builders.serving import ROUTER, ROUTER_PORT, build_serving_children, router_name, vllm_name
 from ..canary import (
@@ -51,8 +52,9 @@ from ..canary import (
     reconcile_rollout,
     resolve,
 )
+from ..canary.human import HumanEvaluatedSource
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
-from ..status import status_diff
+from ..status import ConditionSet, kstatus, status_diff
 from ..status.chatbotdeployment import Observed, compute_status
 from ..storage import read_manifest
 
@@ -100,6 +102,12 @@ async def _apply(child: dict[str, Any], owner_uid: str) -> str | None:
     client = kube.client()
     meta = child["metadata"]
     try:
+        if child["kind"] == "Secret":
+            # Generated once (the keys): created, never applied again, or every pass would rotate them.
+            # Not read back either: the operator may create Secrets but needs no right to read them.
+            with contextlib.suppress(kube.AlreadyExists):
+                await client.create(child)
+            return None
         live = await client.get_or_none(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
         if live is not None and not _owned_by(live, owner_uid):
             return f"{child['kind']} {meta['name']} exists and is not owned by this ChatbotDeployment"
@@ -150,8 +158,11 @@ async def _inputs(ns: str, spec: ChatbotDeploymentSpec) -> list[EntryResolution]
 
 async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec,
                          probe_results: dict[str, Any]) -> MetricsSource:
-    """The figures source, with probe exact match added when a probe set is configured."""
+    """The figures source, with probe exact match and the human win rate added when they are configured."""
     source = await _figures_source(obj, spec)
+    if spec.rollout.analysis.min_human_win_rate is not None:
+        uris = {a["name"]: a["uri"] for a in (obj.get("status") or {}).get("adapters") or [] if a.get("uri")}
+        source = HumanEvaluatedSource(source, uris)
     uri = spec.rollout.analysis.probe_set_uri
     if not uri:
         return source
@@ -172,7 +183,7 @@ class MetricsProblem(Exception):
 async def _figures_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
     """Prometheus when configured; else the router's own /metrics, every running router pod summed."""
     if spec.rollout.analysis.prometheus_url:
-        return PrometheusSource(spec.rollout.analysis.prometheus_url)
+        return PrometheusSource(spec.rollout.analysis.prometheus_url, namespace=obj["metadata"]["namespace"])
     urls = (obj["metadata"].get("annotations") or {}).get(ANN_METRICS_URL)
     if urls:
         return RouterMetricsSource([u.strip() for u in urls.split(",") if u.strip()])
@@ -199,16 +210,46 @@ async def reconcile(namespace: str, name: str, memo: Any, logger: Any = None) ->
             try:
                 cbd = ChatbotDeployment.model_validate(obj)
             except ValidationError as err:
+                await record_failure(obj, err)
                 raise kopf.PermanentError(f"invalid spec: {err}") from err
-            now = _now()
-            entries, result, problems = await _decide(obj, cbd, runtime, now)
-            problems += await _write_children(obj, cbd, entries, result)
-            vllm = await kube.client().get_or_none("apps/v1", "Deployment", namespace, vllm_name(name))
-            ready = int(((vllm or {}).get("status") or {}).get("readyReplicas") or 0)
-            new = compute_status(cbd, Observed(entries, result, ready, problems, now))
-            await _write_status(obj, new)
-            _report(obj, new, result, logger)
-            return new
+            try:
+                return await _reconcile_valid(obj, cbd, runtime, logger)
+            except (kube.ApiError, asyncio.CancelledError):
+                raise  # the API server's trouble, retried as it is
+            except Exception as err:
+                await record_failure(obj, err)
+                raise
+
+
+async def _reconcile_valid(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runtime,
+                           logger: Any) -> dict[str, Any]:
+    namespace, name = cbd.metadata.namespace, cbd.metadata.name
+    metrics.init_cbd_series(namespace, name)
+    now = _now()
+    entries, result, problems = await _decide(obj, cbd, runtime, now)
+    problems += await _write_children(obj, cbd, entries, result)
+    vllm = await kube.client().get_or_none("apps/v1", "Deployment", namespace, vllm_name(name))
+    ready = int(((vllm or {}).get("status") or {}).get("readyReplicas") or 0)
+    new = compute_status(cbd, Observed(entries, result, ready, problems, now))
+    await _write_status(obj, new)
+    _report(obj, new, result, logger)
+    return new
+
+
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+async def record_failure(obj: Mapping[str, Any], err: BaseException) -> None:
+    """A pass that failed still says so in status (Ready False, Stalled), instead of leaving it frozen."""
+    prev = obj.get("status") or {}
+    meta = obj["metadata"]
+    message = f"reconcile failed: {type(err).__name__}: {err}"[:1024]
+    conds = ConditionSet(prev.get("conditions"), generation=meta.get("generation"),
+                         now=_now().isoformat().replace("+00:00", "Z"))
+    kstatus(conds, ready=False, reason=RECONCILE_FAILED, message=message, reconciling=False, stalled=True)
+    patch = {"conditions": conds.to_list(), "message": message, "observedGeneration": meta.get("generation")}
+    await kube.client().patch_merge(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+                                    subresource="status")
 
 
 async def _decide(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runtime,
@@ -240,6 +281,7 @@ async def _write_children(obj: Mapping[str, Any], cbd: ChatbotDeployment, entrie
     children = build_serving_children(obj, cbd.spec, config.current(), ranks)
     table = build_routing_table(cbd.metadata.name, cbd.spec, result.variants, result.weights, result.retained)
     children.append(build_routing_configmap(obj, table))
+    children.append(build_keys_secret(obj))
     problems = [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
     await _delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
     return problems

@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from .. import API_VERSION, config, kube, metrics
 from ..api.finetunejob import FineTuneJob, RunStatus
 from ..api.states import FineTuneJobPhase, Reason
-from ..builders.common import owner_of, owner_selector
+from ..builders.common import is_owned_by, owner_of, owner_selector
 from ..builders.training_job import COMPONENT, job_config_map, training_job
-from ..finetune import runs, schedule
+from ..finetune import plan_gate, runs, schedule
 from ..finetune.current_run import current_run
 from ..status import status_diff
 from ..status.finetunejob import TERMINAL, Observed, compute_status
@@ -107,6 +107,8 @@ async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunSt
     ns = ftj.metadata.namespace
     for job in await client.list("batch/v1", "Job", ns, owner_selector(owner_of(ftj), COMPONENT)):
         name = job["metadata"]["name"]
+        if not is_owned_by(job, owner_of(ftj)):
+            continue  # a label match only: another object's Job (labels are not proof of ownership)
         if name != run.job_name and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
             await client.delete("batch/v1", "Job", ns, name, propagation="Background")
             kopf.event(body, type="Normal", reason="RunSuperseded",
@@ -139,13 +141,16 @@ async def _read_run(ftj: FineTuneJob, run: RunStatus) -> tuple[Any, Any]:
     return progress, await asyncio.to_thread(runs.read_published_adapter, output, name, version, creds)
 
 
-async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus, logger: Any) -> Observed:
+async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
+                  logger: Any) -> tuple[Observed, plan_gate.JobPlan, bool]:
     """Bring the run's Job to what the spec asks, then read everything the status is computed from."""
     client = kube.client()
     ns, stored = ftj.metadata.namespace, body.get("status") or {}
     job = await client.get_or_none("batch/v1", "Job", ns, run.job_name)
     finished_before = stored.get("runId") == run.run_id and stored.get("phase") in TERMINAL
-    if job is None and not ftj.spec.suspend and not finished_before:
+    plan = await asyncio.to_thread(plan_gate.job_plan, body["spec"], await _credentials(ftj))
+    refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
+    if job is None and not ftj.spec.suspend and not finished_before and not refused:
         job = await _ensure_job(body, ftj, run, logger)
         await _stop_superseded(body, ftj, run)
     elif job is not None:
@@ -158,7 +163,7 @@ async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus, log
         progress, adapter = await _read_run(ftj, run)
     suspended = ftj.spec.suspend and (job is None or bool((job.get("spec") or {}).get("suspend")))
     return Observed(run=run, job=job, pods=pods, progress=progress, adapter=adapter, suspended=suspended,
-                    now=_iso(_now()))
+                    now=_iso(_now())), plan, refused
 
 
 # ---------------------------------------------------------------- reconcile
@@ -202,7 +207,7 @@ async def reconcile(namespace: str, name: str, memo: Any, logger: Any,
             stored = body.get("status") or {}
             run = current_run(ftj, scheduled.suffix if scheduled else None)
             try:
-                obs = await observe(body, ftj, run, logger)
+                obs, plan, refused = await observe(body, ftj, run, logger)
             except JobRefused as err:
                 await _write_status(ftj, stored, {**stored, "phase": FineTuneJobPhase.FAILED.value,
                                                   "message": str(err)[:4096]})
@@ -211,6 +216,7 @@ async def reconcile(namespace: str, name: str, memo: Any, logger: Any,
             except OSError as err:  # object storage unreachable: keep the status, try again
                 raise kopf.TemporaryError(f"cannot read {ftj.spec.output.uri}: {err}", delay=10) from err
             new = compute_status(ftj, obs, {**stored, **(scheduled.facts if scheduled else {})})
+            new = plan_gate.with_plan(new, plan, refused=refused, generation=ftj.metadata.generation, now=obs.now)
             await _write_status(ftj, stored, new)
             _report(body, ftj, stored, new)
             return new

@@ -31,7 +31,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import distributed, evaluation, report
+from . import distributed, evaluation, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -40,6 +40,7 @@ from .logs import log
 from .model_source import ResolvedModel, check_license, resolve
 from .precision import Precision, check_quantization, choose, configure_threads
 from .progress import ProgressWriter, write_atomic
+from .stop_signal import Preempted
 
 BEFORE_FILE = "evaluation-before.json"
 SAMPLES_IN_CARD = 5
@@ -59,7 +60,10 @@ def _load_model(ref: ResolvedModel, precision: Precision, quantization: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs())
-    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": torch.float32}
+    # On a GPU the frozen weights are stored in the compute precision (a 7B model: 14 GB, not 28; what the
+    # plan predicts); peft keeps the LoRA weights fp32. On a CPU they stay fp32 under autocast.
+    weights = precision.autocast_dtype if precision.device == "cuda" and precision.autocast_dtype else torch.float32
+    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": weights}
     if quantization == "4bit":  # only reached on CUDA (check_quantization refuses it elsewhere)
         from transformers import BitsAndBytesConfig
 
@@ -100,14 +104,17 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
         raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
 
 
-def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id) -> dict:
+def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
+              probes) -> dict:
     ev = spec.evaluation
     loss = evaluation.mean_loss(model, val_examples, precision, pad_id=pad_id)
     em = evaluation.exact_match(model, tokenizer, val_records[: ev.max_examples], precision,
                                 max_new_tokens=ev.max_new_tokens)
     reg = evaluation.mean_loss(model, regression_examples, precision, pad_id=pad_id)
+    harmful = safety.evaluate(model, tokenizer, probes, ev.safety, precision)
     return {"loss": loss, "perplexity": evaluation.perplexity(loss), "exactMatch": em.score,
-            "regressionPerplexity": evaluation.perplexity(reg), "samples": em.samples}
+            "regressionPerplexity": evaluation.perplexity(reg), "samples": em.samples,
+            "harmfulCompliance": harmful["share"] if harmful else None, "safety": harmful}
 
 
 def _finish(progress: ProgressWriter, layout: RunLayout, adapter: PublishedAdapter, metrics: dict,
@@ -151,6 +158,10 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
             return _finish(progress, layout, done, done.manifest.metrics,
                            last.gpu_seconds if last else None)
         return _run(job, run_id, layout, progress, workdir, base_dir, dist)
+    except Preempted as exc:
+        log.warning("%s", exc)
+        progress.update(force=True, message=str(exc))
+        raise
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
         progress.update(force=True, phase=RunPhase.FAILED, reason=exc.reason, message=str(exc)[:4000])
@@ -188,6 +199,7 @@ class _Run:
     train_examples: list = field(default_factory=list)
     val_examples: list = field(default_factory=list)
     regression: list = field(default_factory=list)
+    probes: Any = None  # the safety probes (evaluation.safety), when configured
     before: dict = field(default_factory=dict)  # the base model's figures
     result: Any = None  # the training loop's result
     after: dict = field(default_factory=dict)  # the adapter's figures
@@ -203,7 +215,7 @@ class _Run:
 
     def evaluate(self) -> dict:
         return _evaluate(self.model, self.tokenizer, self.val_records, self.val_examples, self.regression,
-                         self.precision, self.spec, self.pad_id)
+                         self.precision, self.spec, self.pad_id, self.probes)
 
 
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
@@ -270,6 +282,7 @@ def _tokenize(run: _Run) -> None:
     run.val_examples = tokenize_all(run.tokenizer, run.val_records, max_tokens)
     run.regression = tokenize_all(
         run.tokenizer, evaluation.load_regression_set(run.spec.evaluation.regression_set_uri), max_tokens)
+    run.probes = safety.load(run.spec.evaluation.safety)
     if not run.train_examples or not run.val_examples:
         raise DatasetInvalid(f"no trainable examples: train {len(run.train_examples)}, "
                              f"validation {len(run.val_examples)}")
@@ -313,6 +326,9 @@ def _evaluate_adapter(run: _Run) -> dict:
     run.progress.phase(RunPhase.EVALUATING, "evaluating the adapter")
     before = run.before
     after = run.after = run.evaluate()
+    if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
+        log.info("safety probes: harmful-request compliance %.2f -> %.2f", before["harmfulCompliance"],
+                 after["harmfulCompliance"])
     log.info("adapter: validation perplexity %.3f -> %.3f, exact match %.3f -> %.3f, regression perplexity "
              "%.3f -> %.3f", before["perplexity"], after["perplexity"], before["exactMatch"], after["exactMatch"],
              before["regressionPerplexity"], after["regressionPerplexity"])
@@ -325,6 +341,8 @@ def _evaluate_adapter(run: _Run) -> dict:
         "exactMatchAfter": after["exactMatch"],
         "regressionPerplexityBefore": before["regressionPerplexity"],
         "regressionPerplexityAfter": after["regressionPerplexity"],
+        **({"harmfulComplianceBefore": before["harmfulCompliance"], "harmfulComplianceAfter": after["harmfulCompliance"]}
+           if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None else {}),
     }
 
 
@@ -360,12 +378,14 @@ def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str
     report.write_metrics(out / "metrics.json", metrics, {
         "verdict": verdict, "reason": reason, "gpuSeconds": gpu_seconds, "estimatedCost": cost,
         "tokensPerSecond": result.tokens_per_second, "steps": result.steps, "history": result.history,
-        "evals": result.evals, "samples": after["samples"][:20]})
+        "evals": result.evals, "samples": after["samples"][:20],
+        "safety": {"before": run.before.get("safety"), "after": after.get("safety")}})
     samples = [{"question": s["question"][:200], "reference": r["reference"], "before": s["answer"],
                 "after": r["answer"]}
                for s, r in zip(run.before["samples"], after["samples"], strict=False)][:SAMPLES_IN_CARD]
     (out / "README.md").write_text(report.model_card(
         job={"name": job.metadata.name, "namespace": job.metadata.namespace}, base_model=ref.name,
         license=run.license_id, verdict=verdict, reason=reason, metrics=metrics, dataset=run.summary,
-        hyperparameters=hyper, lineage=lineage, samples=samples))
+        hyperparameters=hyper, lineage=lineage, samples=samples,
+        safety={"before": run.before.get("safety"), "after": after.get("safety")}))
     return out
