@@ -101,9 +101,10 @@ async def _ensure_job(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
     return job
 
 
-async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus) -> None:
-    """Delete the still-running Jobs of older runs (found by owner and label): a spec change makes a new run."""
+async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus) -> list[str]:
+    """Delete the still-running Jobs of older runs (found by owner and label); returns their names."""
     client = kube.client()
+    stopped = []
     ns = ftj.metadata.namespace
     for job in await client.list("batch/v1", "Job", ns, owner_selector(owner_of(ftj), COMPONENT)):
         name = job["metadata"]["name"]
@@ -111,8 +112,8 @@ async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunSt
             continue  # a label match only: another object's Job (labels are not proof of ownership)
         if name != run.job_name and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
             await client.delete("batch/v1", "Job", ns, name, propagation="Background")
-            kopf.event(body, type="Normal", reason="RunSuperseded",
-                       message=f"stopped Job {name}: the spec changed, run {run.run_id} replaces it")
+            stopped.append(name)
+    return stopped
 
 
 async def _sync_suspend(ftj: FineTuneJob, job: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +153,9 @@ async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
     refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
     if job is None and not ftj.spec.suspend and not finished_before and not refused:
         job = await _ensure_job(body, ftj, run, logger)
-        await _stop_superseded(body, ftj, run)
+        for name in await _stop_superseded(body, ftj, run):
+            kopf.event(body, type="Normal", reason="RunSuperseded",
+                       message=f"stopped Job {name}: the spec changed, run {run.run_id} replaces it")
     elif job is not None:
         job = await _sync_suspend(ftj, job)
     pods: tuple = ()
