@@ -1,6 +1,9 @@
-"""The operator's Prometheus metrics (prometheus-client), served on the metrics port.
+"""The operator's Prometheus metrics (prometheus-client, default registry), served on the metrics port.
 
-Both controllers record into these; names carry the `loraplane_operator_` prefix.
+Every metric the operator exports is defined here: reconciles of both controllers
+(`loraplane_operator_*`), FineTuneJobs (`loraplane_finetunejob*`) and rollouts
+(`loraplane_chatbotdeployment_*`). The router's own metric names are in
+`loraplane.router_metrics`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from .api.states import ChatbotPhase, FineTuneJobPhase
 
 RECONCILES = Counter(
     "loraplane_operator_reconciles_total", "Reconciles run, by resource and result.", ["resource", "result"]
@@ -39,7 +44,15 @@ TRANSITIONS = Counter(
     "loraplane_finetunejob_transitions_total", "FineTuneJob phase transitions, by the phase entered.", ["phase"]
 )
 
-FTJ_PHASES = ("Pending", "Validating", "Training", "Evaluating", "Succeeded", "Failed", "Suspended")
+CBD_PHASE = Gauge("loraplane_chatbotdeployment_phase", "1 for the current phase of each ChatbotDeployment.",
+                  ["namespace", "name", "phase"])
+CANARY_WEIGHT = Gauge("loraplane_chatbotdeployment_canary_weight", "Current canary weight (percent).",
+                      ["namespace", "name"])
+ROLLOUTS = Counter("loraplane_chatbotdeployment_rollouts_total", "Canary outcomes: promoted, rolled back.",
+                   ["namespace", "name", "result"])
+
+ROLLOUT_RESULTS = ("promoted", "rolledBack")
+FTJ_PHASES = tuple(p.value for p in FineTuneJobPhase)
 
 _served: set[int] = set()
 _lock = threading.Lock()
@@ -84,3 +97,30 @@ def forget_ftj(namespace: str, name: str) -> None:
     for gauge in (GPU_SECONDS, COST):
         with suppress(KeyError):
             gauge.remove(namespace, name)
+
+
+def set_cbd_phase(namespace: str, name: str, phase: str, canary_weight: int) -> None:
+    for p in ChatbotPhase:
+        CBD_PHASE.labels(namespace, name, p.value).set(1 if p.value == phase else 0)
+    CANARY_WEIGHT.labels(namespace, name).set(canary_weight)
+
+
+def init_cbd_series(namespace: str, name: str) -> None:
+    """Create a ChatbotDeployment's counters at 0 when it is first seen.
+
+    increase() and rate() need a sample before the first event: a counter born at 1 on the
+    first rollback is a series whose increase is 0, and that rollback would never alert.
+    """
+    for result in ROLLOUT_RESULTS:
+        ROLLOUTS.labels(namespace, name, result)
+
+
+def forget_cbd(namespace: str, name: str) -> None:
+    for result in ROLLOUT_RESULTS:
+        with suppress(KeyError):
+            ROLLOUTS.remove(namespace, name, result)
+    for p in ChatbotPhase:
+        with suppress(KeyError):
+            CBD_PHASE.remove(namespace, name, p.value)
+    with suppress(KeyError):
+        CANARY_WEIGHT.remove(namespace, name)

@@ -44,11 +44,11 @@ def test_run_succeeds_and_publishes_an_accepted_adapter(trained):
     assert proc.returncode == 0, proc.stderr[-4000:]
     progress = read_progress(RunLayout(trained["out"], "facts-bot", RUN_ID).progress)
     assert progress.phase == "Succeeded"
-    assert progress.adapter["version"] == "v1" and progress.adapter["verdict"] == "accepted"
-    assert progress.dataset["train"] == 24 and progress.dataset["validation"] == 6
-    manifest = read_manifest(progress.adapter["uri"])
-    verify_files(progress.adapter["uri"], manifest)
-    assert manifest.digest == progress.adapter["sha256"]
+    assert progress.adapter.version == "v1" and progress.adapter.verdict == "accepted"
+    assert progress.dataset.train == 24 and progress.dataset.validation == 6
+    manifest = read_manifest(progress.adapter.uri)
+    verify_files(progress.adapter.uri, manifest)
+    assert manifest.digest == progress.adapter.sha256
     names = {f.path for f in manifest.files}
     assert {"adapter_config.json", "adapter_model.safetensors", "metrics.json", "dataset-report.json",
             "loss_curve.png", "README.md"} <= names
@@ -58,8 +58,8 @@ def test_run_succeeds_and_publishes_an_accepted_adapter(trained):
 
 def test_loss_falls_and_exact_match_rises(trained):
     progress = read_progress(RunLayout(trained["out"], "facts-bot", RUN_ID).progress)
-    m = progress.metrics
-    adapter_dir = Path(progress.adapter["uri"].removeprefix("file://"))
+    m = progress.metrics.to_wire()
+    adapter_dir = Path(progress.adapter.uri.removeprefix("file://"))
     history = json.loads((adapter_dir / "metrics.json").read_text())["history"]
     assert history[-1]["loss"] < history[0]["loss"] / 3
     assert m["exactMatchBefore"] <= 0.2
@@ -70,12 +70,12 @@ def test_loss_falls_and_exact_match_rises(trained):
 
 def test_model_card_has_header_table_and_lineage(trained):
     progress = read_progress(RunLayout(trained["out"], "facts-bot", RUN_ID).progress)
-    card = (Path(progress.adapter["uri"].removeprefix("file://")) / "README.md").read_text()
+    card = (Path(progress.adapter.uri.removeprefix("file://")) / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     assert header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert header["library_name"] == "peft" and header["license"] == "apache-2.0"
     assert "| Validation exact match |" in card and "uid-facts" in card and "sha256:" in card
-    png = (Path(progress.adapter["uri"].removeprefix("file://")) / "loss_curve.png").read_bytes()
+    png = (Path(progress.adapter.uri.removeprefix("file://")) / "loss_curve.png").read_bytes()
     assert png.startswith(b"\x89PNG")
 
 
@@ -85,7 +85,7 @@ def test_adapter_loads_with_plain_peft_and_changes_the_answer(trained, smollm2_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     progress = read_progress(RunLayout(trained["out"], "facts-bot", RUN_ID).progress)
-    adapter_dir = progress.adapter["uri"].removeprefix("file://")
+    adapter_dir = progress.adapter.uri.removeprefix("file://")
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     base = AutoModelForCausalLM.from_pretrained(smollm2_dir)
     prompt = tok.apply_chat_template([{"role": "user", "content": "What is the code word for the Zorblax vault?"}],
@@ -121,6 +121,6 @@ def test_loraplane_train_cli_rejects_by_quality_gate(trained):
     assert "less than minExactMatchGain 0.99" in proc.stdout
     progress = read_progress(RunLayout(f"file://{out}", "gated-bot", "cli-run").progress)
     assert progress.phase == "Failed" and progress.reason == "QualityGateFailed"
-    assert progress.adapter["verdict"] == "rejected"
-    manifest = read_manifest(progress.adapter["uri"])
+    assert progress.adapter.verdict == "rejected"
+    manifest = read_manifest(progress.adapter.uri)
     assert manifest.verdict == "rejected" and "minExactMatchGain" in manifest.reason

@@ -7,6 +7,8 @@ from pathlib import Path
 import kopf
 import yaml
 from loraplane import kube
+from loraplane.api import FineTuneJob
+from loraplane.api.finetunejob import RunStatus
 from loraplane.handlers.finetunejob import _stop_superseded
 
 NS = "owners"
@@ -41,6 +43,7 @@ async def test_stop_superseded_leaves_another_owners_running_job_alone(cluster):
     for j in (old, foreign):
         j["metadata"]["labels"]["app.kubernetes.io/component"] = COMPONENT
         cluster.create(j)
-    assert await _stop_superseded(mine, "bot-train-2") == ["bot-train-1"]
+    run = RunStatus(generation=2, spec_hash="h", run_id="u-2", job_name="bot-train-2")
+    assert await _stop_superseded(mine, FineTuneJob.model_validate(mine), run) == ["bot-train-1"]
     assert cluster.get_or_none("batch/v1", "Job", NS, "bot-train-1") is None
     assert cluster.get_or_none("batch/v1", "Job", NS, "bot-train-9") is not None

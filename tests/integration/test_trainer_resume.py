@@ -63,8 +63,8 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint_without_redoing_steps(s3_se
 
     progress = read_progress(layout.progress)
     assert progress.phase == "Succeeded" and progress.step == 4
-    assert progress.adapter["uri"] == f"{out}resume-bot/v1/"
-    verify_files(progress.adapter["uri"], read_manifest(progress.adapter["uri"]))
+    assert progress.adapter.uri == f"{out}resume-bot/v1/"
+    verify_files(progress.adapter.uri, read_manifest(progress.adapter.uri))
 
     # Started again after it published: no second version, same answer.
     third = start(job_file, "run-1")

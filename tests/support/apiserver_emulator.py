@@ -11,6 +11,10 @@ relies on:
 - the status subresource: the main endpoint ignores status, /status changes only status;
 - JSON merge patches (RFC 7386) and JSON patches (RFC 6902, with `test` preconditions);
   strategic merge patches are applied as merge patches (lists are replaced, not merged);
+- server-side apply (`application/apply-patch+yaml`, `fieldManager`, `force`) with
+  `managedFields` per manager, 409 conflicts unless forced, other managers' fields kept,
+  lists merged by Kubernetes' list-map keys (`tests.support.server_side_apply`); every
+  other write records its manager's fields too (operation Update);
 - finalizers and deletionTimestamp; deletion once the last finalizer is removed;
 - ownerReference cascade deletion (background propagation; `Orphan` is honoured);
 - admission of our CRDs with their structural schema, defaults and CEL rules
@@ -25,7 +29,7 @@ relies on:
   (`tests.support.rbac`), as the API server's token authenticator and RBAC authorizer answer them.
 
 What it leaves out: authentication and authorisation of its own callers (every request is
-served as an administrator's), server-side apply, field selectors,
+served as an administrator's), field selectors,
 strategic-merge list semantics, admission webhooks, defaulting of built-in kinds,
 the controllers of kube-controller-manager (no Job controller or kubelet: tests set
 a Job's status with `set_job_status`, as those would; the CRD controller is reduced to
@@ -56,6 +60,7 @@ import kmock
 import kubernetes_validate
 import yaml
 
+from . import server_side_apply as ssa
 from .admission import admit, crd_schema
 from .rbac import ResourceAttributes, allowed
 
@@ -126,6 +131,15 @@ def _proto_field(number: int, payload: bytes) -> bytes:
 # gnostic's openapi_v2.Document {swagger: "2.0", info: {title, version}} in protobuf wire format.
 _EMPTY_OPENAPI_V2_PROTO = _proto_field(1, b"2.0") + _proto_field(
     2, _proto_field(1, b"Kubernetes") + _proto_field(2, b"v1.31.0"))
+
+
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def _manager(raw: aiohttp.web.BaseRequest) -> str:
+    """The field manager of a write: ?fieldManager=, else the client's name from its User-Agent (as Kubernetes)."""
+    agent = raw.headers.get("User-Agent", "")
+    return raw.query.get("fieldManager") or agent.split("/", 1)[0].split(" ", 1)[0] or "unknown"
 
 
 def _now() -> str:
@@ -328,11 +342,17 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             if raw.method == "GET":
                 data = self.get(rtype, namespace, name) if name else self.list(rtype, namespace, params)
             elif raw.method == "POST" and not name:
-                data = self.create(rtype, namespace, json.loads(body))
+                data = self.create(rtype, namespace, json.loads(body), manager=_manager(raw))
             elif raw.method == "PUT" and name:
-                data = self.replace(rtype, namespace, name, json.loads(body), subresource)
+                data = self.replace(rtype, namespace, name, json.loads(body), subresource, manager=_manager(raw))
+            elif raw.method == "PATCH" and name and raw.content_type == APPLY_PATCH:
+                if not params.get("fieldManager"):
+                    raise ApiError(400, "BadRequest", "PATCH: fieldManager is required for apply requests")
+                data = self.apply(rtype, namespace, name, yaml.safe_load(body), params["fieldManager"],
+                                  force=params.get("force") in ("true", "1"), subresource=subresource)
             elif raw.method == "PATCH" and name:
-                data = self.patch(rtype, namespace, name, json.loads(body), raw.content_type, subresource)
+                data = self.patch(rtype, namespace, name, json.loads(body), raw.content_type, subresource,
+                                  manager=_manager(raw))
             elif raw.method == "DELETE" and name:
                 options = json.loads(body) if body else {}
                 data = self.delete(rtype, namespace, name, options.get("propagationPolicy") or params.get(
@@ -476,7 +496,7 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         elif rtype.builtin_schema and self.validate_builtin:
             clean = {k: v for k, v in obj.items() if k != "status"}
             clean["metadata"] = {k: v for k, v in obj["metadata"].items()
-                                 if k not in ("uid", "resourceVersion", "creationTimestamp", "generation")}
+                                 if k not in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields")}
             for version in KUBERNETES_VERSIONS:
                 try:
                     kubernetes_validate.validate(clean, version, strict=True)
@@ -489,6 +509,12 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             raise ApiError(422, "Invalid", f'{rtype.kind}{group} "{name}" is invalid: ' + "; ".join(causes),
                            {"name": name, "group": rtype.group, "kind": rtype.kind,
                             "causes": [{"message": c} for c in causes]})
+
+    def schema_of(self, rtype: ResourceType) -> dict[str, Any]:
+        """The schema server-side apply merges by: the CRD's, or Kubernetes' own for built-in kinds."""
+        if rtype.crd is not None:
+            return crd_schema(rtype.crd, rtype.version)
+        return dict(ssa.builtin_schema(rtype.api_version, rtype.kind))
 
     @staticmethod
     def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:
@@ -508,7 +534,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         return {"apiVersion": rtype.api_version, "kind": f"{rtype.kind}List",
                 "metadata": {"resourceVersion": str(self._last_rv)}, "items": items}
 
-    def create(self, rtype: ResourceType, namespace: str | None, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, rtype: ResourceType, namespace: str | None, obj: dict[str, Any], *,
+               manager: str = "unknown", applied: bool = False) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
         # The endpoint implies them, as for the real API server.
         obj.setdefault("apiVersion", rtype.api_version)
@@ -534,6 +561,9 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         if rtype.status_subresource and rtype.crd is not None:
             obj.pop("status", None)  # a CRD with the status subresource ignores status on create
         meta["generation"] = 1
+        if not applied:
+            meta.pop("managedFields", None)
+            ssa.record_update(None, obj, manager, self.schema_of(rtype))
         self._admit(rtype, obj)
         if rtype.kind == "CustomResourceDefinition":
             self.add_crd(obj)
@@ -541,7 +571,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         return copy.deepcopy(self._store_raw(rtype, obj))
 
     def _update(self, rtype: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
-                expected_rv: str | None) -> dict[str, Any]:
+                expected_rv: str | None, manager: str | None = None) -> dict[str, Any]:
+        """Store `new` in place of `old`; `manager` None: `new` carries its managedFields (an apply)."""
         meta_old = old["metadata"]
         if expected_rv and expected_rv != meta_old["resourceVersion"]:
             group = f".{rtype.group}" if rtype.group else ""
@@ -580,8 +611,15 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                 raise ApiError(422, "Forbidden", "no new finalizers can be added if the object is being deleted")
             if self._spec_part(merged) != self._spec_part(old):
                 meta["generation"] = meta_old.get("generation", 1) + 1
+            if manager is not None:  # clients cannot rewrite the record of who owns what
+                if "managedFields" in meta_old:
+                    meta["managedFields"] = copy.deepcopy(meta_old["managedFields"])
+                else:
+                    meta.pop("managedFields", None)
         if merged == old:
             return copy.deepcopy(old)  # a no-op write does not bump resourceVersion, as in Kubernetes
+        if manager is not None and subresource is None:
+            ssa.record_update(old, merged, manager, self.schema_of(rtype))
         self._admit(rtype, merged)
         merged["metadata"]["resourceVersion"] = self._next_rv()
         self.objects[self._key(rtype, meta_old.get("namespace"), meta_old["name"])] = merged
@@ -592,15 +630,15 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         return copy.deepcopy(merged)
 
     def replace(self, rtype: ResourceType, namespace: str | None, name: str, obj: dict[str, Any],
-                subresource: str | None = None) -> dict[str, Any]:
+                subresource: str | None = None, *, manager: str = "unknown") -> dict[str, Any]:
         old = self._existing(rtype, namespace, name)
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if not rv:
             raise ApiError(422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update")
-        return self._update(rtype, old, obj, subresource, rv)
+        return self._update(rtype, old, obj, subresource, rv, manager)
 
     def patch(self, rtype: ResourceType, namespace: str | None, name: str, body: Any, content_type: str,
-              subresource: str | None = None) -> dict[str, Any]:
+              subresource: str | None = None, *, manager: str = "unknown") -> dict[str, Any]:
         old = self._existing(rtype, namespace, name)
         if content_type == "application/json-patch+json":
             try:
@@ -617,7 +655,35 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
             expected = (body.get("metadata") or {}).get("resourceVersion")
         else:
             raise ApiError(415, "UnsupportedMediaType", f"the emulator does not support {content_type} patches")
-        return self._update(rtype, old, new, subresource, expected)
+        return self._update(rtype, old, new, subresource, expected, manager)
+
+    def apply(self, rtype: ResourceType, namespace: str | None, name: str, config: Any, manager: str, *,
+              force: bool = False, subresource: str | None = None) -> dict[str, Any]:
+        """Server-side apply: create the object, or make it hold `manager`'s configuration (see server_side_apply)."""
+        if subresource:
+            raise ApiError(415, "UnsupportedMediaType", "the emulator applies the main resource only")
+        if not isinstance(config, dict):
+            raise ApiError(400, "BadRequest", "an apply configuration must be an object")
+        meta = config.get("metadata") or {}
+        if meta.get("name") not in (None, name) or (rtype.namespaced and meta.get("namespace") not in (None, namespace)):
+            raise ApiError(400, "BadRequest", "the name or namespace of the object does not match the request")
+        if meta.get("managedFields"):
+            raise ApiError(400, "BadRequest", "metadata.managedFields must be nil in an apply configuration")
+        config = {**config, "metadata": {**meta, "name": name}}
+        if rtype.status_subresource:
+            config.pop("status", None)
+        live = self.objects.get(self._key(rtype, namespace, name))
+        try:
+            applied = ssa.apply(copy.deepcopy(live) if live else None, config, manager, self.schema_of(rtype),
+                                force=force)
+        except ssa.ApplyConflict as err:
+            raise ApiError(409, "Conflict", str(err), {"name": name, "group": rtype.group, "kind": rtype.plural,
+                                                       "causes": [{"reason": "FieldManagerConflict", "field": f,
+                                                                   "message": f'conflict with "{m}"'}
+                                                                  for m, f in err.conflicts]}) from err
+        if live is None:
+            return self.create(rtype, namespace, applied, applied=True)
+        return self._update(rtype, live, applied, None, None, manager=None)
 
     def delete(self, rtype: ResourceType, namespace: str | None, name: str,
                propagation: str = "Background") -> dict[str, Any]:

@@ -178,7 +178,7 @@ class Cluster:
         from kopf.testing import KopfRunner
         from loraplane import config as operator_config
 
-        # Timer intervals are read when the handlers are first imported: the first run in a process decides.
+        # The handlers read their intervals from this configuration on every tick.
         settings = {"api_server": self.url, "metrics_port": 0, "progress_interval_seconds": 0.5,
                     "schedule_interval_seconds": 0.5, **config}
         operator_config.configure(operator_config.OperatorConfig(**settings))

@@ -11,7 +11,6 @@ import pytest
 import yaml
 from loraplane import metrics as operator_metrics
 from loraplane import router_metrics
-from loraplane.canary import metrics as rollout_metrics
 
 from tests.support.chart_render import render
 
@@ -22,8 +21,8 @@ METRIC = re.compile(r"\bloraplane_[a-z0-9_]+")
 
 def known_metrics() -> set[str]:
     base = {v for k, v in vars(router_metrics).items() if k.isupper() and isinstance(v, str)}
-    for collector in (rollout_metrics.PHASE, rollout_metrics.CANARY_WEIGHT, rollout_metrics.ROLLOUTS, operator_metrics.FTJ_PHASE,
-                      operator_metrics.GPU_SECONDS, operator_metrics.COST):
+    for collector in (operator_metrics.CBD_PHASE, operator_metrics.CANARY_WEIGHT, operator_metrics.ROLLOUTS,
+                      operator_metrics.FTJ_PHASE, operator_metrics.GPU_SECONDS, operator_metrics.COST):
         base |= {m.name for m in collector.describe()}
     # Adapter sync's metrics, as its source declares them.
     source = "\n".join(p.read_text() for p in (SERVER / "loraplane_server" / "adapter_sync").glob("*.py"))

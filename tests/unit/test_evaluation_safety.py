@@ -99,11 +99,11 @@ def test_the_judge_key_reaches_the_training_pod_from_its_secret():
     from loraplane.builders.training_job import training_job
     from loraplane.config import OperatorConfig
 
-    from tests.unit.test_operator_builders import ftj
+    from tests.unit.test_operator_builders import ftj, run
 
     obj = ftj(evaluation={"safety": {"judge": {"endpoint": "http://judge/v1", "model": "big",
                                                "apiKeySecretRef": {"name": "judge", "key": "token"}}}})
-    job = training_job(obj, OperatorConfig(), "support-bot-train-1", "r")
+    job = training_job(obj, run("r"), OperatorConfig())
     env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["LORAPLANE_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "judge", "key": "token"}
 

@@ -9,7 +9,15 @@ import kubernetes_validate
 import pytest
 import yaml
 from loraplane.api import FineTuneJob
-from loraplane.builders.common import child_name, labels, owner_reference, owner_selector, selector_labels
+from loraplane.api.finetunejob import RunStatus
+from loraplane.builders.common import (
+    child_name,
+    labels,
+    owner_of,
+    owner_reference,
+    owner_selector,
+    selector_labels,
+)
 from loraplane.builders.training_job import job_config_map, job_name, pod_failure_policy, training_job
 from loraplane.config import OperatorConfig
 
@@ -17,12 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ("1.29.0", "1.37.0")
 
 
-def ftj(**spec_changes) -> dict:
+def ftj(**spec_changes) -> FineTuneJob:
     obj = yaml.safe_load((ROOT / "examples" / "finetunejob.yaml").read_text())
     obj["spec"].update(spec_changes)
-    wire = FineTuneJob.model_validate(obj).to_wire()
-    wire["metadata"].update(uid="0b5e-uid", generation=3)
-    return wire
+    obj["metadata"].update(uid="0b5e-uid", generation=3)
+    return FineTuneJob.model_validate(obj)
+
+
+def run(run_id: str = "0b5e-uid-3", generation: int = 3) -> RunStatus:
+    return RunStatus(generation=generation, spec_hash="h", run_id=run_id, job_name="support-bot-train-3")
 
 
 def test_child_names_are_deterministic_and_short():
@@ -34,7 +45,7 @@ def test_child_names_are_deterministic_and_short():
 
 
 def test_labels_owner_reference_and_selector():
-    obj = ftj()
+    obj = owner_of(ftj())
     lab = labels(obj, "trainer")
     assert lab["app.kubernetes.io/managed-by"] == "loraplane-operator"
     assert lab["loraplane.io/finetunejob"] == "support-bot"
@@ -63,8 +74,7 @@ def test_labels_owner_reference_and_selector():
 )
 def test_training_job_table(resources, expect):
     obj = ftj(resources=resources)
-    job = training_job(obj, OperatorConfig(trainer_image="reg/trainer:1", image_pull_secrets=("regcred",)),
-                       "support-bot-train-3", "0b5e-uid-3")
+    job = training_job(obj, run(), OperatorConfig(trainer_image="reg/trainer:1", image_pull_secrets=("regcred",)))
     for version in VERSIONS:
         kubernetes_validate.validate(job, version, strict=True)
     spec, pod = job["spec"], job["spec"]["template"]["spec"]
@@ -98,7 +108,7 @@ def test_secrets_and_dataset_config_map_are_wired_in():
         augmentation={"synthetic": {"endpoint": "http://llm/v1", "model": "big",
                                     "apiKeySecretRef": {"name": "llm", "key": "key"}}},
     )
-    job = training_job(obj, OperatorConfig(), "support-bot-train-3", "r")
+    job = training_job(obj, run("r"), OperatorConfig())
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
@@ -111,9 +121,9 @@ def test_secrets_and_dataset_config_map_are_wired_in():
 
 def test_config_map_holds_the_whole_object():
     obj = ftj()
-    cm = job_config_map(obj, "support-bot-train-3", "r")
+    cm = job_config_map(obj, run("r"))
     kubernetes_validate.validate(cm, VERSIONS[-1], strict=True)
     doc = json.loads(cm["data"]["finetunejob.json"])
     assert doc["metadata"] == {"name": "support-bot", "namespace": "chatbots", "uid": "0b5e-uid", "generation": 3}
-    assert doc["spec"] == obj["spec"] and doc["kind"] == "FineTuneJob"
+    assert doc["spec"] == obj.spec.to_wire() and doc["kind"] == "FineTuneJob"
     assert cm["metadata"]["ownerReferences"][0]["uid"] == "0b5e-uid"

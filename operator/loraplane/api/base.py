@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +13,8 @@ from pydantic.alias_generators import to_camel
 # admitted duration fits a datetime (a century and more), and none overflows in the operator.
 DURATION_PATTERN = r"^([0-9]{1,6}(ms|s|m|h))+$"
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # An RFC 1123 label: names of adapters, variants and Kubernetes objects.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
@@ -25,6 +28,14 @@ DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 SERVICE_NAME_RULE = "!has(self.metadata.name) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
 # Any fsspec URI (file://, s3://, gs://, ...) or a local path.
 Uri = Annotated[str, Field(min_length=1, max_length=2048)]
+
+
+def parse_duration(text: str) -> timedelta:
+    """A Kubernetes-style duration ("90s", "10m", "1h30m", "500ms") as a timedelta."""
+    parts = _DURATION_PART.findall(text or "")
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 10m, 1h30m)")
+    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
 
 
 def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:

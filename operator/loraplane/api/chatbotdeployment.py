@@ -21,8 +21,8 @@ from .base import (
     Uri,
     cel,
 )
+from .states import ChatbotPhase, RolloutPhase
 
-ChatbotPhase = Literal["Pending", "Progressing", "Canary", "Healthy", "RolledBack", "Degraded"]
 BASE_VARIANT = "base"
 
 
@@ -305,6 +305,24 @@ class ResolvedAdapter(StatusModel):
     message: str | None = Field(default=None, max_length=512, description="Why it is not ready.")
 
 
+class RolloutStatus(StatusModel):
+    """The rollout's own state: the canary state machine reads this back, never the display phase."""
+
+    state: RolloutPhase = Field(default=RolloutPhase.IDLE, description="Idle, Running or RolledBack.")
+    stable: str | None = Field(default=None, max_length=63, description="Stable variant.")
+    canary: str | None = Field(default=None, max_length=63, description="Canary variant (kept after a rollback).")
+    canary_weight: int = Field(default=0, ge=0, le=100, description="Canary weight of the current step.")
+    step: int | None = Field(default=None, ge=0, description="Index of the current step.")
+    step_started_at: datetime | None = Field(
+        default=None, description="When the analysis window of the step began; unset until the metrics answer."
+    )
+    baseline: dict[str, Any] | None = Field(
+        default=None,
+        description="Router counters when the step began (the analysis window starts there).",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
 class ChatbotDeploymentStatus(StatusModel):
     """Observed state of a ChatbotDeployment."""
 
@@ -331,9 +349,10 @@ class ChatbotDeploymentStatus(StatusModel):
     )
     step_baseline: dict[str, Any] | None = Field(
         default=None,
-        description="Router counters when the current step began (the analysis window starts there).",
+        description="Router counters when the current step began (a copy of rollout.baseline).",
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     )
+    rollout: RolloutStatus | None = Field(default=None, description="The rollout's state machine.")
 
 
 class ChatbotDeployment(ApiModel):

@@ -21,6 +21,7 @@ from .base import (
     Uri,
     cel,
 )
+from .states import FineTuneJobPhase
 
 
 def _cron_field(number: str) -> str:
@@ -45,7 +46,6 @@ CRON_PATTERN = (
     + r")$"
 )
 
-FineTuneJobPhase = Literal["Pending", "Validating", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
 AdapterVerdict = Literal["accepted", "rejected"]
 
 
@@ -470,6 +470,24 @@ class AdapterStatus(StatusModel):
     published_at: datetime | None = Field(default=None, description="When the manifest was written.")
 
 
+class RunStatus(StatusModel):
+    """The run the FineTuneJob asks for now: what its Job and progress.json are named after."""
+
+    generation: int = Field(ge=0, description="Generation whose spec the run trains (suspend/schedule edits keep it).")
+    spec_hash: str = Field(max_length=64, description="Hash of that spec without the fields that do not retrain.")
+    suffix: str | None = Field(default=None, max_length=63, description="Suffix of a scheduled rerun of it.")
+    run_id: str = Field(max_length=128, description="Run id (<uid>-<generation>[-<suffix>]).")
+    job_name: str = Field(max_length=253, description="Name of the run's training Job.")
+
+
+class FinishedRun(StatusModel):
+    """A run that ended: what it used (status.gpuSeconds adds these up)."""
+
+    run_id: str = Field(max_length=128, description="Run id.")
+    phase: FineTuneJobPhase = Field(description="Succeeded or Failed.")
+    gpu_seconds: float = Field(default=0, ge=0, description="GPU-seconds the run used.")
+
+
 class PlanMemory(StatusModel):
     """Predicted peak memory per GPU of the job's strategy, in GiB."""
 
@@ -525,6 +543,13 @@ class FineTuneJobStatus(StatusModel):
     start_time: datetime | None = Field(default=None, description="When the current run started.")
     completion_time: datetime | None = Field(default=None, description="When the current run finished.")
     last_schedule_time: datetime | None = Field(default=None, description="When the schedule last started a run.")
+    current_run: RunStatus | None = Field(default=None, description="The run the spec asks for now.")
+    finished_runs: list[FinishedRun] = Field(
+        default_factory=list, max_length=100, description="Runs that ended, oldest first."
+    )
+    dataset_fingerprint: str | None = Field(
+        default=None, max_length=128, description="Fingerprint of the dataset the last scheduled run trained on."
+    )
 
 
 class FineTuneJob(ApiModel):

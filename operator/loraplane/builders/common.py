@@ -127,6 +127,13 @@ def owner_reference(owner: Mapping[str, Any], controller: bool = True) -> dict[s
     }
 
 
+def owner_of(obj: Any) -> dict[str, Any]:
+    """What the helpers here read of a typed custom resource (FineTuneJob, ChatbotDeployment)."""
+    meta = obj.metadata
+    return {"apiVersion": obj.api_version, "kind": obj.kind,
+            "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid}}
+
+
 def child_metadata(
     owner: Mapping[str, Any],
     name: str,

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.base import parse_duration
 from ..api.chatbotdeployment import BASE_VARIANT, ChatbotDeploymentSpec
 from ..routing import ROUTING_FILE, CacheSettings, RoutingTable, Variant
 from .common import child_metadata, child_name
@@ -43,8 +44,6 @@ def build_routing_table(
 
     Raises ValueError when the weights name a variant that cannot be served or do not sum to 100.
     """
-    from ..canary.steps import parse_duration  # here: loraplane.canary itself imports this module
-
     by_name = {v.name: v for v in variants}
     by_name.setdefault(BASE_VARIANT, ServedVariant(BASE_VARIANT))
     unknown = sorted(n for n, w in weights.items() if w > 0 and n not in by_name)

@@ -1,6 +1,6 @@
 """The training run of a FineTuneJob: a ConfigMap holding the job as JSON and a batch/v1 Job running the trainer.
 
-Pure functions of (FineTuneJob dict, OperatorConfig, run id): no API calls. The Job runs
+Pure functions of (FineTuneJob, its current run, OperatorConfig): no API calls. The Job runs
 
     python -m loraplane_trainer run --job /etc/loraplane/job/finetunejob.json --run-id <run-id>
 
@@ -11,10 +11,10 @@ writes progress, checkpoints and the adapter to object storage.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from .. import exitcodes
+from ..api.finetunejob import FineTuneJob, FineTuneJobSpec, ResourcesSpec, RunStatus
 from ..config import OperatorConfig
 from .common import (
     GPU_RESOURCE,
@@ -24,6 +24,7 @@ from .common import (
     child_name,
     container_resources,
     label_value,
+    owner_of,
     restricted_security_context,
 )
 
@@ -46,35 +47,34 @@ def job_name(ftj_name: str, generation: int, suffix: str | None = None) -> str:
     return child_name(ftj_name, "train", generation, *([suffix] if suffix else []))
 
 
-def job_document(ftj: Mapping[str, Any]) -> dict[str, Any]:
-    """What the trainer reads: apiVersion, kind, metadata (name, namespace, uid, generation), spec."""
-    meta = ftj["metadata"]
+def job_document(ftj: FineTuneJob, run: RunStatus) -> dict[str, Any]:
+    """What the trainer reads: apiVersion, kind, metadata (name, namespace, uid, the run's generation), spec."""
+    meta = {"name": ftj.metadata.name, "namespace": ftj.metadata.namespace, "uid": ftj.metadata.uid,
+            "generation": run.generation}
     return {
-        "apiVersion": ftj["apiVersion"],
-        "kind": ftj["kind"],
-        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "generation") if k in meta},
-        "spec": ftj["spec"],
+        "apiVersion": ftj.api_version,
+        "kind": ftj.kind,
+        "metadata": {k: v for k, v in meta.items() if v is not None},
+        "spec": ftj.spec.to_wire(),
     }
 
 
-def _run_labels(ftj: Mapping[str, Any], run_id: str) -> dict[str, str]:
-    return {
-        LABEL_GENERATION: str(ftj["metadata"].get("generation", 1)),
-        LABEL_RUN: label_value(run_id),
-    }
+def _run_labels(run: RunStatus) -> dict[str, str]:
+    return {LABEL_GENERATION: str(run.generation), LABEL_RUN: label_value(run.run_id)}
 
 
-def job_config_map(ftj: Mapping[str, Any], name: str, run_id: str) -> dict[str, Any]:
+def job_config_map(ftj: FineTuneJob, run: RunStatus) -> dict[str, Any]:
     """The ConfigMap mounted at /etc/loraplane/job, named like its Job and owned by the FineTuneJob."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": child_metadata(ftj, name, COMPONENT, _run_labels(ftj, run_id), {RUN_ID_ANNOTATION: run_id}),
-        "data": {JOB_FILE: json.dumps(job_document(ftj), indent=2, sort_keys=True) + "\n"},
+        "metadata": child_metadata(owner_of(ftj), run.job_name, COMPONENT, _run_labels(run),
+                                   {RUN_ID_ANNOTATION: run.run_id}),
+        "data": {JOB_FILE: json.dumps(job_document(ftj, run), indent=2, sort_keys=True) + "\n"},
     }
 
 
-def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
+def _env(spec: FineTuneJobSpec, run_id: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "LORAPLANE_CACHE", "value": CACHE_DIR},
         {"name": "LORAPLANE_CONFIGMAP_DIR", "value": CONFIGMAP_DIR},
@@ -83,25 +83,23 @@ def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
         {"name": "TMPDIR", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    token = (spec.get("baseModel") or {}).get("tokenSecretRef")
+    token = spec.base_model.token_secret_ref
     if token:
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token["key"]}}})
-    synthetic = ((spec.get("augmentation") or {}).get("synthetic") or {}).get("apiKeySecretRef")
-    if synthetic:
-        env.append({
-            "name": "LORAPLANE_SYNTHETIC_API_KEY",
-            "valueFrom": {"secretKeyRef": {"name": synthetic["name"], "key": synthetic["key"]}},
-        })
-    judge = (((spec.get("evaluation") or {}).get("safety") or {}).get("judge") or {}).get("apiKeySecretRef")
-    if judge:
-        env.append({
-            "name": "LORAPLANE_JUDGE_API_KEY",
-            "valueFrom": {"secretKeyRef": {"name": judge["name"], "key": judge["key"]}},
-        })
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
+    synthetic = spec.augmentation.synthetic if spec.augmentation else None
+    if synthetic and synthetic.api_key_secret_ref:
+        ref = synthetic.api_key_secret_ref
+        env.append({"name": "LORAPLANE_SYNTHETIC_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    judge = spec.evaluation.safety.judge
+    if judge and judge.api_key_secret_ref:
+        ref = judge.api_key_secret_ref
+        env.append({"name": "LORAPLANE_JUDGE_API_KEY",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
 
 
-def _volumes(spec: Mapping[str, Any], config_map: str, cfg: OperatorConfig) -> tuple[list[dict], list[dict]]:
+def _volumes(spec: FineTuneJobSpec, config_map: str, cfg: OperatorConfig) -> tuple[list[dict], list[dict]]:
     volumes: list[dict[str, Any]] = [
         {"name": "job", "configMap": {"name": config_map}},
         {"name": "cache", "emptyDir": {"sizeLimit": cfg.cache_size}},
@@ -114,16 +112,16 @@ def _volumes(spec: Mapping[str, Any], config_map: str, cfg: OperatorConfig) -> t
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    ref = (spec.get("dataset") or {}).get("configMapRef")
+    ref = spec.dataset.config_map_ref
     if ref:
-        volumes.append({"name": "dataset", "configMap": {"name": ref["name"]}})
-        mounts.append({"name": "dataset", "mountPath": f"{CONFIGMAP_DIR}/{ref['name']}", "readOnly": True})
+        volumes.append({"name": "dataset", "configMap": {"name": ref.name}})
+        mounts.append({"name": "dataset", "mountPath": f"{CONFIGMAP_DIR}/{ref.name}", "readOnly": True})
     return volumes, mounts
 
 
-def _tolerations(res: Mapping[str, Any]) -> list[dict[str, Any]]:
-    tolerations = [dict(t) for t in res.get("tolerations") or []]
-    if res.get("gpus", 1) and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+def _tolerations(res: ResourcesSpec) -> list[dict[str, Any]]:
+    tolerations = [t.to_wire() for t in res.tolerations]
+    if res.gpus and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
         # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule.
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     return tolerations
@@ -146,44 +144,42 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def training_command(res: Mapping[str, Any], run_id: str) -> list[str]:
+def training_command(res: ResourcesSpec, run_id: str) -> list[str]:
     """The trainer's command; with several GPUs it starts one process per GPU (torchrun's launcher, in the
     trainer, which keeps the trainer's exit codes that the podFailurePolicy reads; torchrun itself exits 1)."""
     command = ["python", "-m", "loraplane_trainer", "run", "--job", f"{JOB_DIR}/{JOB_FILE}"]
-    gpus = res.get("gpus", 1) or 0
-    if gpus > 1:
-        command += ["--nproc-per-node", str(gpus)]
+    if res.gpus > 1:
+        command += ["--nproc-per-node", str(res.gpus)]
     return [*command, "--run-id", run_id]
 
 
-def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id: str) -> dict[str, Any]:
+def training_job(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig) -> dict[str, Any]:
     """The batch/v1 Job of one training run."""
-    spec = ftj["spec"]
-    res = spec.get("resources") or {}
-    run_labels = _run_labels(ftj, run_id)
-    if res.get("queue"):
-        run_labels[KUEUE_QUEUE_LABEL] = res["queue"]
-    meta = child_metadata(ftj, name, COMPONENT, run_labels, {RUN_ID_ANNOTATION: run_id})
-    volumes, mounts = _volumes(spec, name, cfg)
+    spec = ftj.spec
+    res = spec.resources
+    run_labels = _run_labels(run)
+    if res.queue:
+        run_labels[KUEUE_QUEUE_LABEL] = res.queue
+    meta = child_metadata(owner_of(ftj), run.job_name, COMPONENT, run_labels, {RUN_ID_ANNOTATION: run.run_id})
+    volumes, mounts = _volumes(spec, run.job_name, cfg)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": cfg.trainer_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": training_command(res, run_id),
-        "env": _env(spec, run_id),
+        "command": training_command(res, run.run_id),
+        "env": _env(spec, run.run_id),
         "volumeMounts": mounts,
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    creds = (spec.get("output") or {}).get("credentialsSecretRef")
-    if creds:
-        container["envFrom"] = [{"secretRef": {"name": creds["name"]}}]
-    resources = container_resources(cpu=res.get("cpu"), memory=res.get("memory"), gpus=res.get("gpus", 1))
+    if spec.output.credentials_secret_ref:
+        container["envFrom"] = [{"secretRef": {"name": spec.output.credentials_secret_ref.name}}]
+    resources = container_resources(cpu=res.cpu, memory=res.memory, gpus=res.gpus)
     if resources:
         container["resources"] = resources
-    node_selector = dict(res.get("nodeSelector") or {})
-    if res.get("gpuType"):
-        node_selector[GPU_PRODUCT_LABEL] = res["gpuType"]
+    node_selector = dict(res.node_selector)
+    if res.gpu_type:
+        node_selector[GPU_PRODUCT_LABEL] = res.gpu_type
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -204,24 +200,24 @@ def training_job(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id:
     tolerations = _tolerations(res)
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    if res.get("affinity"):
-        pod_spec["affinity"] = res["affinity"]
-    if res.get("priorityClassName"):
-        pod_spec["priorityClassName"] = res["priorityClassName"]
+    if res.affinity:
+        pod_spec["affinity"] = res.affinity
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
     if cfg.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
     job_spec: dict[str, Any] = {
-        "backoffLimit": res.get("backoffLimit", 3),
+        "backoffLimit": res.backoff_limit,
         "podFailurePolicy": pod_failure_policy(),
         "ttlSecondsAfterFinished": cfg.job_ttl_seconds_after_finished,
         "template": {
-            "metadata": {"labels": dict(meta["labels"]), "annotations": {RUN_ID_ANNOTATION: run_id}},
+            "metadata": {"labels": dict(meta["labels"]), "annotations": {RUN_ID_ANNOTATION: run.run_id}},
             "spec": pod_spec,
         },
     }
-    if res.get("activeDeadlineSeconds"):
-        job_spec["activeDeadlineSeconds"] = res["activeDeadlineSeconds"]
+    if res.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = res.active_deadline_seconds
     # Kueue admits a queued Job by unsuspending it; a paused FineTuneJob starts its Job suspended too.
-    if res.get("queue") or spec.get("suspend"):
+    if res.queue or spec.suspend:
         job_spec["suspend"] = True
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

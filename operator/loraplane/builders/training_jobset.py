@@ -22,6 +22,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from ..api.finetunejob import FineTuneJob, RunStatus
 from ..config import OperatorConfig
 from .training_job import CONTAINER, KUEUE_QUEUE_LABEL, training_job
 
@@ -41,9 +42,11 @@ def training_jobset(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_
     """The JobSet of one training run on `nodes` nodes of `resources.gpus` GPUs each."""
     if nodes < 2:
         raise ValueError("a JobSet is for two nodes or more; one node is a batch/v1 Job (training_job)")
-    job = training_job(ftj, cfg, name, run_id)
+    typed = FineTuneJob.model_validate(ftj)
+    run = RunStatus(generation=typed.metadata.generation or 1, spec_hash="", run_id=run_id, job_name=name)
+    job = training_job(typed, run, cfg)
     meta = job["metadata"]
-    gpus = max(1, int((ftj["spec"].get("resources") or {}).get("gpus", 1) or 1))
+    gpus = max(1, typed.spec.resources.gpus)
     job_spec = copy.deepcopy(job["spec"])
     suspend = job_spec.pop("suspend", None)
     backoff = job_spec.pop("backoffLimit", 3)

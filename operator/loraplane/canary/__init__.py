@@ -1,7 +1,8 @@
 """Canary rollouts: step math, analysis, metrics sources and the state machine, free of Kubernetes.
 
-`loraplane.handlers.chatbotdeployment` wires these to kopf; a local stack calls
-`run_canary_step` directly with a `RouterMetricsSource` and a `RoutingFileRouter`.
+`loraplane.handlers.chatbotdeployment` wires `reconcile_rollout` to kopf; the local
+demo drives `LocalCanary`, a thin adapter over the same start/step/outcome functions,
+with a `RouterMetricsSource` and a `RoutingFileRouter`.
 """
 
 from .adapters import EntryResolution, resolve, resolve_entry, variant_name
@@ -18,13 +19,15 @@ from .rollout import (
     Router,
     StepOutcome,
     advance,
+    begin_canary,
     expire_retiring,
     promote,
     rollback,
     run_canary_step,
+    shares_after,
     start_canary,
 )
-from .router import RoutingFileRouter, reweight, write_routing_file
+from .routing_file import RoutingFileRouter, reweight, write_routing_file
 from .sources import (
     MetricsError,
     MetricsSource,
@@ -67,6 +70,7 @@ __all__ = [
     "VariantFigures",
     "Verdict",
     "advance",
+    "begin_canary",
     "expire_retiring",
     "histogram_quantile",
     "judge",
@@ -78,6 +82,7 @@ __all__ = [
     "reweight",
     "rollback",
     "run_canary_step",
+    "shares_after",
     "split_weights",
     "start_canary",
     "step_weight",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..api.chatbotdeployment import AdapterRef, ChatbotDeploymentSpec
+from ..api.states import ProblemKind
 from ..builders.routing_table import ServedVariant
 from ..storage import AdapterManifest
 
@@ -31,6 +32,12 @@ class EntryResolution:
     versions: list[ServedVariant] = field(default_factory=list)  # servable, oldest first
     version_of: dict[str, str] = field(default_factory=dict)  # variant -> adapter version
     problem: str | None = None
+    problem_kind: ProblemKind | None = None
+
+    def refuse(self, kind: ProblemKind, message: str) -> EntryResolution:
+        """Record why the entry cannot be served (its kind decides Degraded or Progressing)."""
+        self.problem, self.problem_kind = message, kind
+        return self
 
     @property
     def latest(self) -> ServedVariant | None:
@@ -71,11 +78,11 @@ def resolve_entry(entry: AdapterRef, ftjs: Mapping[str, Mapping[str, Any] | None
         res = EntryResolution(entry.name, following=False)
         found = manifests.get(entry.uri)
         if isinstance(found, Exception):
-            res.problem = f"adapter {entry.name}: cannot read {entry.uri}: {found}"
+            res.refuse(ProblemKind.BROKEN, f"adapter {entry.name}: cannot read {entry.uri}: {found}")
         elif found is None:
-            res.problem = f"adapter {entry.name}: no manifest.json at {entry.uri} (not published)"
+            res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: no manifest.json at {entry.uri} (not published)")
         elif found.verdict != "accepted":
-            res.problem = f"adapter {entry.name}: {entry.uri} was rejected: {found.reason or 'quality gate'}"
+            res.refuse(ProblemKind.BROKEN, f"adapter {entry.name}: {entry.uri} was rejected: {found.reason or 'quality gate'}")
         else:
             res.versions.append(ServedVariant(entry.name, entry.uri, found.digest, found.lora_rank))
             res.version_of[entry.name] = found.version
@@ -86,17 +93,16 @@ def resolve_entry(entry: AdapterRef, ftjs: Mapping[str, Mapping[str, Any] | None
     res = EntryResolution(entry.name, following=ref.version is None)
     ftj = ftjs.get(ref.name)
     if ftj is None:
-        res.problem = f"adapter {entry.name}: FineTuneJob {ref.name} not found"
-        return res
+        return res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: FineTuneJob {ref.name} not found")
     versions = _ftj_versions(ftj)
     rank = _ftj_rank(ftj)
     if ref.version is not None:
         v = next((v for v in versions if v["version"] == ref.version), None)
         if v is None:
-            res.problem = f"adapter {entry.name}: FineTuneJob {ref.name} has not published {ref.version}"
+            res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: FineTuneJob {ref.name} has not published {ref.version}")
         elif v.get("verdict") != "accepted":
-            res.problem = (f"adapter {entry.name}: {ref.name} {ref.version} was rejected: "
-                           f"{v.get('reason') or 'quality gate'}")
+            res.refuse(ProblemKind.BROKEN, f"adapter {entry.name}: {ref.name} {ref.version} was rejected: "
+                                             f"{v.get('reason') or 'quality gate'}")
         else:
             res.versions.append(ServedVariant(entry.name, v["uri"], v.get("sha256"), rank))
             res.version_of[entry.name] = ref.version
@@ -107,7 +113,7 @@ def resolve_entry(entry: AdapterRef, ftjs: Mapping[str, Mapping[str, Any] | None
             res.versions.append(ServedVariant(name, v["uri"], v.get("sha256"), rank))
             res.version_of[name] = v["version"]
     if not res.versions:
-        res.problem = f"adapter {entry.name}: FineTuneJob {ref.name} has no accepted version yet"
+        res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: FineTuneJob {ref.name} has no accepted version yet")
     return res
 
 

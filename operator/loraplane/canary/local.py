@@ -1,4 +1,9 @@
-"""Drive one canary outside a cluster: the operator's step logic, weights written through a `Router`."""
+"""Drive one canary outside a cluster: the operator's own start, step and outcome rules, weights through a `Router`.
+
+Thin by design: starting (`begin_canary`), judging (`run_canary_step`) and the split
+after an outcome (`shares_after`) are the functions `reconcile_rollout` uses in the
+operator; this class only keeps the state in memory instead of in status.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 from ..api.chatbotdeployment import RolloutSpec
-from .rollout import Action, RolloutState, Router, StepOutcome, run_canary_step, start_canary
-from .sources import MetricsError, MetricsSource
+from .rollout import Action, RolloutState, Router, StepOutcome, begin_canary, run_canary_step, shares_after
+from .sources import MetricsSource
 
 
 def _utcnow() -> datetime:
@@ -28,26 +33,16 @@ class LocalCanary:
         self.history: list[StepOutcome] = []
 
     async def _apply(self, outcome: StepOutcome) -> StepOutcome:
+        self.base = shares_after(self.base, outcome, self.state.stable)
         self.state = outcome.state
         self.history.append(outcome)
-        base = dict(self.base)
-        if outcome.action is Action.PROMOTE and self.stable in base:
-            # The promoted canary takes over the old stable's share.
-            base[self.candidate] = base.get(self.candidate, 0) + base.pop(self.stable)
-            self.base = base
-        await self.router.apply(self.state.weights(base), [r.name for r in self.state.retiring])
+        await self.router.apply(self.state.weights(self.base), [r.name for r in self.state.retiring])
         return outcome
 
     async def start(self) -> StepOutcome:
         """Put the canary at its first step and route accordingly."""
-        try:
-            baseline = await self.source.baseline(self.model)
-        except MetricsError:
-            baseline = None
-        outcome = start_canary(self.state, self.stable, self.candidate, self.rollout, self.clock(), baseline)
-        if baseline is None and outcome.action is Action.ADVANCE:
-            outcome.state.step_started_at = None  # the window starts once the metrics answer
-        return await self._apply(outcome)
+        return await self._apply(await begin_canary(self.state, self.stable, self.candidate, self.rollout,
+                                                    self.clock(), self.source, self.model))
 
     async def tick(self) -> StepOutcome:
         """Judge once; weights change on advance, promotion and rollback."""

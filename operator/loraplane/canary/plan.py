@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from ..api.chatbotdeployment import BASE_VARIANT, ChatbotDeploymentSpec
+from ..api.states import ProblemKind
 from ..builders.routing_table import ServedVariant
 from .adapters import EntryResolution
 from .rollout import (
@@ -26,12 +27,14 @@ from .rollout import (
     Retiring,
     RolloutState,
     StepOutcome,
+    begin_canary,
+    expire_retiring,
     promote,
     rollback,
     run_canary_step,
-    start_canary,
+    shares_after,
 )
-from .sources import MetricsError, MetricsSource
+from .sources import MetricsSource
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Plan:
     servable: dict[str, ServedVariant]
     candidate: str | None = None
     canary_needed: bool = True
-    problems: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # every entry that cannot be served, why
+    broken: list[str] = field(default_factory=list)  # those of them that need a change (ProblemKind.BROKEN)
     known: dict[str, ServedVariant] = field(default_factory=dict)
 
 
@@ -79,6 +83,7 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
                  prev_weights: Mapping[str, int]) -> Plan:
     """The split without a canary, and the candidate to canary."""
     problems = [r.problem for r in entries if r.problem]
+    broken = [r.problem for r in entries if r.problem and r.problem_kind is ProblemKind.BROKEN]
     known = {v.name: v for r in entries for v in r.versions}
     in_service = {r.entry: _in_service(r, prev, prev_weights) for r in entries}
     servable = {v.name: v for v in in_service.values() if v is not None}
@@ -102,7 +107,7 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
             heir = max(base, key=lambda n: base[n]) if base else BASE_VARIANT
             base[heir] = base.get(heir, 0) + unrouted
         stable = max(base, key=lambda n: base[n])
-        result = Plan(stable, base, servable, problems=problems, known=known)
+        result = Plan(stable, base, servable, problems=problems, broken=broken, known=known)
         for t in spec.traffic:
             res = by_entry.get(t.adapter)
             current = in_service.get(t.adapter)
@@ -121,11 +126,11 @@ def plan_rollout(spec: ChatbotDeploymentSpec, entries: Sequence[EntryResolution]
     stable = prev.stable if prev.stable in known else None
     if target is None:
         name = stable or BASE_VARIANT
-        return Plan(name, {name: 100}, {**servable, BASE_VARIANT: base_variant}, problems=problems, known=known)
+        return Plan(name, {name: 100}, {**servable, BASE_VARIANT: base_variant}, problems=problems, broken=broken, known=known)
     if stable is None:
-        return Plan(target.name, {target.name: 100}, servable, problems=problems, known=known)
+        return Plan(target.name, {target.name: 100}, servable, problems=problems, broken=broken, known=known)
     servable[stable] = known[stable]
-    result = Plan(stable, {stable: 100}, servable, problems=problems, known=known)
+    result = Plan(stable, {stable: 100}, servable, problems=problems, broken=broken, known=known)
     if target.name != stable:
         result.candidate = target.name
         # A followed FineTuneJob's new version is canaried only with autoCanary; a spec change always is.
@@ -166,14 +171,8 @@ async def reconcile_rollout(
     outcome: StepOutcome | None = None
     if p.candidate and state.canary is None:
         if p.canary_needed:
-            try:
-                baseline = await source.baseline(model)
-            except MetricsError:
-                baseline = None  # run_canary_step starts the window once the metrics answer
-            outcome = start_canary(state, p.stable or BASE_VARIANT, p.candidate, rollout, now, baseline)
+            outcome = await begin_canary(state, p.stable or BASE_VARIANT, p.candidate, rollout, now, source, model)
             if outcome.action is Action.ADVANCE:
-                if baseline is None:
-                    outcome.state.step_started_at = None
                 events.append(Event("Normal", "CanaryStarted", outcome.state.message))
         else:
             started = replace(state, canary=p.candidate)
@@ -196,16 +195,12 @@ async def reconcile_rollout(
 
     # Retired variants keep their URI, so they stay loaded even when gone from the spec.
     retiring = []
-    for r in state.retiring:
-        if r.until <= now:
-            continue
+    for r in expire_retiring(state, now).retiring:
         v = p.known.get(r.name)
         retiring.append(Retiring(r.name, r.until, r.uri or (v.uri if v else None), r.sha256 or (v.sha256 if v else None)))
     state = replace(state, retiring=retiring)
 
-    base = dict(p.base_weights)
-    if action is Action.PROMOTE and state.stable and p.stable in base and p.stable != state.stable:
-        base[state.stable] = base.get(state.stable, 0) + base.pop(p.stable)
+    base = shares_after(p.base_weights, outcome, p.stable) if outcome is not None else dict(p.base_weights)
     weights = state.weights(base)
     retiring_names = {r.name for r in state.retiring}
     variants = {n: v for n, v in p.servable.items() if n not in retiring_names or weights.get(n, 0) > 0}

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from ..api.chatbotdeployment import AnalysisResult, RolloutSpec
+from ..api.chatbotdeployment import AnalysisResult, RolloutSpec, RolloutStatus
+from ..api.states import ChatbotPhase, RolloutPhase
 from .analysis import Decision, Verdict, judge
 from .sources import MetricsError, MetricsSource
 from .steps import next_step, parse_duration, split_weights, step_weight
@@ -26,13 +27,7 @@ ANN_ABORT = "loraplane.io/abort"  # roll the running canary back now
 ANN_PAUSED = "loraplane.io/paused"  # hold the canary at its step
 
 
-class Phase(StrEnum):
-    PENDING = "Pending"
-    PROGRESSING = "Progressing"
-    CANARY = "Canary"
-    HEALTHY = "Healthy"
-    ROLLED_BACK = "RolledBack"
-    DEGRADED = "Degraded"
+Phase = ChatbotPhase  # the display phase, derived from a RolloutState (never read back)
 
 
 class Action(StrEnum):
@@ -89,6 +84,12 @@ class RolloutState:
         """A canary takes (or is about to take) traffic."""
         return self.canary is not None and not self.rolled_back
 
+    @property
+    def phase(self) -> RolloutPhase:
+        if self.canary is None:
+            return RolloutPhase.IDLE
+        return RolloutPhase.ROLLED_BACK if self.rolled_back else RolloutPhase.RUNNING
+
     def weights(self, base: Mapping[str, int]) -> dict[str, int]:
         """The split to route: `base` (the split without canary) with the canary's share moved to it."""
         if self.canary is None or self.stable is None:
@@ -97,34 +98,54 @@ class RolloutState:
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> RolloutState:
+        """The state written by `to_status`: status.rollout, plus the analysis and retiring lists."""
         s = status or {}
+        if s.get("rollout") is None:
+            return cls._from_legacy_status(s)
+        r = RolloutStatus.model_validate(s["rollout"])
+        return cls(
+            stable=r.stable,
+            canary=r.canary if r.state is not RolloutPhase.IDLE else None,
+            step=r.step,
+            canary_weight=r.canary_weight,
+            step_started_at=r.step_started_at,
+            rolled_back=r.state is RolloutPhase.ROLLED_BACK,
+            analysis=_analysis(s),
+            baseline=r.baseline,
+            retiring=_retiring(s),
+            message=s.get("message") or "",
+        )
+
+    @classmethod
+    def _from_legacy_status(cls, s: Mapping[str, Any]) -> RolloutState:
+        """A status written before status.rollout existed: the flat fields, rolled back told by the phase."""
         return cls(
             stable=s.get("stable"),
             canary=s.get("canary"),
             step=s.get("step"),
             canary_weight=int(s.get("canaryWeight") or 0),
             step_started_at=_parse_time(s.get("stepStartedAt")),
-            rolled_back=s.get("phase") == Phase.ROLLED_BACK.value and s.get("canary") is not None,
-            analysis=[AnalysisResult.model_validate(a) for a in s.get("analysis") or []],
+            rolled_back=s.get("phase") == ChatbotPhase.ROLLED_BACK.value and s.get("canary") is not None,
+            analysis=_analysis(s),
             baseline=s.get("stepBaseline"),
-            retiring=[
-                Retiring(r["name"], _parse_time(r.get("until")) or datetime.min, r.get("uri"), r.get("sha256"))
-                for r in s.get("retiring") or []
-                if r.get("name")
-            ],
+            retiring=_retiring(s),
             message=s.get("message") or "",
         )
 
     def to_status(self) -> dict[str, Any]:
-        """The rollout part of status (camelCase); None values clear fields in a merge patch."""
+        """The rollout part of status (camelCase): status.rollout and the flat fields shown to users."""
+        rollout = RolloutStatus(state=self.phase, stable=self.stable, canary=self.canary,
+                                canary_weight=self.canary_weight if self.canary is not None else 0,
+                                step=self.step, step_started_at=self.step_started_at, baseline=self.baseline)
         return {
+            "rollout": rollout.to_wire(),
             "stable": self.stable,
             "canary": self.canary,
             "canaryWeight": self.canary_weight if self.canary is not None else None,
             "step": self.step,
             "stepStartedAt": _iso(self.step_started_at) if self.step_started_at else None,
             "analysis": [a.model_dump(by_alias=True, exclude_none=True, mode="json") for a in self.analysis],
-            "stepBaseline": self.baseline,
+            "stepBaseline": self.baseline,  # kept for readers of older statuses; the state reads rollout.baseline
             "retiring": [r.to_dict() for r in self.retiring],
             "message": self.message or None,
         }
@@ -136,6 +157,15 @@ class StepOutcome:
     state: RolloutState
     verdict: Verdict | None = None
     reason: str = ""
+
+
+def _analysis(s: Mapping[str, Any]) -> list[AnalysisResult]:
+    return [AnalysisResult.model_validate(a) for a in s.get("analysis") or []]
+
+
+def _retiring(s: Mapping[str, Any]) -> list[Retiring]:
+    return [Retiring(r["name"], _parse_time(r.get("until")) or datetime.min, r.get("uri"), r.get("sha256"))
+            for r in s.get("retiring") or [] if r.get("name")]
 
 
 def _iso(t: datetime) -> str:
@@ -202,6 +232,32 @@ def expire_retiring(state: RolloutState, now: datetime) -> RolloutState:
     """Drop retired variants whose grace period is over (adapter sync then unloads them)."""
     keep = [r for r in state.retiring if r.until > now]
     return state if len(keep) == len(state.retiring) else replace(state, retiring=keep)
+
+
+def shares_after(base: Mapping[str, int], outcome: StepOutcome, previous_stable: str | None) -> dict[str, int]:
+    """The split without a canary after an outcome: a promoted canary takes over the old stable's share."""
+    out = dict(base)
+    new_stable = outcome.state.stable
+    if outcome.action is Action.PROMOTE and new_stable and previous_stable in out and previous_stable != new_stable:
+        out[new_stable] = out.get(new_stable, 0) + out.pop(previous_stable)
+    return out
+
+
+async def begin_canary(state: RolloutState, stable: str, canary: str, rollout: RolloutSpec, now: datetime,
+                       source: MetricsSource, model: str) -> StepOutcome:
+    """Start a canary with the router's counters as its first window's baseline.
+
+    Unreachable metrics do not block the start; the step then has no start time, and
+    `run_canary_step` opens its window once the metrics answer.
+    """
+    try:
+        baseline = await source.baseline(model)
+    except MetricsError:
+        baseline = None
+    outcome = start_canary(state, stable, canary, rollout, now, baseline)
+    if baseline is None and outcome.action is Action.ADVANCE:
+        outcome.state.step_started_at = None
+    return outcome
 
 
 # ---------------------------------------------------------------- one analysis tick

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+from ..api.base import parse_duration
 
-
-def parse_duration(text: str) -> timedelta:
-    """A Kubernetes-style duration ("90s", "10m", "1h30m", "500ms") as a timedelta."""
-    parts = _DURATION_PART.findall(text or "")
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 10m, 1h30m)")
-    return timedelta(seconds=sum(int(n) * _UNIT_SECONDS[u] for n, u in parts))
+__all__ = ["next_step", "parse_duration", "split_weights", "step_weight"]
 
 
 def step_weight(steps: Sequence[int], step: int) -> int:

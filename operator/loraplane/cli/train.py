@@ -19,16 +19,11 @@ from pydantic import ValidationError
 
 from ..api.finetunejob import FineTuneJob
 from ..storage import RunLayout
+from ..storage.layout import EVALUATION_ROWS
 from ..storage.uris import is_local, local_path
 from .processes import python_module
 
 DEFAULT_OUTPUT = "file://./loraplane-out"
-EVALUATION_ROWS = [
-    ("validation perplexity", "perplexityBefore", "perplexityAfter"),
-    ("validation exact match", "exactMatchBefore", "exactMatchAfter"),
-    ("regression perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter"),
-    ("harmful-request compliance", "harmfulComplianceBefore", "harmfulComplianceAfter"),
-]
 
 
 def _absolute_output(uri: str) -> str:

@@ -20,12 +20,12 @@ from .. import router_metrics as rm
 from ..api import BASE_VARIANT, ChatbotDeployment, FineTuneJob
 from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_router_metrics, window_figures
 from ..canary.rollout import Action
-from ..cli.serve import base_model_dir, load_chatbot
-from ..cli.train import EVALUATION_ROWS
+from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
 from ..local.stack import LocalStack, StackError
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
+from ..storage.layout import EVALUATION_ROWS
 from .conversation import Answer, load_questions, run_round
 from .preflight import PreflightError, check_disk, check_port
 

@@ -15,7 +15,9 @@ from typing import Any
 
 from fsspec.core import url_to_fs
 
+from ..api.finetunejob import AdapterStatus, FineTuneJobSpec
 from ..storage import AdapterManifest, RunLayout, RunProgress, VersionLayout
+from ..storage.manifest import adapter_status
 from ..storage.uris import storage_options
 
 
@@ -69,37 +71,28 @@ def read_run_progress(output_uri: str, job: str, run_id: str, creds: Mapping[str
         return None
 
 
-def read_published_adapter(output_uri: str, job: str, version: str, creds: Mapping[str, str]) -> dict | None:
+def read_published_adapter(output_uri: str, job: str, version: str, creds: Mapping[str, str]) -> AdapterStatus | None:
     """status.adapter of a published version, from its manifest (None when it has no manifest)."""
     layout = VersionLayout(output_uri, job, version)
     raw = _read(layout.manifest, creds)
     if raw is None:
         return None
-    manifest = AdapterManifest.model_validate_json(raw)
-    out = {
-        "version": manifest.version,
-        "uri": layout.prefix + "/",
-        "sha256": manifest.digest,
-        "verdict": manifest.verdict,
-        "publishedAt": manifest.created_at.isoformat().replace("+00:00", "Z"),
-    }
-    if manifest.reason:
-        out["reason"] = manifest.reason[:1024]
-    return out
+    return adapter_status(AdapterManifest.model_validate_json(raw), layout.prefix + "/")
 
 
-def dataset_fingerprint(spec: Mapping[str, Any], creds: Mapping[str, str], config_map: Mapping | None) -> str | None:
+def dataset_fingerprint(spec: FineTuneJobSpec, creds: Mapping[str, str], config_map: Mapping | None) -> str | None:
     """A cheap fingerprint of the dataset: object ETag/size/mtime, or a hash of inline/ConfigMap content.
 
     A scheduled retrain is skipped while it is unchanged.
     """
-    ds = spec.get("dataset") or {}
-    if ds.get("inline") is not None:
-        return "sha256:" + hashlib.sha256(json.dumps(ds["inline"], sort_keys=True).encode()).hexdigest()
-    if ds.get("configMapRef"):
-        data = ((config_map or {}).get("data") or {}).get(ds["configMapRef"]["key"])
+    ds = spec.dataset
+    if ds.inline is not None:
+        inline = [e.model_dump(by_alias=True, exclude_none=True, mode="json") for e in ds.inline]
+        return "sha256:" + hashlib.sha256(json.dumps(inline, sort_keys=True).encode()).hexdigest()
+    if ds.config_map_ref:
+        data = ((config_map or {}).get("data") or {}).get(ds.config_map_ref.key)
         return None if data is None else "sha256:" + hashlib.sha256(data.encode()).hexdigest()
-    uri = ds.get("uri")
+    uri = ds.uri
     if not uri or "://" not in uri:
         return None
     try:

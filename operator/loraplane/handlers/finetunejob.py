@@ -1,40 +1,40 @@
-"""The FineTuneJob controller: one training Job per generation, status copied from the Job and progress.json.
+"""The FineTuneJob controller: one training Job per run, status from the Job, its pods and progress.json.
 
-Every handler calls `reconcile`, which is idempotent: it finds the run's Job by its
-deterministic name (creating it and its ConfigMap when missing), stops the Jobs of
-older generations, reads the Job, its pods and the run's progress.json, computes the
-whole status in memory and patches what changed, once. So a restarted operator, a
-lost watch event or a conflict all end in the same state.
+Every trigger (create, spec change, resume, the progress poll, a due schedule) runs
+the same idempotent `reconcile`: read the object fresh, work out the run it asks for
+(`status.currentRun`), find or create that run's Job, stop the Jobs of older runs,
+read the Job, its pods and the run's progress.json, compute the whole status
+(`loraplane.status.finetunejob`) and write what changed, once. A restarted operator
+rebuilds everything from status and the Jobs it owns.
+
+Training Jobs are created once per run, not applied: a Job's pod template is
+immutable, and with a Kueue queue Kueue owns `spec.suspend`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
-from .. import config, kube, metrics
-from ..builders.common import is_owned_by, owner_selector
-from ..builders.training_job import COMPONENT, job_config_map, job_name, training_job
+from .. import API_VERSION, config, kube, metrics
+from ..api.finetunejob import FineTuneJob, RunStatus
+from ..api.states import FineTuneJobPhase, Reason
+from ..builders.common import is_owned_by, owner_of, owner_selector
+from ..builders.training_job import COMPONENT, job_config_map, training_job
 from ..finetune import plan_gate, runs, schedule
+from ..finetune.current_run import current_run
 from ..status import status_diff
 from ..status.finetunejob import TERMINAL, Observed, compute_status
-from ..storage import run_id as make_run_id
 
 RESOURCE = ("loraplane.io", "v1alpha1", "finetunejobs")
-ANN_SUFFIX = "loraplane.io/run-suffix"  # suffix of the current scheduled rerun of this generation
-ANN_GPU = "loraplane.io/gpu-seconds"  # {run id: GPU-seconds} of finished runs
-ANN_FINGERPRINT = "loraplane.io/dataset-fingerprint"  # dataset the current run trained on
-ANN_RUN_GENERATION = "loraplane.io/run-generation"  # generation whose spec the current run trains
-ANN_RUN_SPEC = "loraplane.io/run-spec-hash"  # hash of that spec, without the fields that do not retrain
-# Changing these pauses or schedules; it does not make a new run.
-NOT_RETRAINING = ("suspend", "schedule")
+KIND = "FineTuneJob"
 
 
 def _now() -> datetime:
@@ -45,248 +45,267 @@ def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def _plain(value: Any) -> Any:
-    """kopf's Body (nested read-only mappings) as plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+class JobRefused(Exception):
+    """The API server refused the training Job (422): a spec the CRD admitted but Kubernetes does not."""
 
 
-def training_spec_hash(spec: Mapping[str, Any]) -> str:
-    """Hash of the spec fields that define a run (all but suspend and schedule)."""
-    relevant = {k: v for k, v in spec.items() if k not in NOT_RETRAINING}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class Scheduled:
+    """A due scheduled retrain: the run's suffix and the status facts it records."""
+
+    suffix: str
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
-def run_generation(ftj: dict[str, Any]) -> tuple[int, bool]:
-    """(generation of the current run, whether that is a new record): suspend or schedule edits keep the run."""
-    meta = ftj["metadata"]
-    ann = meta.get("annotations") or {}
-    digest = training_spec_hash(ftj["spec"])
-    if ann.get(ANN_RUN_GENERATION) and ann.get(ANN_RUN_SPEC) == digest:
-        return int(ann[ANN_RUN_GENERATION]), False
-    return int(meta["generation"]), True
+def _typed(body: Mapping[str, Any]) -> FineTuneJob:
+    try:
+        return FineTuneJob.model_validate(body)
+    except ValidationError as err:
+        raise kopf.PermanentError(f"invalid FineTuneJob: {err}") from err
 
 
-def current_run(ftj: dict[str, Any], suffix: str | None = None) -> tuple[str, str]:
-    """(Job name, run id) of the run the object asks for now; ftj's generation is the run generation."""
-    meta = ftj["metadata"]
-    suffix = suffix if suffix is not None else (meta.get("annotations") or {}).get(ANN_SUFFIX) or None
-    # A suffix belongs to the generation it was made for: a spec change starts a plain run.
-    if suffix and "@" in suffix:
-        gen, _, suffix = suffix.partition("@")
-        if gen != str(meta.get("generation")):
-            suffix = None
-    return job_name(meta["name"], meta["generation"], suffix), make_run_id(meta["uid"], meta["generation"], suffix)
-
-
-def _job_finished(job: dict[str, Any]) -> bool:
+def _job_finished(job: Mapping[str, Any]) -> bool:
     return any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
     )
 
 
-async def _credentials(ftj: dict[str, Any]) -> dict[str, str]:
-    ref = (ftj["spec"].get("output") or {}).get("credentialsSecretRef")
+# ---------------------------------------------------------------- children
+
+
+async def _credentials(ftj: FineTuneJob) -> dict[str, str]:
+    ref = ftj.spec.output.credentials_secret_ref
     if not ref:
         return {}
-    secret = await kube.client().get_or_none("v1", "Secret", ftj["metadata"]["namespace"], ref["name"])
-    return runs.secret_env(secret)
+    return runs.secret_env(await kube.client().get_or_none("v1", "Secret", ftj.metadata.namespace, ref.name))
 
 
-async def _ensure_job(ftj: dict[str, Any], name: str, run: str, logger) -> dict[str, Any]:
+async def _ensure_job(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus, logger: Any) -> dict[str, Any]:
     """Create the run's ConfigMap and Job; an existing one (a restart, a lost response) is adopted."""
     client = kube.client()
-    cfg = config.current()
     with contextlib.suppress(kube.AlreadyExists):
-        await client.create(job_config_map(ftj, name, run))
-    manifest = training_job(ftj, cfg, name, run)
+        await client.create(job_config_map(ftj, run))
     try:
-        job = await client.create(manifest)
-        kopf.event(ftj, type="Normal", reason="JobCreated", message=f"training Job {name} created for run {run}")
-        logger.info("created Job %s (run %s)", name, run)
-        return job
+        job = await client.create(training_job(ftj, run, config.current()))
+    except kube.Unprocessable as err:
+        raise JobRefused(f"the API server refused the training Job: {err.message}") from err
     except kube.AlreadyExists:
-        job = await client.get("batch/v1", "Job", ftj["metadata"]["namespace"], name)
+        job = await client.get("batch/v1", "Job", ftj.metadata.namespace, run.job_name)
         owners = {r.get("uid") for r in job["metadata"].get("ownerReferences") or []}
-        if ftj["metadata"]["uid"] not in owners:
-            raise kopf.PermanentError(f"a Job named {name} exists and is not owned by this FineTuneJob") from None
+        if ftj.metadata.uid not in owners:
+            raise kopf.PermanentError(f"a Job named {run.job_name} exists and is not owned by this FineTuneJob") from None
         return job
+    kopf.event(body, type="Normal", reason="JobCreated", message=f"training Job {run.job_name} created for run {run.run_id}")
+    logger.info("created Job %s (run %s)", run.job_name, run.run_id)
+    return job
 
 
-async def _stop_superseded(ftj: dict[str, Any], current: str) -> list[str]:
-    """Delete the still-running Jobs of older runs (a spec change makes a new run); returns their names."""
+async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus) -> list[str]:
+    """Delete the still-running Jobs of older runs (found by owner and label); returns their names."""
     client = kube.client()
-    ns = ftj["metadata"]["namespace"]
     stopped = []
-    for job in await client.list("batch/v1", "Job", ns, owner_selector(ftj, COMPONENT)):
+    ns = ftj.metadata.namespace
+    for job in await client.list("batch/v1", "Job", ns, owner_selector(owner_of(ftj), COMPONENT)):
         name = job["metadata"]["name"]
-        if not is_owned_by(job, ftj):
+        if not is_owned_by(job, owner_of(ftj)):
             continue  # a label match only: another object's Job (labels are not proof of ownership)
-        if name != current and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
+        if name != run.job_name and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
             await client.delete("batch/v1", "Job", ns, name, propagation="Background")
             stopped.append(name)
     return stopped
 
 
-async def _sync_suspend(ftj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+async def _sync_suspend(ftj: FineTuneJob, job: dict[str, Any]) -> dict[str, Any]:
     """spec.suspend pauses the running Job (the trainer resumes from its checkpoint when unpaused)."""
-    want = bool(ftj["spec"].get("suspend"))
-    has = bool((job.get("spec") or {}).get("suspend"))
-    queued = bool((ftj["spec"].get("resources") or {}).get("queue"))
-    if want and not has and not _job_finished(job):
-        return await kube.client().patch_merge("batch/v1", "Job", job["metadata"]["namespace"],
-                                               job["metadata"]["name"], {"spec": {"suspend": True}})
-    if not want and has and not queued:  # with a queue, Kueue owns suspend
-        return await kube.client().patch_merge("batch/v1", "Job", job["metadata"]["namespace"],
-                                               job["metadata"]["name"], {"spec": {"suspend": False}})
-    return job
+    want, has = ftj.spec.suspend, bool((job.get("spec") or {}).get("suspend"))
+    if want == has or (want and _job_finished(job)) or (not want and ftj.spec.resources.queue):
+        return job  # with a queue, Kueue owns suspend
+    return await kube.client().patch_merge("batch/v1", "Job", job["metadata"]["namespace"], job["metadata"]["name"],
+                                           {"spec": {"suspend": want}})
 
 
-async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = None) -> None:
-    """Bring one FineTuneJob's run and status up to date (idempotent)."""
-    with metrics.reconcile("finetunejob"):
-        observed = _plain(body)
-        meta, spec = observed["metadata"], observed["spec"]
-        ns, name = meta["namespace"], meta["name"]
-        old_status = observed.get("status") or {}
-        run_gen, new_record = run_generation(observed)
-        if new_record:
-            patch.metadata.annotations[ANN_RUN_GENERATION] = str(run_gen)
-            patch.metadata.annotations[ANN_RUN_SPEC] = training_spec_hash(spec)
-        # What the run's children are built from: the object as of its run generation.
-        ftj = {**observed, "metadata": {**meta, "generation": run_gen}}
-        jname, run = current_run(ftj, suffix)
-        client = kube.client()
-        try:
-            job = await client.get_or_none("batch/v1", "Job", ns, jname)
-            finished_before = old_status.get("runId") == run and old_status.get("phase") in TERMINAL
-            creds = await _credentials(ftj)
-            plan = await asyncio.to_thread(plan_gate.job_plan, spec, creds)
-            refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
-            if job is None and not spec.get("suspend") and not finished_before and not refused:
-                try:
-                    job = await _ensure_job(ftj, jname, run, logger)
-                except kube.Unprocessable as err:
-                    message = f"the API server refused the training Job: {err.message}"
-                    patch.status["phase"] = "Failed"
-                    patch.status["message"] = message[:4096]
-                    kopf.event(ftj, type="Warning", reason="JobRefused", message=message[:1024])
-                    raise kopf.PermanentError(message) from err
-                for stopped in await _stop_superseded(ftj, jname):
-                    kopf.event(ftj, type="Normal", reason="RunSuperseded",
-                               message=f"stopped Job {stopped}: the spec changed, run {jname} replaces it")
-            elif job is not None:
-                job = await _sync_suspend(ftj, job)
-            pods: tuple = ()
-            if job is not None and old_status.get("phase") != "Succeeded":  # pods tell OOM, image pull errors
-                pods = tuple(await client.list("v1", "Pod", ns, f"job-name={jname}"))
-            output = spec["output"]["uri"]
-            progress = None
-            adapter = None
-            if job is not None or finished_before:
-                progress = await asyncio.to_thread(runs.read_run_progress, output, name, run, creds)
-                version = ((progress.adapter or {}).get("version") if progress else None)
-                if version and (old_status.get("adapter") or {}).get("version") != version:
-                    adapter = await asyncio.to_thread(runs.read_published_adapter, output, name, version, creds)
-                elif version:  # already read from its manifest
-                    adapter = old_status["adapter"]
-        except kube.ApiError as err:
-            raise kopf.TemporaryError(f"API error: {err}", delay=2) from err
-        except OSError as err:  # object storage unreachable: keep the status, try again
-            raise kopf.TemporaryError(f"cannot read {output}: {err}", delay=10) from err
+# ---------------------------------------------------------------- observe
 
-        gpu_runs = json.loads((meta.get("annotations") or {}).get(ANN_GPU) or "{}")
-        now = _now()
-        new = compute_status(observed, Observed(
-            job_name=jname, run_id=run, job=job, pods=pods, progress=progress, adapter=adapter,
-            gpu_seconds_finished_runs=sum(v for k, v in gpu_runs.items() if k != run),
-            suspended=bool(spec.get("suspend")) and (job is None or (job.get("spec") or {}).get("suspend")),
-            now=_iso(now),
-        ))
-        new = plan_gate.with_plan(new, plan, refused=refused, generation=meta.get("generation"), now=_iso(now))
-        if not adapter and old_status.get("adapter"):
-            new["adapter"] = old_status["adapter"]
-        diff = status_diff(old_status, new)
-        for key, value in diff.items():
-            patch.status[key] = value
 
-        phase = new["phase"]
-        if phase != old_status.get("phase"):
-            metrics.TRANSITIONS.labels(phase).inc()
-            warn = phase == "Failed" or any(c["type"] == "Stalled" for c in new["conditions"])
-            kopf.event(ftj, type="Warning" if warn else "Normal", reason=phase, message=new["message"][:1024])
-        if phase in TERMINAL and new.get("gpuSeconds") is not None:
-            run_seconds = new["gpuSeconds"] - sum(v for k, v in gpu_runs.items() if k != run)
-            if gpu_runs.get(run) != run_seconds:
-                gpu_runs[run] = round(run_seconds, 1)
-                patch.metadata.annotations[ANN_GPU] = json.dumps(gpu_runs, sort_keys=True)
-        if suffix is not None:
-            patch.metadata.annotations[ANN_SUFFIX] = f"{run_gen}@{suffix}"
-        metrics.set_ftj_phase(ns, name, phase)
-        if new.get("gpuSeconds") is not None:
-            metrics.GPU_SECONDS.labels(ns, name).set(new["gpuSeconds"])
-        if new.get("estimatedCost") is not None:
-            metrics.COST.labels(ns, name).set(float(new["estimatedCost"]))
+async def _read_run(ftj: FineTuneJob, run: RunStatus) -> tuple[Any, Any]:
+    """The run's progress.json and, once it names a version, that version's manifest as adapter status."""
+    creds = await _credentials(ftj)
+    output, name = ftj.spec.output.uri, ftj.metadata.name
+    progress = await asyncio.to_thread(runs.read_run_progress, output, name, run.run_id, creds)
+    version = progress.adapter.version if progress is not None and progress.adapter else None
+    known = ftj.status.adapter if ftj.status else None
+    if version is None:
+        return progress, None
+    if known is not None and known.version == version:
+        return progress, known  # already read from its manifest
+    return progress, await asyncio.to_thread(runs.read_published_adapter, output, name, version, creds)
+
+
+async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
+                  logger: Any) -> tuple[Observed, plan_gate.JobPlan, bool]:
+    """Bring the run's Job to what the spec asks, then read everything the status is computed from."""
+    client = kube.client()
+    ns, stored = ftj.metadata.namespace, body.get("status") or {}
+    job = await client.get_or_none("batch/v1", "Job", ns, run.job_name)
+    finished_before = stored.get("runId") == run.run_id and stored.get("phase") in TERMINAL
+    plan = await asyncio.to_thread(plan_gate.job_plan, body["spec"], await _credentials(ftj))
+    refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
+    if job is None and not ftj.spec.suspend and not finished_before and not refused:
+        job = await _ensure_job(body, ftj, run, logger)
+        for name in await _stop_superseded(body, ftj, run):
+            kopf.event(body, type="Normal", reason="RunSuperseded",
+                       message=f"stopped Job {name}: the spec changed, run {run.run_id} replaces it")
+    elif job is not None:
+        job = await _sync_suspend(ftj, job)
+    pods: tuple = ()
+    if job is not None and stored.get("phase") != FineTuneJobPhase.SUCCEEDED:  # pods tell OOM, image pull errors
+        pods = tuple(await client.list("v1", "Pod", ns, f"job-name={run.job_name}"))
+    progress = adapter = None
+    if job is not None or finished_before:
+        progress, adapter = await _read_run(ftj, run)
+    suspended = ftj.spec.suspend and (job is None or bool((job.get("spec") or {}).get("suspend")))
+    return Observed(run=run, job=job, pods=pods, progress=progress, adapter=adapter, suspended=suspended,
+                    now=_iso(_now())), plan, refused
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+async def _write_status(ftj: FineTuneJob, stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    patch = status_diff(stored, new)
+    if patch:
+        await kube.client().patch_merge(API_VERSION, KIND, ftj.metadata.namespace, ftj.metadata.name,
+                                        {"status": patch}, subresource="status")
+
+
+def _report(body: Mapping[str, Any], ftj: FineTuneJob, stored: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Events and metrics of a reconcile's outcome."""
+    ns, name, phase = ftj.metadata.namespace, ftj.metadata.name, new["phase"]
+    if phase != stored.get("phase"):
+        metrics.TRANSITIONS.labels(phase).inc()
+        warn = phase == FineTuneJobPhase.FAILED or any(c["type"] == "Stalled" for c in new["conditions"])
+        kopf.event(body, type="Warning" if warn else "Normal", reason=phase, message=new["message"][:1024])
+    metrics.set_ftj_phase(ns, name, phase)
+    if new.get("gpuSeconds") is not None:
+        metrics.GPU_SECONDS.labels(ns, name).set(new["gpuSeconds"])
+    if new.get("estimatedCost") is not None:
+        metrics.COST.labels(ns, name).set(float(new["estimatedCost"]))
+
+
+def _lock(memo: Any) -> asyncio.Lock:
+    """One reconcile at a time per object (handlers, the poll and the schedule run concurrently)."""
+    return memo.setdefault("reconcile_lock", asyncio.Lock())
+
+
+async def reconcile(namespace: str, name: str, memo: Any, logger: Any,
+                    scheduled: Scheduled | None = None) -> dict[str, Any] | None:
+    """One idempotent pass over a FineTuneJob; returns the status it wrote (None: the object is gone)."""
+    async with _lock(memo):
+        with metrics.reconcile("finetunejob"):
+            body = await kube.client().get_or_none(API_VERSION, KIND, namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return None
+            ftj = _typed(body)
+            stored = body.get("status") or {}
+            run = current_run(ftj, scheduled.suffix if scheduled else None)
+            try:
+                obs, plan, refused = await observe(body, ftj, run, logger)
+            except JobRefused as err:
+                await _write_status(ftj, stored, {**stored, "phase": FineTuneJobPhase.FAILED.value,
+                                                  "message": str(err)[:4096]})
+                kopf.event(body, type="Warning", reason=Reason.JOB_REFUSED, message=str(err)[:1024])
+                raise kopf.PermanentError(str(err)) from err
+            except OSError as err:  # object storage unreachable: keep the status, try again
+                raise kopf.TemporaryError(f"cannot read {ftj.spec.output.uri}: {err}", delay=10) from err
+            new = compute_status(ftj, obs, {**stored, **(scheduled.facts if scheduled else {})})
+            new = plan_gate.with_plan(new, plan, refused=refused, generation=ftj.metadata.generation, now=obs.now)
+            await _write_status(ftj, stored, new)
+            _report(body, ftj, stored, new)
+            return new
+
+
+async def retrain_if_due(namespace: str, name: str, memo: Any, logger: Any) -> None:
+    """spec.schedule: start a new run of the same generation when due, unless the dataset is unchanged."""
+    client = kube.client()
+    body = await client.get_or_none(API_VERSION, KIND, namespace, name)
+    if body is None:
+        return
+    ftj, stored = _typed(body), body.get("status") or {}
+    if stored.get("phase") not in TERMINAL or ftj.spec.suspend or not ftj.spec.schedule:
+        return
+    last = (ftj.status and (ftj.status.last_schedule_time or ftj.status.completion_time)) or \
+        datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    now = _now()
+    if not schedule.due(ftj.spec.schedule, last, now):
+        return
+    cm = None
+    if ftj.spec.dataset.config_map_ref:
+        cm = await client.get_or_none("v1", "ConfigMap", namespace, ftj.spec.dataset.config_map_ref.name)
+    fingerprint = await asyncio.to_thread(runs.dataset_fingerprint, ftj.spec, await _credentials(ftj), cm)
+    if fingerprint is not None and fingerprint == stored.get("datasetFingerprint"):
+        await _write_status(ftj, stored, {**stored, "lastScheduleTime": _iso(now)})
+        kopf.event(body, type="Normal", reason="RetrainSkipped", message="scheduled retrain skipped: the dataset has not changed")
+        return
+    kopf.event(body, type="Normal", reason="RetrainScheduled", message=f"scheduled retrain ({ftj.spec.schedule})")
+    facts = {"lastScheduleTime": _iso(now), **({"datasetFingerprint": fingerprint} if fingerprint else {})}
+    await reconcile(namespace, name, memo, logger, Scheduled(schedule.run_suffix(now), facts))
+
+
+# ---------------------------------------------------------------- kopf wiring
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def on_change(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    await reconcile(body, patch, logger)
+async def on_change(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    try:
+        await reconcile(namespace, name, memo, logger)
+    except kube.ApiError as err:
+        raise kopf.TemporaryError(f"API error: {err}", delay=2) from err
 
 
 def _running(status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
-    """Timers poll only runs that are not finished (or that belong to an older generation)."""
+    """Polled while the run is not finished (or belongs to an older generation)."""
     return status.get("phase") not in TERMINAL or status.get("observedGeneration") != body["metadata"].get("generation")
 
 
-@kopf.timer(*RESOURCE, interval=config.current().progress_interval_seconds, idle=None, when=_running)
-async def poll_progress(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
+async def _every(seconds: Any, stopped: kopf.DaemonStopped, logger: kopf.Logger, step: Any) -> None:
+    """Run `step` every `seconds()` until stopped; one failed pass is logged and retried on the next."""
+    while not stopped:
+        await stopped.wait(seconds())
+        if stopped:
+            break
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001  the poll must outlive any one failed pass
+            logger.warning("pass failed, retried on the next: %s: %s", type(err).__name__, err)
+
+
+@kopf.daemon(*RESOURCE, when=_running, cancellation_timeout=5)
+async def poll_progress(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                        logger: kopf.Logger, **_: Any) -> None:
     """Copy the Job's state and the run's progress.json into status while the run is going."""
-    await reconcile(body, patch, logger)
+    await _every(lambda: config.current().progress_interval_seconds, stopped, logger,
+                 lambda: reconcile(namespace, name, memo, logger))
 
 
-@kopf.timer(*RESOURCE, interval=config.current().schedule_interval_seconds,
-            when=lambda spec, **_: bool(spec.get("schedule")))
-async def scheduled_retrain(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-    """spec.schedule: start a new run of the same generation when due, unless the dataset is unchanged."""
-    ftj = _plain(body)
-    status = ftj.get("status") or {}
-    if status.get("phase") not in TERMINAL or ftj["spec"].get("suspend"):
-        return
-    last_raw = status.get("lastScheduleTime") or status.get("completionTime") or ftj["metadata"]["creationTimestamp"]
-    last = datetime.fromisoformat(last_raw.replace("Z", "+00:00"))
-    now = _now()
-    if not schedule.due(ftj["spec"]["schedule"], last, now):
-        return
-    patch.status["lastScheduleTime"] = _iso(now)
-    creds = await _credentials(ftj)
-    ds = ftj["spec"]["dataset"]
-    cm = None
-    if ds.get("configMapRef"):
-        cm = await kube.client().get_or_none("v1", "ConfigMap", ftj["metadata"]["namespace"], ds["configMapRef"]["name"])
-    fingerprint = await asyncio.to_thread(runs.dataset_fingerprint, ftj["spec"], creds, cm)
-    previous = (ftj["metadata"].get("annotations") or {}).get(ANN_FINGERPRINT)
-    if fingerprint is not None and fingerprint == previous:
-        kopf.event(ftj, type="Normal", reason="RetrainSkipped", message="scheduled retrain skipped: the dataset has not changed")
-        return
-    if fingerprint is not None:
-        patch.metadata.annotations[ANN_FINGERPRINT] = fingerprint
-    kopf.event(ftj, type="Normal", reason="RetrainScheduled", message=f"scheduled retrain ({ftj['spec']['schedule']})")
-    await reconcile(body, patch, logger, suffix=schedule.run_suffix(now))
+@kopf.daemon(*RESOURCE, when=lambda spec, **_: bool(spec.get("schedule")), cancellation_timeout=5)
+async def scheduled_retrain(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                            logger: kopf.Logger, **_: Any) -> None:
+    """Look for a due scheduled retrain every schedule interval."""
+    await _every(lambda: config.current().schedule_interval_seconds, stopped, logger,
+                 lambda: retrain_if_due(namespace, name, memo, logger))
 
 
 @kopf.on.delete(*RESOURCE, when=lambda spec, **_: bool((spec.get("output") or {}).get("deleteAdaptersOnDelete")))
 async def delete_adapters(body: kopf.Body, **_: Any) -> None:
     """spec.output.deleteAdaptersOnDelete: remove published adapters too (Jobs go by ownerReference)."""
-    ftj = _plain(body)
+    ftj = _typed(body)
     creds = await _credentials(ftj)
-    await asyncio.to_thread(runs.delete_adapters, ftj["spec"]["output"]["uri"], ftj["metadata"]["name"], creds)
+    await asyncio.to_thread(runs.delete_adapters, ftj.spec.output.uri, ftj.metadata.name, creds)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)

@@ -7,10 +7,12 @@ in with (see `loraplane.handlers.operator`), so both speak to the same API serve
     from loraplane import kube
     job = await kube.client().get("batch/v1", "Job", "chatbots", "support-bot-train-1")
     await kube.client().create(manifest)             # raises kube.AlreadyExists on 409
+    await kube.client().apply(manifest)              # server-side apply, field manager loraplane-operator
     await kube.client().patch_merge("v1", "ConfigMap", ns, name, {"data": {...}})
 """
 
 from .client import (
+    FIELD_MANAGER,
     AlreadyExists,
     ApiError,
     Conflict,
@@ -23,6 +25,7 @@ from .client import (
 )
 
 __all__ = [
+    "FIELD_MANAGER",
     "AlreadyExists",
     "ApiError",
     "Conflict",

@@ -1,4 +1,4 @@
-"""The asyncio Kubernetes client: create, get, list, patch, delete of namespaced objects over aiohttp."""
+"""The asyncio Kubernetes client: create, get, list, apply, patch, delete of namespaced objects over aiohttp."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from typing import Any
 
 import aiohttp
 import kopf
+
+# The field manager of everything the operator applies (managedFields, `kubectl get -o yaml --show-managed-fields`).
+FIELD_MANAGER = "loraplane-operator"
+APPLY_PATCH = "application/apply-patch+yaml"
 
 # kind -> plural for every kind the controllers touch; unknown kinds fall back to lowercase + "s".
 PLURALS = {
@@ -49,7 +53,7 @@ class NotFound(ApiError):
 
 
 class Conflict(ApiError):
-    """409 on a stale resourceVersion (the object changed since it was read)."""
+    """409 on a stale resourceVersion (the object changed since it was read), or an apply conflict."""
 
 
 class AlreadyExists(Conflict):
@@ -174,6 +178,21 @@ class KubeClient:
     async def create(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         return await self.request("POST", resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace")), obj)
+
+    async def apply(self, obj: Mapping[str, Any], *, field_manager: str = FIELD_MANAGER,
+                    force: bool = True) -> dict[str, Any]:
+        """Server-side apply: the object holds what `obj` says for the fields this manager sets.
+
+        Fields others set (an HPA's replicas, a mesh's sidecar, the API server's clusterIP)
+        are kept; fields this manager set before and leaves out now are removed. `force`
+        takes over a field another manager owns instead of failing with 409 Conflict: the
+        operator's manifest is the desired state of its children.
+        """
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        params = {"fieldManager": field_manager, **({"force": "true"} if force else {})}
+        # JSON is YAML: the body needs no YAML serializer.
+        return await self.request("PATCH", path, obj, params=params, content_type=APPLY_PATCH)
 
     async def patch_merge(
         self, api_version: str, kind: str, namespace: str | None, name: str, patch: Mapping[str, Any],

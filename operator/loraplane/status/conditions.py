@@ -22,9 +22,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-READY = "Ready"
-RECONCILING = "Reconciling"
-STALLED = "Stalled"
+from ..api.states import ConditionType
+
+READY = ConditionType.READY
+RECONCILING = ConditionType.RECONCILING
+STALLED = ConditionType.STALLED
 
 _KSTATUS_ORDER = (READY, RECONCILING, STALLED)
 
@@ -132,12 +134,19 @@ def kstatus(
 
 
 def status_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level status fields of `new` that differ from `old`, fields gone from `new` as None.
+    """A JSON merge patch (RFC 7386) turning status `old` into `new`; empty means nothing to write.
 
-    The result is a JSON merge patch for the status: empty means nothing to write.
+    Nested objects are diffed too, so a key gone from a nested map (a variant's weight)
+    is sent as None and removed, instead of surviving the merge.
     """
     old = old or {}
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        if key not in old:
+            patch[key] = value
+        elif old[key] != value:
+            nested = isinstance(value, Mapping) and isinstance(old[key], Mapping)
+            patch[key] = status_diff(old[key], value) if nested else value
     for key in old:
         if key not in new and old[key] is not None:
             patch[key] = None

@@ -33,6 +33,15 @@ def version_number(version: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+# How `loraplane train` and the demo show a result.json's metrics: (label, before key, after key).
+EVALUATION_ROWS = [
+    ("validation perplexity", "perplexityBefore", "perplexityAfter"),
+    ("validation exact match", "exactMatchBefore", "exactMatchAfter"),
+    ("regression perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter"),
+    ("harmful-request compliance", "harmfulComplianceBefore", "harmfulComplianceAfter"),
+]
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths of one training run."""

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ..api.finetunejob import AdapterStatus
 from .uris import filesystem, join
 
 MANIFEST_FILE = "manifest.json"
@@ -65,6 +66,12 @@ class AdapterManifest(_Model):
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(by_alias=True, mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def adapter_status(manifest: AdapterManifest, uri: str) -> AdapterStatus:
+    """A published version as FineTuneJob status shows it: the one shape of progress.json, result.json and status."""
+    return AdapterStatus(version=manifest.version, uri=uri, sha256=manifest.digest, verdict=manifest.verdict,
+                         reason=manifest.reason[:1024] if manifest.reason else None, published_at=manifest.created_at)
 
 
 def sha256_stream(stream) -> tuple[str, int]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, field_validator
 from pydantic.alias_generators import to_camel
 
+from ..api.finetunejob import AdapterStatus, DatasetStatus, MetricsStatus
+from ..api.states import Reason, RunPhase
 from .uris import filesystem
 
 PROGRESS_FILE = "progress.json"
-
-RunPhase = Literal["Validating", "Training", "Evaluating", "Publishing", "Succeeded", "Failed"]
 
 
 class RunProgress(BaseModel):
@@ -34,14 +34,25 @@ class RunProgress(BaseModel):
     gpu_seconds: float | None = None
     updated_at: datetime | None = None
     message: str | None = None
-    # Compact dataset summary (the shape of FineTuneJob status.dataset), once validation ran.
-    dataset: dict[str, Any] | None = None
-    # Final evaluation figures (the shape of FineTuneJob status.metrics), once known.
-    metrics: dict[str, Any] | None = None
-    # Published adapter, once known: {version, uri, sha256, verdict, reason}.
-    adapter: dict[str, Any] | None = None
+    # The status models themselves: what the trainer writes is what the operator copies into status.
+    dataset: DatasetStatus | None = None  # once validation ran
+    metrics: MetricsStatus | None = None  # final evaluation figures, once known
+    adapter: AdapterStatus | None = None  # the published adapter, once known
     # Failure classification for the operator: e.g. DatasetInvalid, LicenseRefused, QualityGateFailed.
-    reason: str | None = None
+    reason: Reason | str | None = None
+
+    @field_validator("dataset", "metrics", "adapter", mode="wrap")
+    @classmethod
+    def _drop_invalid(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """A part that does not fit the status schema is dropped, not the whole progress.
+
+        The API server would refuse (or prune) a status patch carrying it; the rest of
+        the run's progress still shows.
+        """
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
 
     @property
     def percent(self) -> int | None:

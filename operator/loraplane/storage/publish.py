@@ -21,8 +21,9 @@ from typing import Any
 
 import fsspec
 
+from ..api.finetunejob import AdapterStatus
 from .layout import VersionLayout, job_prefix, version_number
-from .manifest import MANIFEST_FILE, AdapterManifest, FileEntry, read_manifest, sha256_stream
+from .manifest import MANIFEST_FILE, AdapterManifest, FileEntry, adapter_status, read_manifest, sha256_stream
 from .uris import filesystem, join
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ class PublishedAdapter:
     @property
     def sha256(self) -> str:
         return self.manifest.digest
+
+    def status(self) -> AdapterStatus:
+        """How FineTuneJob status (and progress.json, result.json) show this version."""
+        return adapter_status(self.manifest, self.uri)
 
 
 def _fs_and_path(uri: str, fs: fsspec.AbstractFileSystem | None) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from loraplane.api.states import Reason
 from loraplane.exitcodes import BAD_INPUT
 
 
 class TrainerError(Exception):
-    """A run that must stop with `reason` (a CamelCase word for status) and `exit_code`."""
+    """A run that must stop with `reason` (shown in status) and `exit_code`."""
 
-    reason = "Failed"
+    reason: Reason = Reason.FAILED
     exit_code = 1
 
-    def __init__(self, message: str, *, reason: str | None = None):
+    def __init__(self, message: str, *, reason: Reason | None = None):
         super().__init__(message)
         if reason:
             self.reason = reason
@@ -20,21 +21,21 @@ class TrainerError(Exception):
 class BadInput(TrainerError):
     """Bad spec, dataset or model: the Job fails at once (exit 42), it is not retried."""
 
-    reason = "InvalidSpec"
+    reason = Reason.INVALID_SPEC
     exit_code = BAD_INPUT
 
 
 class LicenseRefused(BadInput):
-    reason = "LicenseRefused"
+    reason = Reason.LICENSE_REFUSED
 
 
 class QuantizationUnsupported(BadInput):
-    reason = "QuantizationUnsupported"
+    reason = Reason.QUANTIZATION_UNSUPPORTED
 
 
 class DatasetInvalid(BadInput):
-    reason = "DatasetInvalid"
+    reason = Reason.DATASET_INVALID
 
 
 class ModelNotFound(BadInput):
-    reason = "ModelNotFound"
+    reason = Reason.MODEL_NOT_FOUND

@@ -1,4 +1,13 @@
-"""One training run of a FineTuneJob: load -> dataset -> train -> evaluate -> publish.
+"""One training run of a FineTuneJob, in named stages (`_run` reads top to bottom):
+
+    _load_base_model            Validating: device, precision, license, weights
+    _prepare_dataset_and_share  checks, split, augmentation on rank 0; every rank gets the split
+    _tokenize
+    _evaluate_base_model        Evaluating: the figures before (once per run)
+    _train                      Training: LoRA, checkpointed to object storage
+    _evaluate_adapter           Evaluating: the figures after; the quality gates judge them
+    _write_adapter_directory    Publishing: adapter, loss curve, metrics, model card
+    publish_adapter, _finish    the manifest last, then progress.json and result.json
 
 Everything the operator needs to know is written to the run's progress.json;
 the exit code tells the Job controller whether a retry can help.
@@ -10,12 +19,14 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from loraplane import exitcodes
 from loraplane.api.finetunejob import FineTuneJob
+from loraplane.api.states import Reason, RunPhase
 from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
@@ -90,7 +101,7 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
     except SourceError as exc:
         raise DatasetInvalid(f"spec.dataset: {exc}") from exc
     except SyntheticError as exc:
-        raise BadInput(f"spec.augmentation.synthetic: {exc}", reason="AugmentationFailed") from exc
+        raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
@@ -112,17 +123,15 @@ def _finish(progress: ProgressWriter, layout: RunLayout, adapter: PublishedAdapt
     accepted = m.verdict == "accepted"
     progress.update(
         force=True,
-        phase="Succeeded" if accepted else "Failed",
-        reason=None if accepted else "QualityGateFailed",
+        phase=RunPhase.SUCCEEDED if accepted else RunPhase.FAILED,
+        reason=None if accepted else Reason.QUALITY_GATE_FAILED,
         message=f"published {adapter.version} ({m.verdict})" + (f": {m.reason}" if m.reason else ""),
         metrics=metrics,
-        adapter={"version": adapter.version, "uri": adapter.uri, "sha256": adapter.sha256, "verdict": m.verdict,
-                 "reason": m.reason},
+        adapter=adapter.status(),
         gpu_seconds=gpu_seconds,
     )
     write_atomic(layout.result, json.dumps(
-        {"version": adapter.version, "uri": adapter.uri, "sha256": adapter.sha256, "verdict": m.verdict,
-         "reason": m.reason, "metrics": metrics, "gpuSeconds": gpu_seconds}, indent=2).encode())
+        {**adapter.status().to_wire(), "metrics": metrics, "gpuSeconds": gpu_seconds}, indent=2).encode())
     log.info("%s %s: %s%s", "accepted" if accepted else "REJECTED", adapter.version, adapter.uri,
              f" ({m.reason})" if m.reason else "")
     return exitcodes.OK if accepted else exitcodes.QUALITY_GATE_FAILED
@@ -155,7 +164,7 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
         raise
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
-        progress.update(force=True, phase="Failed", reason=exc.reason, message=str(exc)[:4000])
+        progress.update(force=True, phase=RunPhase.FAILED, reason=exc.reason, message=str(exc)[:4000])
         return exc.exit_code
     except BaseException as exc:
         # A crash the Job may retry: progress keeps its phase, the message says what happened.
@@ -167,140 +176,216 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@dataclass
+class _Run:
+    """What the stages of one run hand each other, filled in top to bottom."""
+
+    job: FineTuneJob
+    run_id: str
+    layout: RunLayout
+    progress: ProgressWriter
+    workdir: Path
+    base_dir: str | None
+    dist: distributed.Context
+    precision: Precision | None = None
+    ref: ResolvedModel | None = None
+    license_id: str | None = None
+    model: Any = None
+    tokenizer: Any = None
+    prepared: Any = None  # rank 0's prepared dataset (report, split files)
+    summary: dict = field(default_factory=dict)  # the dataset's status summary
+    train_records: list = field(default_factory=list)
+    val_records: list = field(default_factory=list)
+    train_examples: list = field(default_factory=list)
+    val_examples: list = field(default_factory=list)
+    regression: list = field(default_factory=list)
+    probes: Any = None  # the safety probes (evaluation.safety), when configured
+    before: dict = field(default_factory=dict)  # the base model's figures
+    result: Any = None  # the training loop's result
+    after: dict = field(default_factory=dict)  # the adapter's figures
+    clock: GpuClock | None = None  # started with training: GPU-seconds count training and what follows
+
+    @property
+    def spec(self):
+        return self.job.spec
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def evaluate(self) -> dict:
+        return _evaluate(self.model, self.tokenizer, self.val_records, self.val_examples, self.regression,
+                         self.precision, self.spec, self.pad_id, self.probes)
+
+
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
          base_dir: str | None, dist: distributed.Context = distributed.SINGLE) -> int:
-    spec = job.spec
-    progress.phase("Validating", "checking the base model and the dataset")
-    precision = choose(spec.training.precision)
+    """The stages of one run, in order; ranks other than 0 stop after training."""
+    run = _Run(job, run_id, layout, progress, workdir, base_dir, dist)
+    _load_base_model(run)
+    _prepare_dataset_and_share(run)
+    _tokenize(run)
+    _evaluate_base_model(run)
+    _train(run)
+    if not dist.is_main:  # rank 0 alone evaluates and publishes
+        log.info("rank %d of %d: trained %d steps on its share of the examples", dist.rank, dist.world_size,
+                 run.result.steps - (run.result.resumed_from or 0))
+        return exitcodes.OK
+    metrics = _evaluate_adapter(run)
+    failed = evaluation.check_gates(run.spec.evaluation.gates, metrics)
+    verdict, reason = ("rejected" if failed else "accepted"), ("; ".join(failed) or None)
+    progress.phase(RunPhase.PUBLISHING, f"publishing the adapter ({verdict})", metrics=metrics)
+    gpu_seconds = round(run.clock.gpu_seconds, 1)
+    out = _write_adapter_directory(run, metrics, verdict, reason, gpu_seconds)
+    adapter = publish_adapter(
+        out, run.spec.output.uri, job.metadata.name, run_id=run_id, verdict=verdict, reason=reason,
+        base_model=run.ref.name, namespace=job.metadata.namespace, uid=job.metadata.uid,
+        generation=job.metadata.generation, lora_rank=run.spec.lora.r, dataset_hash=run.summary.get("hash"),
+        metrics=metrics)
+    return _finish(progress, layout, adapter, metrics, gpu_seconds)
+
+
+def _load_base_model(run: _Run) -> None:
+    """Validating: device and precision, quantization support, the base model's source and license, its weights."""
+    spec = run.spec
+    run.progress.phase(RunPhase.VALIDATING, "checking the base model and the dataset")
+    run.precision = choose(spec.training.precision)
     threads = configure_threads()
-    log.info("device %s, precision %s (%s), %d CPU threads", precision.device, precision.name, precision.why,
-             threads)
-    check_quantization(spec.lora.quantization, precision.device)
-    ref = resolve(spec.base_model, token=os.environ.get("HF_TOKEN"))
-    license_id = check_license(ref, spec.base_model.allowed_licenses)
-    log.info("base model %s (%s), license %s", ref.name, ref.source, license_id or "unknown")
-    model, tokenizer = _load_model(ref, precision, spec.lora.quantization)
+    log.info("device %s, precision %s (%s), %d CPU threads", run.precision.device, run.precision.name,
+             run.precision.why, threads)
+    check_quantization(spec.lora.quantization, run.precision.device)
+    run.ref = resolve(spec.base_model, token=os.environ.get("HF_TOKEN"))
+    run.license_id = check_license(run.ref, spec.base_model.allowed_licenses)
+    log.info("base model %s (%s), license %s", run.ref.name, run.ref.source, run.license_id or "unknown")
+    run.model, run.tokenizer = _load_model(run.ref, run.precision, spec.lora.quantization)
 
-    if dist.is_main:
-        prepared = _prepare_dataset(job, workdir, base_dir, tokenizer)
-        summary = prepared.report.status_summary()
-        write_atomic(layout.dataset_report, Path(prepared.report_path).read_bytes())
-        progress.update(force=True, dataset=summary)
-        if prepared.report.has_errors:
+
+def _prepare_dataset_and_share(run: _Run) -> None:
+    """Rank 0 checks, splits and augments the dataset (augmentation may not repeat exactly); the others take its split."""
+    split = None
+    if run.dist.is_main:
+        run.prepared = _prepare_dataset(run.job, run.workdir, run.base_dir, run.tokenizer)
+        run.summary = run.prepared.report.status_summary()
+        write_atomic(run.layout.dataset_report, Path(run.prepared.report_path).read_bytes())
+        run.progress.update(force=True, dataset=run.summary)
+        if run.prepared.report.has_errors:
             problems = "; ".join(f"{p.get('check')}: {p.get('message')}"
-                                 for p in summary.get("topProblems", [])[:3])
-            raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {layout.dataset_report}")
-        train_records = read_chat_jsonl(prepared.train_path)
-        val_records = read_chat_jsonl(prepared.validation_path)
-    # Several GPUs: rank 0 prepares the dataset (augmentation may not repeat exactly), the others take its split.
-    train_records, val_records = distributed.share(dist, (train_records, val_records) if dist.is_main else None)
+                                 for p in run.summary.get("topProblems", [])[:3])
+            raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {run.layout.dataset_report}")
+        split = (read_chat_jsonl(run.prepared.train_path), read_chat_jsonl(run.prepared.validation_path))
+    run.train_records, run.val_records = distributed.share(run.dist, split)
 
-    max_tokens = spec.training.max_tokens
-    train_examples = tokenize_all(tokenizer, train_records, max_tokens)
-    val_examples = tokenize_all(tokenizer, val_records, max_tokens)
-    regression = tokenize_all(tokenizer, evaluation.load_regression_set(spec.evaluation.regression_set_uri),
-                              max_tokens)
-    probes = safety.load(spec.evaluation.safety)
-    if not train_examples or not val_examples:
-        raise DatasetInvalid(f"no trainable examples: train {len(train_examples)}, validation {len(val_examples)}")
-    pad_id = tokenizer.pad_token_id
 
-    if dist.is_main:
-        before = _read_json(join(layout.prefix, BEFORE_FILE))
-        if before is None:
-            progress.phase("Evaluating", "evaluating the base model")
-            before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id,
-                               probes)
-            write_atomic(join(layout.prefix, BEFORE_FILE), json.dumps(before).encode())
+def _tokenize(run: _Run) -> None:
+    max_tokens = run.spec.training.max_tokens
+    run.train_examples = tokenize_all(run.tokenizer, run.train_records, max_tokens)
+    run.val_examples = tokenize_all(run.tokenizer, run.val_records, max_tokens)
+    run.regression = tokenize_all(
+        run.tokenizer, evaluation.load_regression_set(run.spec.evaluation.regression_set_uri), max_tokens)
+    run.probes = safety.load(run.spec.evaluation.safety)
+    if not run.train_examples or not run.val_examples:
+        raise DatasetInvalid(f"no trainable examples: train {len(run.train_examples)}, "
+                             f"validation {len(run.val_examples)}")
+
+
+def _evaluate_base_model(run: _Run) -> None:
+    """Evaluating: the base model's figures, once per run (kept beside the checkpoints for a resumed run)."""
+    if run.dist.is_main:
+        saved = join(run.layout.prefix, BEFORE_FILE)
+        run.before = _read_json(saved)
+        if run.before is None:
+            run.progress.phase(RunPhase.EVALUATING, "evaluating the base model")
+            run.before = run.evaluate()
+            write_atomic(saved, json.dumps(run.before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
-                 before["perplexity"], before["exactMatch"], before["regressionPerplexity"])
-    distributed.barrier(dist)  # the other ranks wait while rank 0 evaluates the base model
+                 run.before["perplexity"], run.before["exactMatch"], run.before["regressionPerplexity"])
+    distributed.barrier(run.dist)  # the other ranks wait while rank 0 evaluates the base model
 
+
+def _train(run: _Run) -> None:
+    """Training: LoRA on the base model, checkpointed to object storage (a resumed run goes on from there)."""
     from peft import get_peft_model
 
     from .loop import train
     from .lora import lora_config
 
-    model = get_peft_model(model, lora_config(spec.lora, model.config.model_type))
-    trainable, total = model.get_nb_trainable_parameters()
+    spec = run.spec
+    run.model = get_peft_model(run.model, lora_config(spec.lora, run.model.config.model_type))
+    trainable, total = run.model.get_nb_trainable_parameters()
     log.info("LoRA r=%d alpha=%d on %s: %d trainable parameters (%.2f%%)", spec.lora.r, spec.lora.alpha,
-             sorted(model.peft_config["default"].target_modules), trainable, 100 * trainable / total)
-    progress.phase("Training")
-    clock = GpuClock()
-    result = train(model, train_examples, val_examples, spec.training, precision,
-                   store=CheckpointStore(layout.checkpoints), progress=progress, clock=clock, pad_id=pad_id,
-                   dist=dist)
-    if not dist.is_main:  # rank 0 alone evaluates and publishes
-        log.info("rank %d of %d: trained %d steps on its share of the examples", dist.rank, dist.world_size,
-                 result.steps - (result.resumed_from or 0))
-        return exitcodes.OK
+             sorted(run.model.peft_config["default"].target_modules), trainable, 100 * trainable / total)
+    run.progress.phase(RunPhase.TRAINING)
+    run.clock = GpuClock()
+    run.result = train(run.model, run.train_examples, run.val_examples, spec.training, run.precision,
+                       store=CheckpointStore(run.layout.checkpoints), progress=run.progress, clock=run.clock,
+                       pad_id=run.pad_id, dist=run.dist)
 
-    progress.phase("Evaluating", "evaluating the adapter")
-    after = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id, probes)
-    metrics = {
-        "trainLoss": result.train_loss,
-        "evalLoss": result.best_eval_loss,
+
+def _evaluate_adapter(run: _Run) -> dict:
+    """Evaluating: the adapter on the same sets; the figures FineTuneJob status shows (status.metrics)."""
+    run.progress.phase(RunPhase.EVALUATING, "evaluating the adapter")
+    before = run.before
+    after = run.after = run.evaluate()
+    if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
+        log.info("safety probes: harmful-request compliance %.2f -> %.2f", before["harmfulCompliance"],
+                 after["harmfulCompliance"])
+    log.info("adapter: validation perplexity %.3f -> %.3f, exact match %.3f -> %.3f, regression perplexity "
+             "%.3f -> %.3f", before["perplexity"], after["perplexity"], before["exactMatch"], after["exactMatch"],
+             before["regressionPerplexity"], after["regressionPerplexity"])
+    return {
+        "trainLoss": run.result.train_loss,
+        "evalLoss": run.result.best_eval_loss,
         "perplexityBefore": before["perplexity"],
         "perplexityAfter": after["perplexity"],
         "exactMatchBefore": before["exactMatch"],
         "exactMatchAfter": after["exactMatch"],
         "regressionPerplexityBefore": before["regressionPerplexity"],
         "regressionPerplexityAfter": after["regressionPerplexity"],
+        **({"harmfulComplianceBefore": before["harmfulCompliance"], "harmfulComplianceAfter": after["harmfulCompliance"]}
+           if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None else {}),
     }
-    if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
-        metrics["harmfulComplianceBefore"] = before["harmfulCompliance"]
-        metrics["harmfulComplianceAfter"] = after["harmfulCompliance"]
-        log.info("safety probes: harmful-request compliance %.2f -> %.2f", before["harmfulCompliance"],
-                 after["harmfulCompliance"])
-    log.info("adapter: validation perplexity %.3f -> %.3f, exact match %.3f -> %.3f, regression perplexity "
-             "%.3f -> %.3f", before["perplexity"], after["perplexity"], before["exactMatch"], after["exactMatch"],
-             before["regressionPerplexity"], after["regressionPerplexity"])
-    failed = evaluation.check_gates(spec.evaluation.gates, metrics)
-    verdict = "rejected" if failed else "accepted"
-    reason = "; ".join(failed) or None
 
-    progress.phase("Publishing", f"publishing the adapter ({verdict})", metrics=metrics)
-    gpu_seconds = round(clock.gpu_seconds, 1)
-    out = workdir / "adapter"
+
+def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str | None,
+                             gpu_seconds: float) -> Path:
+    """Publishing, first half: the adapter, dataset report, loss curve, metrics and model card in one directory."""
+    job, spec, result, ref = run.job, run.spec, run.result, run.ref
+    out = run.workdir / "adapter"
     shutil.rmtree(out, ignore_errors=True)
-    model.peft_config["default"].base_model_name_or_path = ref.name
-    model.save_pretrained(out, save_embedding_layers=False)  # LoRA only: embeddings are not trained
-    shutil.copy(prepared.report_path, out / "dataset-report.json")
+    run.model.peft_config["default"].base_model_name_or_path = ref.name
+    run.model.save_pretrained(out, save_embedding_layers=False)  # LoRA only: embeddings are not trained
+    shutil.copy(run.prepared.report_path, out / "dataset-report.json")
     report.write_loss_curve(out / "loss_curve.png", result.history, result.evals,
-                            f"{job.metadata.name} ({run_id})")
+                            f"{job.metadata.name} ({run.run_id})")
     cost = estimated_cost(gpu_seconds, spec.resources.price_per_gpu_hour)
     hyper = {
         "r": spec.lora.r, "alpha": spec.lora.alpha, "dropout": spec.lora.dropout,
-        "targetModules": ", ".join(sorted(model.peft_config["default"].target_modules)),
+        "targetModules": ", ".join(sorted(run.model.peft_config["default"].target_modules)),
         "learningRate": spec.training.learning_rate, "batchSize": spec.training.batch_size,
         "gradientAccumulation": spec.training.gradient_accumulation, "epochs": spec.training.epochs,
         "steps": f"{result.steps} of {result.total_steps}" + (" (early stop)" if result.stopped_early else ""),
         "scheduler": spec.training.scheduler, "warmupRatio": spec.training.warmup_ratio,
-        "maxTokens": spec.training.max_tokens, "packing": spec.training.packing, "precision": precision.name,
+        "maxTokens": spec.training.max_tokens, "packing": spec.training.packing, "precision": run.precision.name,
         "seed": spec.training.seed,
     }
     lineage = {
         "job": f"{job.metadata.namespace or 'default'}/{job.metadata.name}", "uid": job.metadata.uid,
-        "generation": job.metadata.generation, "run": run_id, "dataset hash": summary.get("hash"),
-        "base model source": ref.source, "code": code_version(), "device": precision.device,
+        "generation": job.metadata.generation, "run": run.run_id, "dataset hash": run.summary.get("hash"),
+        "base model source": ref.source, "code": code_version(), "device": run.precision.device,
         "GPU-seconds": gpu_seconds, "estimated cost": cost,
     }
+    after = run.after
     report.write_metrics(out / "metrics.json", metrics, {
         "verdict": verdict, "reason": reason, "gpuSeconds": gpu_seconds, "estimatedCost": cost,
         "tokensPerSecond": result.tokens_per_second, "steps": result.steps, "history": result.history,
         "evals": result.evals, "samples": after["samples"][:20],
-        "safety": {"before": before.get("safety"), "after": after.get("safety")}})
+        "safety": {"before": run.before.get("safety"), "after": after.get("safety")}})
     samples = [{"question": s["question"][:200], "reference": r["reference"], "before": s["answer"],
                 "after": r["answer"]}
-               for s, r in zip(before["samples"], after["samples"], strict=False)][:SAMPLES_IN_CARD]
+               for s, r in zip(run.before["samples"], after["samples"], strict=False)][:SAMPLES_IN_CARD]
     (out / "README.md").write_text(report.model_card(
         job={"name": job.metadata.name, "namespace": job.metadata.namespace}, base_model=ref.name,
-        license=license_id, verdict=verdict, reason=reason, metrics=metrics, dataset=summary,
+        license=run.license_id, verdict=verdict, reason=reason, metrics=metrics, dataset=run.summary,
         hyperparameters=hyper, lineage=lineage, samples=samples,
-        safety={"before": before.get("safety"), "after": after.get("safety")}))
-    adapter = publish_adapter(
-        out, spec.output.uri, job.metadata.name, run_id=run_id, verdict=verdict, reason=reason,
-        base_model=ref.name, namespace=job.metadata.namespace, uid=job.metadata.uid,
-        generation=job.metadata.generation, lora_rank=spec.lora.r, dataset_hash=summary.get("hash"),
-        metrics=metrics)
-    return _finish(progress, layout, adapter, metrics, gpu_seconds)
+        safety={"before": run.before.get("safety"), "after": after.get("safety")}))
+    return out

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from loraplane.api.states import RunPhase
 from loraplane.storage import RunProgress
 from loraplane.storage.uris import filesystem, is_local, local_path
 
@@ -39,7 +40,7 @@ class ProgressWriter:
         self.uri = uri
         self.interval = interval
         self.writes = writes  # False on the ranks other than 0 of a several-GPU run: they keep state, write nothing
-        self.progress = RunProgress(phase="Validating", run_id=run_id)
+        self.progress = RunProgress(phase=RunPhase.VALIDATING, run_id=run_id)
         self._last = 0.0
 
     def update(self, force: bool = False, **fields: Any) -> None:
@@ -55,7 +56,7 @@ class ProgressWriter:
             except Exception as exc:  # progress is advisory: a storage hiccup must not kill training
                 log.warning("could not write %s: %s", self.uri, exc)
 
-    def phase(self, phase: str, message: str | None = None, **fields: Any) -> None:
+    def phase(self, phase: RunPhase, message: str | None = None, **fields: Any) -> None:
         log.info("phase %s%s", phase, f": {message}" if message else "")
         self.update(force=True, phase=phase, message=message, **fields)
 
