@@ -11,7 +11,11 @@ from typing import Any
 from ..example import Example
 from .base import Check, Finding, Location, Locations
 
-MARKDOWN = re.compile(r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\]\n]+\]\([^)\s]+\)|`[^`\n]+`")
+# Each alternative stops at the next character that could start it again, so a search is linear
+# ("[[[[…" or "[a]([a](…" would otherwise be rescanned from every bracket).
+MARKDOWN = re.compile(
+    r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\[\]\n]+\]\([^()\s]+\)|`[^`\n]+`"
+)
 PREFIX = re.compile(r"^\s*(answer|a|assistant|response|bot|agent|reply|output|support)\s*:\s*", re.IGNORECASE)
 MIN_LOG_RATIO = math.log(3)  # an outlier is at least 3 times longer or shorter than the median
 _WORD = re.compile(r"[^\W\d_]+")
