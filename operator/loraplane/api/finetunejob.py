@@ -76,14 +76,35 @@ class DatasetChecks(ApiModel):
         gt=0,
         le=1,
         description="Estimated Jaccard similarity (MinHash of character 3-grams of the text without casing, "
-        "punctuation and greetings) from which two prompts are near copies: duplicates when their answers agree, "
-        "contradictions when not; near copies stay on one side of the split.",
+        "punctuation and greetings) from which two prompts naming the same identifiers are near copies: they "
+        "stay on one side of the split and are compared for contradictions.",
     )
     max_contradictions: int = Field(
         default=0,
         ge=0,
-        description="Prompts (or near-identical prompts) with materially different completions allowed "
-        "before it is an error.",
+        description="Pairs of examples answering the same question in ways that disagree allowed before it is "
+        "an error.",
+    )
+    contradiction_similarity: float = Field(
+        default=0.85,
+        ge=0.5,
+        le=1,
+        description="Embedding cosine similarity from which two prompts naming the same identifiers ask the "
+        "same question (near copies always do).",
+    )
+    max_paraphrase_group_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="A paraphrase group (differently worded prompts sharing one answer) holding more than this "
+        "share of the examples is an error; unset: groups are only reported.",
+    )
+    embedding_model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        min_length=1,
+        max_length=512,
+        description="Sentence-transformers model of the meaning checks: a Hub id present in the image's cache, "
+        "a directory, or a storage URI (s3://...). The default ships with the trainer.",
     )
     max_malformed: int = Field(
         default=0, ge=0, description="Malformed lines allowed before it is an error (they are always skipped)."
@@ -99,6 +120,14 @@ class DatasetChecks(ApiModel):
     )
     pii: Literal["off", "warning", "error"] = Field(
         default="warning", description="How personal data (e-mails, phones, card numbers, keys) is treated."
+    )
+    harmful: Literal["off", "warning", "error"] = Field(
+        default="warning",
+        description="How toxic, hateful, obscene or sexual content in prompts or answers is treated; "
+        "augmentation drops such examples unless off.",
+    )
+    harmful_threshold: float = Field(
+        default=0.8, ge=0.5, le=1, description="Classifier probability from which a text is harmful."
     )
     fail_on_warnings: bool = Field(default=False, description="Treat every warning as an error.")
 

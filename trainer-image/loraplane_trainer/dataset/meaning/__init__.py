@@ -1,0 +1,1 @@
+"""Meaning-aware comparison: sentence embeddings, identifiers, language and harmful content."""
