@@ -190,6 +190,12 @@ class DatasetSpec(ApiModel):
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed of the split and the augmentation.")
     checks: DatasetChecks = Field(default_factory=DatasetChecks, description="Thresholds of the dataset checks.")
+    keep_paraphrases_together: bool = Field(
+        default=False,
+        description="Keep each paraphrase group (differently worded prompts sharing one answer) on one side of "
+        "the split. Off by default: validation then asks learned questions in new words; on, it asks "
+        "questions whose answers were never trained. Near copies are always kept together.",
+    )
 
 
 class PromptVariations(ApiModel):
@@ -220,11 +226,33 @@ class SyntheticAugmentation(ApiModel):
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
 
 
+class BackTranslation(ApiModel):
+    """Training prompts translated into a pivot language and back by a model behind an OpenAI-compatible
+    endpoint: new wordings with the same meaning; answers are never changed."""
+
+    endpoint: Uri = Field(description="Base URL of an OpenAI-compatible API, e.g. http://llm.internal/v1.")
+    model: str = Field(min_length=1, max_length=256, description="Model name to ask.")
+    pivot_languages: list[str] = Field(
+        default_factory=lambda: ["German"],
+        min_length=1,
+        max_length=8,
+        description="Languages to translate through, in turn (names the model understands, e.g. German, French).",
+    )
+    count: int = Field(default=100, ge=1, le=100_000, description="Back-translated examples to add at most.")
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the API key.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries per request on 429/5xx, with backoff.")
+    temperature: float = Field(default=0.3, ge=0, le=2, description="Sampling temperature.")
+
+
 class AugmentationSpec(ApiModel):
     """Train-side augmentation. Nothing augmented may be a near duplicate of a validation example."""
 
     prompt_variations: PromptVariations | None = Field(default=None, description="Rule-based prompt variations.")
     synthetic: SyntheticAugmentation | None = Field(default=None, description="Model-generated examples.")
+    back_translation: BackTranslation | None = Field(
+        default=None, description="Prompts reworded by translation into a pivot language and back."
+    )
 
 
 class LoraSpec(ApiModel):

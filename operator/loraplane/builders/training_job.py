@@ -86,12 +86,12 @@ def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
     token = (spec.get("baseModel") or {}).get("tokenSecretRef")
     if token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token["name"], "key": token["key"]}}})
-    synthetic = ((spec.get("augmentation") or {}).get("synthetic") or {}).get("apiKeySecretRef")
-    if synthetic:
-        env.append({
-            "name": "LORAPLANE_SYNTHETIC_API_KEY",
-            "valueFrom": {"secretKeyRef": {"name": synthetic["name"], "key": synthetic["key"]}},
-        })
+    augmentation = spec.get("augmentation") or {}
+    for field, name in (("synthetic", "LORAPLANE_SYNTHETIC_API_KEY"),
+                        ("backTranslation", "LORAPLANE_BACKTRANSLATION_API_KEY")):
+        ref = (augmentation.get(field) or {}).get("apiKeySecretRef")
+        if ref:
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
     return env
 
 
