@@ -18,6 +18,7 @@ from loraplane.api import FineTuneJobSpec
 from loraplane_trainer.dataset import prepare
 from loraplane_trainer.dataset.augment import synthetic
 from loraplane_trainer.dataset.augment.back_translation import TEMPLATE
+
 from tests.integration.test_dataset_synthetic import serve
 
 ROOT = Path(__file__).resolve().parents[2]
