@@ -34,6 +34,7 @@ from .text import normalise_completion, normalise_prompt, normalise_strict, numb
 MAX_TEXT = 1000  # characters of each prompt and answer kept for the meaning stage
 NEIGHBOURS = 10
 STATIC_CANDIDATE = 0.75  # static-embedding cosine from which two prompts are compared with the full model
+MAX_FULL_TEXTS = 4096  # examples whose prompt and answer the full model encodes, per check
 
 
 @dataclass
@@ -116,6 +117,22 @@ class Analysis:
         h = np.frombuffer(self.completion_hash, dtype=np.int64)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         return first[inverse].astype(np.int64)
+
+    def within_budget(self, i: np.ndarray, j: np.ndarray, sim: np.ndarray, stage: str) -> np.ndarray:
+        """Which candidate pairs the full model scores: the most similar first, until MAX_FULL_TEXTS distinct
+        examples; the rest are counted in stats (the cost of the precise stage stays bounded)."""
+        order = np.argsort(-sim, kind="stable")
+        seen: set[int] = set()
+        keep = np.zeros(len(i), dtype=bool)
+        for k in order.tolist():
+            new = {int(i[k]), int(j[k])} - seen
+            if len(seen) + len(new) > MAX_FULL_TEXTS:
+                continue
+            seen |= new
+            keep[k] = True
+        ctx = self.stats.setdefault("meaning", {"model": self.embedding_model})
+        ctx[stage] = {"candidatePairs": int(len(i)), "scored": int(keep.sum())}
+        return keep
 
     def full_vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Full-model embeddings of a few texts (the precise stage), each unique text encoded once."""

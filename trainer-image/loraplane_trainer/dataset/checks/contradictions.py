@@ -63,17 +63,20 @@ class ContradictionCheck(Check):
             return []
         answers = np.frombuffer(ctx.completion_hash, dtype=np.int64)
         si, sj, _ = ctx.prompt_pairs
-        mi, mj, _ = ctx.semantic_pairs
+        mi, mj, ms = ctx.semantic_pairs
         surface = set(zip(si.tolist(), sj.tolist(), strict=True))
         i = np.concatenate([si, mi])
         j = np.concatenate([sj, mj])
+        sim = np.concatenate([np.full(len(si), 2.0, np.float32), ms])  # near copies first
         if not len(i):
             return []
-        codes = np.unique(np.minimum(i, j) * n + np.maximum(i, j))
-        i, j = codes // n, codes % n
+        codes, pos = np.unique(np.minimum(i, j) * n + np.maximum(i, j), return_index=True)
+        i, j, sim = codes // n, codes % n, sim[pos]
         differ = answers[i] != answers[j]
-        i, j = i[differ], j[differ]
+        i, j, sim = i[differ], j[differ], sim[differ]
         keep = ctx.same_identifiers(i, j)
+        i, j, sim = i[keep], j[keep], sim[keep]
+        keep = ctx.within_budget(i, j, sim, "contradictions")
         i, j = i[keep], j[keep]
         if not len(i):
             return []

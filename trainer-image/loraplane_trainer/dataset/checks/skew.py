@@ -40,8 +40,15 @@ class SkewCheck(Check):
             si, sj, sim = ctx.semantic_pairs
             same = ctx.answer_groups
             close = sim >= INTENT_SIMILARITY
-            si, sj = si[close], sj[close]
+            si, sj, sim = si[close], sj[close], sim[close]
             cross = same[si] != same[sj]
+            if cross.any():
+                within = ctx.within_budget(si[cross], sj[cross], sim[cross], "intents")
+                drop = np.nonzero(cross)[0][~within]
+                keep_all = np.ones(len(si), dtype=bool)
+                keep_all[drop] = False  # beyond the budget: not joined
+                si, sj, sim = si[keep_all], sj[keep_all], sim[keep_all]
+                cross = same[si] != same[sj]
             if cross.any():  # prompts with other answers join one intent only if the full model agrees
                 ci, cj = si[cross], sj[cross]
                 vec = ctx.full_vectors([ctx.prompts[k] for k in np.unique(np.r_[ci, cj]).tolist()])
