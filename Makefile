@@ -8,9 +8,9 @@ TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-main install-vllm install-helm test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+.PHONY: install install-main install-vllm install-helm install-peers install-checkov test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
-install: install-main install-vllm install-helm ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+install: install-main install-vllm install-helm install-peers install-checkov ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
 
 install-main: $(VENV)/.installed
 
@@ -54,7 +54,7 @@ crds: ## Regenerate crds/ and the chart's copy from the API types
 	$(BIN)/loraplane crds
 
 lint:
-	$(BIN)/ruff check operator trainer-image server-image tests bench
+	$(BIN)/ruff check operator trainer-image server-image api-image tests bench
 	$(BIN)/lint-imports
 
 DEMO_ARGS ?=
@@ -83,3 +83,22 @@ $(HELM_VENV)/.installed:
 
 helm-lint: install-helm ## Lint the chart with real Helm
 	$(HELM_VENV)/bin/python tests/support/helm_tool.py lint helm/loraplane
+
+# Programs nobody here wrote, that the tests check LoRAPlane against: Prometheus' server and
+# promtool (Debian's prometheus package). Lua 5.1 comes with lupa, the openai SDK with [dev].
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+install-peers:
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q prometheus; }
+
+# checkov (an IaC scanner) pins its own dependency versions: its own tool environment.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+
+install-checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
+	touch $@

@@ -28,6 +28,8 @@ class OperatorConfig:
     router_image: str = field(default_factory=lambda: _default_image("router"))
     adapter_sync_image: str = field(default_factory=lambda: _default_image("adapter-sync"))
     image_pull_policy: str = "IfNotPresent"
+    # Comma-separated prefixes a ChatbotDeployment's vllm.image / router.image must start with.
+    allowed_image_prefixes: tuple[str, ...] = (f"{IMAGE_REPO}/", "docker.io/vllm/vllm-openai:", "vllm/vllm-openai:")
     # Comma-separated Secret names added to every pod the operator creates.
     image_pull_secrets: tuple[str, ...] = ()
     metrics_port: int = 8080
@@ -56,7 +58,7 @@ class OperatorConfig:
             raw = env.get(f"LORAPLANE_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            if f.name == "image_pull_secrets":
+            if f.name in ("image_pull_secrets", "allowed_image_prefixes"):
                 values[f.name] = tuple(s.strip() for s in raw.split(",") if s.strip())
             elif f.type in ("int",):
                 values[f.name] = int(raw)

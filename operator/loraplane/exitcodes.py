@@ -5,3 +5,5 @@ OK = 0
 BAD_INPUT = 42
 # The adapter was trained and published, but rejected by a quality gate. Not retried either.
 QUALITY_GATE_FAILED = 43
+# Stopped on SIGTERM after checkpointing (128 + 15): a retryable failure, the retry resumes.
+PREEMPTED = 143

@@ -12,4 +12,5 @@ FEEDBACK = "loraplane_router_feedback_score"  # histogram {model, variant}, scor
 COST = "loraplane_router_estimated_cost_total"  # counter {model, variant}, currency units
 QUEUE_DEPTH = "loraplane_router_queue_depth"  # gauge {upstream}
 UPSTREAM_ERRORS = "loraplane_router_upstream_errors_total"  # counter {upstream, reason}
+REJECTED = "loraplane_router_rejected_requests_total"  # counter {model, reason}: refused before routing
 ROUTING_TABLE_RELOADS = "loraplane_router_routing_table_reloads_total"  # counter {result=ok|rejected}

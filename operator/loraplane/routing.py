@@ -23,7 +23,9 @@ class _Model(BaseModel):
 class Variant(_Model):
     """One thing a request can be routed to: an adapter version or the bare base model."""
 
-    name: str = Field(min_length=1, max_length=63, description="Variant name (x-loraplane-variant).")
+    # A DNS label, as adapter names are: it names a directory on adapter sync's volume too.
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="Variant name (x-loraplane-variant).")
     weight: int = Field(ge=0, le=100, description="Percent of unpinned requests.")
     adapter_uri: str | None = Field(
         default=None, description="Published adapter prefix; unset means the bare base model."

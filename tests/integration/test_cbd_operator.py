@@ -20,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 from loraplane.cli import cli
 from loraplane.storage import AdapterManifest, FileEntry, RunLayout, RunProgress, VersionLayout
+from prometheus_client import REGISTRY
 
 from tests.support.canary_metrics import RouterMetrics
 
@@ -160,11 +161,18 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
     ))
     for api_version, kind, name in [("apps/v1", "Deployment", "static-vllm"), ("apps/v1", "Deployment", "static-router"),
                                     ("v1", "Service", "static-vllm"), ("v1", "Service", "static-router"),
-                                    ("v1", "ConfigMap", "static-routing"),
+                                    ("v1", "ConfigMap", "static-routing"), ("v1", "Secret", "static-keys"),
+                                    ("networking.k8s.io/v1", "NetworkPolicy", "static-vllm"),
+                                    ("networking.k8s.io/v1", "NetworkPolicy", "static-router"),
                                     ("policy/v1", "PodDisruptionBudget", "static-vllm")]:
         child = cluster.wait_for(lambda a=api_version, k=kind, n=name: cluster.get_or_none(a, k, NS, n),
                                  message=f"{kind} {name}")
         assert child["metadata"]["ownerReferences"][0]["kind"] == CBD
+    # The keys are generated once: later passes never rotate them.
+    keys = cluster.get("v1", "Secret", NS, "static-keys")["data"]
+    # Counters an alert reads exist at 0 from the first reconcile, so the first rollback alerts.
+    assert REGISTRY.get_sample_value("loraplane_chatbotdeployment_rollouts_total",
+                                     {"namespace": NS, "name": "static", "result": "rolledBack"}) == 0.0
     # One vLLM pool for every adapter: two Deployments in all (vLLM and router).
     assert len(cluster.list("apps/v1", "Deployment", NS, "loraplane.io/chatbotdeployment=static")) == 2
     # The rejected adapter is never routed to: its share goes to the largest servable variant.
@@ -185,6 +193,7 @@ def test_apply_creates_children_and_routes_static_weights(cluster, operator, tmp
     assert table_weights(cluster, "static") == {"v2": 70, "v3": 30}
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
+    assert cluster.get("v1", "Secret", NS, "static-keys")["data"] == keys
 
 
 def test_new_finetunejob_version_is_canaried_and_promoted_on_good_figures(cluster, operator, metrics, tmp_path):
@@ -323,3 +332,20 @@ def test_deleting_the_chatbot_deletes_its_children(cluster, operator, tmp_path):
     cluster.wait_for(lambda: cluster.get_or_none(API, CBD, NS, "doomed") is None, message="object gone")
     cluster.wait_for(lambda: not cluster.list("apps/v1", "Deployment", NS, "loraplane.io/chatbotdeployment=doomed")
                      and cluster.get_or_none("v1", "ConfigMap", NS, "doomed-routing") is None, message="children gone")
+
+
+def test_a_failing_reconcile_step_lands_in_status(cluster, operator, tmp_path):
+    v1 = write_adapter(tmp_path / "v1", "v1")
+    cluster.create(chatbot("badimage", adapters=[{"name": "v1", "uri": v1}],
+                           vllm={"image": "registry.example/not-allowed/vllm:1"}))
+    st = cluster.wait_for(lambda: any(c["type"] == "Ready" and c.get("reason") == "ReconcileFailed"
+                                      for c in status(cluster, "badimage").get("conditions", []))
+                          and status(cluster, "badimage"), message="ReconcileFailed in status")
+    assert "spec.vllm.image 'registry.example/not-allowed/vllm:1' is not allowed" in st["message"]
+    stalled = next(c for c in st["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    # Fixing the spec clears it on the next pass.
+    cluster.patch(API, CBD, NS, "badimage", {"spec": {"vllm": {"image": None}}})
+    cluster.wait_for(lambda: next(c for c in status(cluster, "badimage")["conditions"]
+                                  if c["type"] == "Ready").get("reason") != "ReconcileFailed",
+                     message="ReconcileFailed cleared")

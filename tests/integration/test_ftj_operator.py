@@ -279,3 +279,25 @@ def test_schedule_retrains_only_when_the_dataset_changed(env):
     write("s3://datasets/support.jsonl", '{"prompt": "hi", "completion": "hello there"}\n')
     tick_missed()
     cluster.wait_for(lambda: len(jobs()) == 3, 30, "a retrain on the changed dataset")
+
+
+def test_a_job_that_cannot_fit_is_refused_before_any_pod(env):
+    cluster, _ = env
+    big = ftj("huge-bot", baseModel={"name": "meta-llama/Llama-2-70b-hf"},
+              resources={"gpus": 1, "gpuType": "NVIDIA-A100-SXM4-80GB", "pricePerGpuHour": 1.79})
+    cluster.create(big)
+    status = wait_phase(cluster, "huge-bot", "Failed")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "DoesNotFit" and ready["status"] == "False"
+    assert any(c["type"] == "Stalled" and c["status"] == "True" for c in status["conditions"])
+    # The plan in the message: what it needs, what it has, what would fit.
+    assert "does not fit: needs" in status["message"] and "per GPU" in status["message"] and "fits:" in status["message"]
+    assert status["plan"]["fits"] is False and status["plan"]["parameters"] > 60e9
+    assert cluster.get_or_none("batch/v1", "Job", NS, "huge-bot-train-1") is None
+    assert not cluster.list("v1", "Pod", NS, "job-name=huge-bot-train-1")
+    # The example's job fits: its plan, with time and cost from the dataset's size at its price, is in status.
+    cluster.create(ftj("planned-bot", suspend=True))
+    plan = cluster.wait_for(lambda: status_of(cluster, "planned-bot").get("plan", {}).get("predictedCost"), 30,
+                            "the plan's predicted cost")
+    assert float(plan) >= 0
+    assert status_of(cluster, "planned-bot")["plan"]["fits"] is True

@@ -61,6 +61,12 @@ def test_chart_lints_clean_with_namespaced_mode_and_monitoring(tmp_path):
     assert errors(helm_lint(chart)) == []
 
 
+def test_chart_lints_clean_with_the_api_server(tmp_path):
+    chart = chart_with_values(tmp_path, {"api": {"enabled": True, "filesUri": "s3://ml-data/files/",
+                                                 "template": {"output": {"uri": "s3://adapters/"}}}})
+    assert errors(helm_lint(chart)) == []
+
+
 def test_bad_values_are_refused_by_the_schema(tmp_path):
     chart = chart_with_values(tmp_path, {"replicaCount": "two", "watchNamespaces": ["Not_A_Namespace"]})
     # helm-sdkpy returns Helm's error values without their text: the error is on values.yaml.
@@ -106,17 +112,21 @@ def test_chart_installs_with_default_values(cluster, tmp_path):
     assert result.get("info", {}).get("status") == "deployed", result.get("error")
     objs = installed(cluster, "lp")
     kinds = sorted(kind for kind, _ in objs)
-    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterKopfPeering", "ClusterRole", "ClusterRoleBinding", "Deployment", "NetworkPolicy",
+                     "Service", "ServiceAccount"]
     deployment = objs[("Deployment", "lp-loraplane")]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["LORAPLANE_ALLOWED_IMAGE_PREFIXES"] == "ghcr.io/loraplane/,docker.io/vllm/vllm-openai:,vllm/vllm-openai:"
     assert "--peering=loraplane" in container["args"] and not any(a.startswith("--namespace") for a in container["args"])
     rules = objs[("ClusterRole", "lp-loraplane")]["rules"]
     assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
     assert {"finetunejobs/status", "chatbotdeployments/status"} <= {res for r in rules for res in r["resources"]}
+    # Secrets: created (the chatbots' keys) everywhere, read nowhere unless granted per namespace.
+    assert {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]} == {"create"}
     # Helm installed the CRDs from crds/ (the emulator reports them Established).
     crds = cluster.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     assert {"finetunejobs.loraplane.io", "kopfpeerings.kopf.dev"} <= {c["metadata"]["name"] for c in crds}
@@ -136,6 +146,8 @@ def test_chart_installs_namespaced_with_monitoring(cluster, tmp_path):
     assert len(cluster.list("rbac.authorization.k8s.io/v1", "Role", "team-b")) == 1 and roles
     assert ("ClusterRole", "lpns-loraplane") not in objs  # namespaced mode: no cluster-wide write access
     assert ("ServiceMonitor", "lpns-loraplane") in objs and ("PrometheusRule", "lpns-loraplane-operator") in objs
+    # The operator's `namespace` label names the object's namespace: Prometheus must keep it.
+    assert objs[("ServiceMonitor", "lpns-loraplane")]["spec"]["endpoints"][0]["honorLabels"] is True
     alerts = {r["alert"] for g in objs[("PrometheusRule", "lpns-loraplane-operator")]["spec"]["groups"] for r in g["rules"]}
     assert {"LoRAPlaneFineTuneJobFailed", "LoRAPlaneOperatorReconcileErrors"} <= alerts
     args = objs[("Deployment", "lpns-loraplane")]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -143,10 +155,90 @@ def test_chart_installs_namespaced_with_monitoring(cluster, tmp_path):
     assert len(cluster.list("kopf.dev/v1", "KopfPeering", "team-a")) == 1
 
 
+def test_secret_reads_are_granted_only_in_the_listed_namespaces(cluster, tmp_path):
+    cluster.ensure_namespace("team-c")
+    values = {"rbac": {"secrets": {"readNamespaces": ["team-c"]}}, "peering": {"name": "lpsec"}}
+    result = helm_install(cluster, tmp_path, values, "lpsec", "lp-sec")
+    assert result.get("info", {}).get("status") == "deployed", result.get("error")
+    objs = installed(cluster, "lpsec")
+    role = objs[("Role", "lpsec-loraplane-secrets")]
+    assert role["metadata"]["namespace"] == "team-c"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert objs[("RoleBinding", "lpsec-loraplane-secrets")]["metadata"]["namespace"] == "team-c"
+
+
 def test_helm_refuses_bad_values_at_install(cluster, tmp_path):
     result = helm_install(cluster, tmp_path, {"replicaCount": "two"}, "lpbad", "lp-bad")
     assert "error" in result and "replicaCount" in result["error"], result
     assert installed(cluster, "lpbad") == {}
+
+
+API_VALUES = {"api": {"enabled": True, "filesUri": "s3://ml-data/finetuning-files/", "storageCredentialsSecret": "s3",
+                      "template": {"baseModel": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                                   "resources": {"gpus": 1}, "output": {"uri": "s3://adapters/"}}}}
+
+
+def _api_may(objs: dict, release: str, namespace: str, verb: str, group: str, resource: str, name: str = "") -> bool:
+    from tests.support.rbac import ResourceAttributes, allowed
+
+    user = f"system:serviceaccount:{namespace}:{release}-loraplane-api"
+    return allowed(objs.values(), user, [], ResourceAttributes("team-a", verb, group, resource, "", name))[0]
+
+
+def test_chart_installs_the_api_server_when_enabled(cluster, tmp_path):
+    result = helm_install(cluster, tmp_path, {**API_VALUES, "peering": {"name": "lpapi"}}, "lpapi", "lp-api")
+    assert result.get("info", {}).get("status") == "deployed", result.get("error")
+    objs = installed(cluster, "lpapi")
+    deployment = objs[("Deployment", "lpapi-loraplane-api")]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "lpapi-loraplane-api"
+    assert "--files-uri=s3://ml-data/finetuning-files/" in container["args"]
+    assert "--template=/etc/loraplane-api/finetunejob.yaml" in container["args"]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+    assert objs[("Service", "lpapi-loraplane-api")]["spec"]["ports"][0]["port"] == 8000
+    template = yaml.safe_load(objs[("ConfigMap", "lpapi-loraplane-api-template")]["data"]["finetunejob.yaml"])
+    assert template["kind"] == "FineTuneJob" and template["spec"]["output"]["uri"] == "s3://adapters/"
+    # Least privilege: what the API does for its callers, nothing more.
+    for verb, group, resource, name in [("create", "authentication.k8s.io", "tokenreviews", ""),
+                                        ("create", "authorization.k8s.io", "subjectaccessreviews", ""),
+                                        ("create", "loraplane.io", "finetunejobs", ""),
+                                        ("patch", "loraplane.io", "finetunejobs", ""),
+                                        ("patch", "loraplane.io", "chatbotdeployments", ""),
+                                        ("list", "", "events", ""),
+                                        ("get", "", "configmaps", "loraplane-finetune-template")]:
+        assert _api_may(objs, "lpapi", "lp-api", verb, group, resource, name), (verb, resource)
+    for verb, group, resource, name in [("delete", "loraplane.io", "finetunejobs", ""),
+                                        ("create", "loraplane.io", "chatbotdeployments", ""),
+                                        ("get", "", "secrets", ""), ("get", "", "configmaps", "other"),
+                                        ("list", "", "configmaps", ""), ("patch", "loraplane.io", "finetunejobs/status", ""),
+                                        ("create", "batch", "jobs", ""), ("create", "", "events", "")]:
+        assert not _api_may(objs, "lpapi", "lp-api", verb, group, resource, name), (verb, resource)
+    rules = [r for (kind, _), o in objs.items() if kind in ("ClusterRole", "Role") for r in o["rules"]]
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
+
+
+def test_chart_installs_the_api_server_namespaced(cluster, tmp_path):
+    cluster.ensure_namespace("team-a")
+    values = {**API_VALUES, "watchNamespaces": ["team-a"], "peering": {"name": "lpapins"}}
+    result = helm_install(cluster, tmp_path, values, "lpapins", "lp-api-ns")
+    assert result.get("info", {}).get("status") == "deployed", result.get("error")
+    objs = installed(cluster, "lpapins")
+    assert ("Role", "lpapins-loraplane-api") in objs and ("ClusterRole", "lpapins-loraplane-api") not in objs
+    assert objs[("Role", "lpapins-loraplane-api")]["metadata"]["namespace"] == "team-a"
+    assert _api_may(objs, "lpapins", "lp-api-ns", "create", "loraplane.io", "finetunejobs")
+
+
+def test_the_api_server_needs_a_files_uri(cluster, tmp_path):
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    base = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.validate(_merge(base, API_VALUES), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(_merge(base, {"api": {"enabled": True}}), schema)
+    result = helm_install(cluster, tmp_path, {"api": {"enabled": True}}, "lpapibad", "lp-api-bad")
+    assert "error" in result and "filesUri" in result["error"], result
+    assert installed(cluster, "lpapibad") == {}
 
 
 def test_chart_crds_are_the_generated_ones():

@@ -93,3 +93,36 @@ def test_qlora_on_cpu_is_refused_not_ignored(smollm2_dir, tmp_path):
     assert code == BAD_INPUT
     assert progress.phase == "Failed" and progress.reason == "QuantizationUnsupported"
     assert "4bit (QLoRA) needs a CUDA GPU" in progress.message
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_exits_for_a_retry(s3_server, smollm2_dir, tmp_path):
+    from loraplane.exitcodes import PREEMPTED
+
+    out = s3_server.make_bucket("sigterm")
+    # No periodic checkpoint before the end: only SIGTERM can leave one mid-run.
+    job = facts_job(write_facts(tmp_path / "facts.jsonl"), out, name="term-bot",
+                    training={"batchSize": 4, "maxSteps": 5, "checkpointIntervalSteps": 1000})
+    job["spec"]["evaluation"].update({"maxExamples": 2, "maxNewTokens": 8})
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    store = CheckpointStore(RunLayout(out, "term-bot", "run-1").checkpoints)
+
+    first = start(job_file, "run-1")
+    seen = []
+    for line in first.stderr:  # SIGTERM once the first step is logged, as an eviction would
+        seen.append(line)
+        if STEP_LINE.search(line):
+            first.send_signal(signal.SIGTERM)
+            break
+    first_log = "".join(seen) + first.communicate(timeout=400)[1]
+    assert first.returncode == PREEMPTED, first_log[-3000:]
+    assert "SIGTERM: stopping after the current step" in first_log
+    saved = store.complete_steps()
+    assert len(saved) == 1 and 1 <= saved[0] < 5, saved
+    assert max(int(m.group(1)) for m in STEP_LINE.finditer(first_log)) == saved[0]  # no step lost
+
+    second = start(job_file, "run-1")
+    second_log = second.communicate(timeout=400)[1]
+    assert second.returncode == 0, second_log[-3000:]
+    assert f"resuming from checkpoint at step {saved[0]}/5" in second_log
+    assert [int(m.group(1)) for m in STEP_LINE.finditer(second_log)] == list(range(saved[0] + 1, 6))

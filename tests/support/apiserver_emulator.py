@@ -19,9 +19,13 @@ relies on:
   own OpenAPI schemas with `kubernetes-validate`, for the oldest and newest Kubernetes
   versions we support (`KUBERNETES_VERSIONS`): an invalid child gets a 422 too;
 - list and watch (with resourceVersion, timeoutSeconds, label selectors), namespaces
-  (listable, unlike plain kmock), generateName, Events.
+  (listable, unlike plain kmock), generateName, Events;
+- TokenReview for tokens it issued (`issue_token`, `service_account_token`) and
+  SubjectAccessReview decided by RBAC over the Roles, ClusterRoles and bindings it holds
+  (`tests.support.rbac`), as the API server's token authenticator and RBAC authorizer answer them.
 
-What it leaves out: authentication and RBAC, server-side apply, field selectors,
+What it leaves out: authentication and authorisation of its own callers (every request is
+served as an administrator's), server-side apply, field selectors,
 strategic-merge list semantics, admission webhooks, defaulting of built-in kinds,
 the controllers of kube-controller-manager (no Job controller or kubelet: tests set
 a Job's status with `set_job_status`, as those would; the CRD controller is reduced to
@@ -53,6 +57,7 @@ import kubernetes_validate
 import yaml
 
 from .admission import admit, crd_schema
+from .rbac import ResourceAttributes, allowed
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
@@ -226,6 +231,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         self._watches: list[_Watch] = []
         self._faults: list[_Fault] = []
         self.requests: list[tuple[str, str]] = []  # (method, path) of every resource request, for assertions
+        self.tokens: dict[str, dict[str, Any]] = {}  # bearer token -> TokenReview status.user
+        self.reviews: list[dict[str, Any]] = []  # every SubjectAccessReview asked, for assertions
         for rtype in BUILTIN:
             self.add_type(rtype)
         for path in sorted(crd_dir.glob("*.yaml")):
@@ -301,6 +308,8 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
                                               "paths": {}, "definitions": {}})
         if raw.path.startswith("/openapi/"):
             return ApiError(404, "NotFound", "the emulator serves no OpenAPI v3 documents").response()
+        if raw.method == "POST" and raw.path.rstrip("/") in self._REVIEWS:
+            return await self._REVIEWS[raw.path.rstrip("/")](self, raw)
         if raw.path.rstrip("/") == "/api/v1":  # kmock's scaffold names the core group version "/v1"
             return aiohttp.web.json_response(self._core_discovery())
         parsed = self._parse(raw.path)
@@ -335,6 +344,54 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         except (ValueError, jsonpatch.JsonPatchException) as err:
             return ApiError(400, "BadRequest", str(err)).response()
         return aiohttp.web.json_response(data)
+
+    # ---- authentication and authorisation reviews ------------------------------------------
+    def issue_token(self, username: str, groups: list[str] | None = None, uid: str | None = None) -> str:
+        """A bearer token TokenReview will accept for this user (system:authenticated is added)."""
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = {"username": username, "uid": uid or str(uuid.uuid4()),
+                              "groups": [*(groups or []), "system:authenticated"]}
+        return token
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A token of service account namespace/name, with the groups Kubernetes gives one."""
+        return self.issue_token(f"system:serviceaccount:{namespace}:{name}",
+                                ["system:serviceaccounts", f"system:serviceaccounts:{namespace}"])
+
+    def revoke_token(self, token: str) -> None:
+        self.tokens.pop(token, None)
+
+    async def _token_review(self, raw) -> aiohttp.web.Response:
+        review = json.loads(await raw.read())
+        token = (review.get("spec") or {}).get("token", "")
+        user = self.tokens.get(token)
+        status: dict[str, Any] = {"authenticated": user is not None}
+        if user is not None:
+            status["user"] = copy.deepcopy(user)
+            status["audiences"] = (review.get("spec") or {}).get("audiences") or ["https://kubernetes.default.svc"]
+        else:
+            status["error"] = "invalid bearer token"
+        return aiohttp.web.json_response({**review, "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                          "metadata": {"creationTimestamp": None}, "status": status}, status=201)
+
+    async def _access_review(self, raw) -> aiohttp.web.Response:
+        review = json.loads(await raw.read())
+        spec = review.get("spec") or {}
+        if "resourceAttributes" not in spec or not spec.get("user") and not spec.get("groups"):
+            return ApiError(400, "BadRequest", "spec.resourceAttributes and spec.user or spec.groups are required").response()
+        rbac = [o for (key, _, _), o in self.objects.items() if key[0] == "rbac.authorization.k8s.io"]
+        ok, reason = allowed(rbac, spec.get("user", ""), spec.get("groups") or [],
+                             ResourceAttributes.from_review(spec["resourceAttributes"]))
+        self.reviews.append({"spec": copy.deepcopy(spec), "allowed": ok})
+        status = {"allowed": ok, **({"reason": reason} if reason else {})}
+        return aiohttp.web.json_response({**review, "apiVersion": "authorization.k8s.io/v1",
+                                          "kind": "SubjectAccessReview", "metadata": {"creationTimestamp": None},
+                                          "status": status}, status=201)
+
+    _REVIEWS = {
+        "/apis/authentication.k8s.io/v1/tokenreviews": _token_review,
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews": _access_review,
+    }
 
     def _core_discovery(self) -> dict[str, Any]:
         resources = []

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-import lupa
 import pytest
 import yaml
 
 ARGOCD = Path(__file__).resolve().parents[2] / "helm" / "loraplane" / "argocd"
 
 
-def health(script: str, obj: dict) -> tuple[str, str]:
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+# Argo CD runs health scripts in gopher-lua: Lua 5.1 with only the base, table and package
+# libraries. Every script runs there (lupa's lua51, other libraries removed) and under Lua 5.4.
+RUNTIMES = ("lua51", "lua54")
+_GOPHER_LUA_ABSENT = ("string", "os", "io", "math", "debug", "coroutine", "utf8")
+
+
+def health(script: str, obj: dict, runtime: str = "lua51") -> tuple[str, str]:
+    lua = importlib.import_module(f"lupa.{runtime}").LuaRuntime(unpack_returned_tuples=True)
+    if runtime == "lua51":
+        for name in _GOPHER_LUA_ABSENT:
+            lua.execute(f"{name} = nil")
     lua.globals().obj = lua.table_from(obj, recursive=True)
     hs = lua.execute((ARGOCD / script).read_text())
     return hs["status"], hs["message"]
@@ -53,10 +62,15 @@ def cbd(status: dict | None = None, generation: int = 1, annotations: dict | Non
               "conditions": [{"type": "Stalled", "status": "True", "message": "image pull failed"}]}),
          "Degraded", "image pull failed"),
         (ftj({"phase": "Succeeded", "observedGeneration": 1}, suspend=True), "Suspended", "Suspended"),
+        # Failed before Suspended, as Argo CD's own Job check orders them.
+        (ftj({"phase": "Failed", "observedGeneration": 1, "message": "OOMKilled"}, suspend=True), "Degraded", "OOM"),
+        (ftj({"phase": "Succeeded", "observedGeneration": 1, "adapter": {"verdict": "accepted"}}), "Healthy",
+         "published"),
     ],
 )
-def test_finetunejob_health(obj, expected, fragment):
-    status, message = health("finetunejob-health.lua", obj)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_finetunejob_health(obj, expected, fragment, runtime):
+    status, message = health("finetunejob-health.lua", obj, runtime)
     assert (status, fragment in message) == (expected, True), message
 
 
@@ -80,8 +94,9 @@ def test_finetunejob_health(obj, expected, fragment):
         (cbd({"phase": "Healthy", "observedGeneration": 1}, generation=3), "Progressing", "generation 3"),
     ],
 )
-def test_chatbotdeployment_health(obj, expected, fragment):
-    status, message = health("chatbotdeployment-health.lua", obj)
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_chatbotdeployment_health(obj, expected, fragment, runtime):
+    status, message = health("chatbotdeployment-health.lua", obj, runtime)
     assert (status, fragment in message) == (expected, True), message
 
 

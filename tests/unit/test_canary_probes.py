@@ -68,3 +68,11 @@ async def test_probes_through_the_router_feed_the_analysis(tmp_path):
             assert len(calls) == 8
     verdict = judge(CanaryAnalysis(min_probe_exact_match=0.75), figs["v1"], figs["v2"], min_requests=10)
     assert verdict.decision is Decision.FAIL and "probeExactMatch 0.5 below by 0.25" in verdict.reason
+
+
+@pytest.mark.parametrize("line", ['{"messages":[1]}', '{"messages":[{"role":"assistant"}]}', '{"messages":"x"}'])
+def test_malformed_probe_lines_are_value_errors_naming_the_line(line):
+    from loraplane.canary.probes import parse_probes
+
+    with pytest.raises(ValueError, match="probes.jsonl:2: a probe needs"):
+        parse_probes('{"prompt": "a", "completion": "b"}\n' + line, "probes.jsonl")

@@ -75,3 +75,30 @@ async def test_prometheus_errors_are_metrics_errors():
 def test_queries_escape_the_model_name():
     q = prometheus_queries('we"ird', 60)
     assert 'model="we\\"ird"' in q["requests"] and "[60s]" in q["requests"]
+
+
+async def test_one_of_two_routers_restarting_mid_step_keeps_the_window_exact():
+    """Router A keeps running, router B restarts during the step: only B's baseline is dropped."""
+    from loraplane.canary import RouterMetricsSource
+
+    pods = {"a": RouterMetrics("bot"), "b": RouterMetrics("bot")}
+
+    def app_of(pod: str) -> web.Application:
+        async def metrics(_request):
+            return web.Response(body=generate_latest(pods[pod].registry), content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    pods["a"].serve("canary", 5000, error_rate=0.01)  # 50 errors before the step
+    pods["b"].serve("canary", 1000)
+    async with TestServer(app_of("a")) as a, TestServer(app_of("b")) as b:
+        source = RouterMetricsSource([str(a.make_url("/metrics")), str(b.make_url("/metrics"))])
+        baseline = await source.baseline("bot")
+        # The step's real traffic: A serves 200 (10 errors); B restarts, then serves 100 (20 errors).
+        pods["a"].serve("canary", 200, error_rate=0.05, seed=1)
+        pods["b"] = RouterMetrics("bot")
+        pods["b"].serve("canary", 100, error_rate=0.2, seed=2)
+        figs = await source.figures("bot", ["canary"], T0, T0 + timedelta(minutes=10), baseline)
+    assert figs["canary"].requests == 300 and figs["canary"].errors == 30  # 10 %: fails a 2 % limit

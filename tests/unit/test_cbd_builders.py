@@ -77,8 +77,8 @@ def test_every_child_is_valid_kubernetes_in_oldest_and_newest_versions():
     )
     children = build_serving_children(owner, model.spec, CFG)
     kinds = sorted(c["kind"] for c in children)
-    assert kinds == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                     "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
+    assert kinds == ["Deployment", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy", "NetworkPolicy",
+                     "PodDisruptionBudget", "PodDisruptionBudget", "Service", "Service", "ServiceMonitor"]
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == "chatbots"
@@ -121,6 +121,8 @@ def test_base_model_from_object_storage_is_fetched_by_an_init_container():
         ([{"name": "a", "fineTuneJobRef": {"name": "j"}}], {}, [12], 3, 16),
         ([{"name": "a", "uri": "s3://x/"}, {"name": "b", "uri": "s3://y/"}], {}, [8, 64], 2, 64),
         ([{"name": "a", "uri": "s3://x/"}], {"maxLoras": 7, "maxLoraRank": 32}, [64], 7, 32),
+        ([{"name": "a", "uri": "s3://x/"}], {}, [300], 1, 320),  # vLLM serves 320 and 512 too
+        ([{"name": "a", "uri": "s3://x/"}], {"maxLoraRank": 512}, [8], 1, 512),
     ],
 )
 def test_lora_limits_are_derived_from_the_adapters(adapters, vllm, ranks, loras, rank):
@@ -147,3 +149,74 @@ def test_base_variant_and_retained_adapters_in_the_table():
     assert [v.name for v in table.retained] == ["v2"]
     assert table.stickiness_header == "x-user-id" and table.cache.ttl_seconds == 90
     assert table.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_long_names_sharing_63_characters_get_distinct_selectors():
+    from loraplane.builders.common import label_value
+    from loraplane.builders.serving import build_vllm_service
+
+    stem = "a" * 63
+    selectors = []
+    for name in (stem + "-team-one", stem + "-team-two"):
+        owner, _ = cbd()
+        owner["metadata"]["name"] = name
+        selectors.append(build_vllm_service(owner)["spec"]["selector"])
+        assert_valid(build_vllm_service(owner))
+    assert selectors[0] != selectors[1]
+    assert all(len(v) <= 63 for s in selectors for v in s.values())
+    assert label_value("support-bot") == "support-bot"  # short, valid values are kept as they are
+
+
+def test_vllm_is_reachable_only_by_its_router_and_only_with_the_key():
+    from loraplane.builders.isolation import build_keys_secret
+
+    owner, model = cbd(baseModel={"name": "org/gated", "tokenSecretRef": {"name": "hf", "key": "token"}})
+    children = build_serving_children(owner, model.spec, CFG)
+    policies = {c["metadata"]["name"]: c["spec"] for c in children if c["kind"] == "NetworkPolicy"}
+    for c in children:
+        if c["kind"] == "NetworkPolicy":
+            assert_valid(c)
+    vllm_ingress = policies["support-bot-vllm"]["ingress"]
+    router_pods = {"app.kubernetes.io/name": "loraplane", "app.kubernetes.io/instance": "support-bot",
+                   "app.kubernetes.io/component": "router"}
+    assert vllm_ingress[0] == {"from": [{"podSelector": {"matchLabels": router_pods}}],
+                               "ports": [{"protocol": "TCP", "port": 8000}]}
+    assert all(p["port"] != 8000 for rule in vllm_ingress[1:] for p in rule["ports"])
+    router_egress = policies["support-bot-router"]["egress"]
+    assert router_egress[0]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "vllm"
+
+    pod = children[0]["spec"]["template"]["spec"]
+    engine, sync = pod["containers"]
+    env = {e["name"]: e for e in engine["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "support-bot-keys", "key": "vllm-api-key"}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}  # that key only
+    assert "envFrom" not in engine
+    assert sync["args"][sync["args"].index("--vllm-api-key-file") + 1] == "/var/run/loraplane/keys/vllm-api-key"
+    keys = next(v for v in pod["volumes"] if v["name"] == "keys")["secret"]
+    assert [i["key"] for i in keys["items"]] == ["vllm-api-key"]  # vLLM's pod never holds the signing key
+    router = children[2]["spec"]["template"]["spec"]
+    assert "--signing-key-file" in router["containers"][0]["args"]
+    secret = build_keys_secret(owner)
+    assert_valid(secret)
+    assert set(secret["data"]) == {"vllm-api-key", "request-id-key"}
+    assert build_keys_secret(owner)["data"] != secret["data"]  # random, so the controller creates it only once
+
+
+def test_serving_pods_have_no_token_and_read_only_roots():
+    owner, model = cbd(baseModel={"uri": "s3://models/base/"})
+    children = build_serving_children(owner, model.spec, CFG)
+    for pod in (children[0]["spec"]["template"]["spec"], children[2]["spec"]["template"]["spec"]):
+        assert pod["automountServiceAccountToken"] is False
+        for c in pod["containers"] + pod.get("initContainers", []):
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
+
+
+def test_images_outside_the_allowed_prefixes_are_refused():
+    from loraplane.builders.serving import ImageNotAllowed
+
+    owner, model = cbd(vllm={"image": "evil.example/vllm:latest"})
+    with pytest.raises(ImageNotAllowed, match="spec.vllm.image 'evil.example/vllm:latest' is not allowed"):
+        build_serving_children(owner, model.spec, CFG)
+    owner, model = cbd(vllm={"image": "vllm/vllm-openai:v0.32.0"})
+    assert build_serving_children(owner, model.spec, CFG)[0]["spec"]["template"]["spec"]["containers"][0][
+        "image"] == "vllm/vllm-openai:v0.32.0"

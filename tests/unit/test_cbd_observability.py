@@ -13,6 +13,8 @@ from loraplane import metrics as operator_metrics
 from loraplane import router_metrics
 from loraplane.canary import metrics as rollout_metrics
 
+from tests.support.chart_render import render
+
 CHART = Path(__file__).resolve().parents[2] / "helm" / "loraplane"
 SERVER = Path(__file__).resolve().parents[2] / "server-image"
 METRIC = re.compile(r"\bloraplane_[a-z0-9_]+")
@@ -30,23 +32,6 @@ def known_metrics() -> set[str]:
     for name in base:
         out |= {name, name.removesuffix("_total"), f"{name}_total", f"{name}_bucket", f"{name}_sum", f"{name}_count"}
     return out
-
-
-def render(template: str) -> str:
-    """Just enough of Helm for these two templates: control lines dropped, raw strings kept, values stubbed."""
-    out = []
-    for line in template.splitlines():
-        if re.fullmatch(r"\s*\{\{-?\s*(/\*.*\*/|\$\w+ :=.*|if .*|end|with .*)\s*-?\}\}\s*", line):
-            continue
-        files = re.fullmatch(r'\{\{ \.Files\.Get "([^"]+)" \| indent (\d+) \}\}', line.strip())
-        if files:
-            out += [" " * int(files.group(2)) + f for f in (CHART / files.group(1)).read_text().splitlines()]
-            continue
-        line = re.sub(r"\{\{`(.*?)`\}\}|\{\{-? ?toYaml.*?\}\}|\{\{.*?\}\}",
-                      lambda m: m.group(1) if m.group(1) is not None else ("" if "toYaml" in m.group(0) else "stub"),
-                      line)
-        out.append(line)
-    return "\n".join(out)
 
 
 def check_promql(expr: str, known: set[str]) -> None:

@@ -56,7 +56,7 @@ def test_printer_columns_and_names():
     assert ftj["names"]["shortNames"] == ["ftj"] and cbd["names"]["shortNames"] == ["cbd"]
     assert ftj["names"]["categories"] == ["loraplane"] == cbd["names"]["categories"]
     cols = lambda s: [c["name"] for c in s["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]  # noqa: E731
-    assert cols(ftj) == ["Phase", "Base", "Progress", "Eval-Loss", "Age"]
+    assert cols(ftj) == ["Phase", "Base", "Progress", "Eval-Loss", "Predicted-Cost", "Age"]
     assert cols(cbd) == ["Phase", "Stable", "Canary", "Weight", "Ready", "Age"]
     assert ftj["versions"][0]["subresources"] == {"status": {}}
 

@@ -24,3 +24,11 @@ def test_import_direction_contracts_hold():
 def test_cli_lists_crds_command():
     out = subprocess.run([sys.executable, "-m", "loraplane.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert "crds" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_api_server_runs_without_torch():
+    code = ("import sys, loraplane_api.app, loraplane_api.__main__; "
+            "print(sorted(m for m in ('torch', 'transformers', 'loraplane_trainer.training', 'loraplane_server')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

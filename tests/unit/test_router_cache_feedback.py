@@ -6,11 +6,11 @@ import pytest
 from loraplane.routing import CacheSettings
 from loraplane_server.router.cache import ResponseCache, cache_key, is_cacheable
 from loraplane_server.router.feedback import (
+    MAX_REQUEST_ID_LENGTH,
     FeedbackError,
+    RequestIds,
     SeenIds,
-    new_request_id,
     normalise_score,
-    variant_of,
 )
 
 BODY = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "temperature": 0, "max_tokens": 5}
@@ -63,10 +63,31 @@ def test_bad_scores_are_refused(score):
         normalise_score(score)
 
 
-def test_request_id_carries_the_variant():
-    rid = new_request_id("support-bot-v3")
-    assert variant_of(rid) == "support-bot-v3"
+def test_request_id_carries_the_variant_and_verifies_on_every_replica_with_the_key():
+    ids = RequestIds(b"k" * 32)
+    rid = ids.issue("support-bot-v3")
+    assert RequestIds(b"k" * 32).verify(rid) == "support-bot-v3"  # another replica, same key
     with pytest.raises(FeedbackError, match="requestId"):
-        variant_of("chatcmpl-123")
+        ids.verify("chatcmpl-123")
     seen = SeenIds(limit=2)
     assert seen.add(rid) and not seen.add(rid)
+
+
+def test_forged_tampered_and_foreign_request_ids_are_refused():
+    ids = RequestIds(b"k" * 32)
+    rid = ids.issue("stable")
+    for forged in ("lp-forged-canary", rid[: -len("stable")] + "canary", RequestIds(b"other").issue("canary")):
+        with pytest.raises(FeedbackError, match="not a request id issued by this router"):
+            ids.verify(forged)
+
+
+def test_request_ids_expire_and_are_length_capped():
+    now = [1_000_000.0]
+    ids = RequestIds(b"k" * 32, max_age_seconds=60, clock=lambda: now[0])
+    rid = ids.issue("stable")
+    now[0] += 61
+    with pytest.raises(FeedbackError, match="expired"):
+        ids.verify(rid)
+    with pytest.raises(FeedbackError, match=f"at most {MAX_REQUEST_ID_LENGTH}"):
+        ids.verify("lp-" + "a" * 1_000_000)
+    assert len(RequestIds().issue("v" * 63)) <= MAX_REQUEST_ID_LENGTH

@@ -141,3 +141,66 @@ async def test_unpublished_and_mismatched_adapters_are_refused(env):
     assert "not published" in sync.adapters["u"].message
     assert "differs from the routing table's sha256" in sync.adapters["g"].message
     assert fake.calls == [] and sync.status()["ready"] is False
+
+
+async def test_a_file_of_the_wrong_size_is_refused_before_it_is_downloaded(env):
+    fake, sync, set_table, tmp = env
+    a = make_adapter(tmp / "store" / "a", 1)
+    (a / "adapter_model.safetensors").write_bytes(b"\0" * 10_000_000)  # swapped for something far bigger
+    set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    assert "10000000 bytes, the manifest says 512" in sync.adapters["a"].message
+    assert fake.calls == []
+    assert not list((tmp / "local").rglob("adapter_model.safetensors"))
+
+
+def test_a_variant_name_reaching_outside_the_adapters_volume_is_refused(tmp_path):
+    from loraplane.routing import RoutingTable
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="variants.0.name"):
+        RoutingTable.model_validate({"model": "bot", "baseModel": "base", "variants": [
+            {"name": "../../x", "weight": 100, "adapterUri": "file:///a"}]})
+
+
+async def test_the_vllm_api_key_is_sent_with_every_call(tmp_path):
+    seen: list[str | None] = []
+
+    async def models(request):
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": []})
+
+    app = web.Application()
+    app.router.add_get("/v1/models", models)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    async with aiohttp.ClientSession() as session:
+        client = VllmClient(session, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}", "k3y")
+        assert await client.loaded_adapters() == {}
+    await runner.cleanup()
+    assert seen == ["Bearer k3y"]
+
+
+async def test_readiness_follows_a_vllm_restart_at_once(env):
+    fake, sync, set_table, tmp = env
+    a = make_adapter(tmp / "store" / "a", 1)
+    set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
+    sync.watcher.check()
+    await sync.reconcile()
+    app = sync.app()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/readyz"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert r.status == 200
+        fake.loaded.clear()  # vLLM restarted: its adapters are gone, no reconcile pass has run yet
+        async with http.get(url) as r:
+            assert r.status == 503
+    await runner.cleanup()
+    assert sync.wake.is_set()  # the next pass reloads it at once

@@ -1,5 +1,5 @@
-"""The data-parallel helpers: rank discovery, sharding, rank-0-only progress, and gradient sums that equal
-the whole step's gradient (two real gloo processes)."""
+"""The data-parallel helpers: rank discovery, token-balanced sharding, rank-0-only progress, and DDP
+gradients that equal the whole step's gradient with unequal micro-batch counts (two real gloo processes)."""
 
 from __future__ import annotations
 
@@ -24,13 +24,16 @@ def test_context_from_torchrun_env(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.enabled, ctx.is_main) == (2, 4, 2, True, False)
 
 
-@pytest.mark.parametrize("n", [0, 1, 3, 8, 11])
-def test_shards_are_disjoint_and_cover_the_step(n):
-    indices = list(range(100, 100 + n))
-    shards = [distributed.shard(distributed.Context(rank=r, world_size=3), indices) for r in range(3)]
+@pytest.mark.parametrize("lengths", [[], [5], [9, 1, 1, 1, 1, 1, 1, 1, 1, 1], [3, 8, 2, 7, 7, 1, 4], [1] * 11])
+def test_shards_are_disjoint_cover_the_step_and_balance_tokens(lengths):
+    indices = list(range(100, 100 + len(lengths)))
+    shards = [distributed.balanced_shard(distributed.Context(rank=r, world_size=3), indices, lengths)
+              for r in range(3)]
     assert sorted(i for s in shards for i in s) == indices
-    assert max(map(len, shards)) - min(map(len, shards)) <= 1
-    assert distributed.shard(distributed.SINGLE, indices) == indices
+    tokens = [sum(lengths[i - 100] for i in s) for s in shards]
+    # Longest-first to the lightest rank: loads differ by at most the longest example.
+    assert max(tokens) - min(tokens) <= max(lengths, default=0)
+    assert distributed.balanced_shard(distributed.SINGLE, indices, lengths) == indices
 
 
 def test_progress_of_other_ranks_writes_nothing(tmp_path):
@@ -51,12 +54,16 @@ def _worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, 
     model = torch.nn.Linear(3, 1)
     params = list(model.parameters())
     distributed.broadcast_params(ctx, params)
-    mine = distributed.shard(ctx, list(range(len(x))))
-    (targets,) = distributed.sum_scalars(ctx, float(len(mine)))
-    if mine:  # a rank may get no example at all; its gradient counts as zero
-        loss = ((model(x[mine]) - y[mine]) ** 2).sum() / targets
-        loss.backward()
-    distributed.sum_gradients(ctx, params)
+    ddp = distributed.wrap(ctx, model)
+    # Rank 0 takes the first half in micro-batches of 1 (several no_sync passes), rank 1 the rest in one;
+    # with one example rank 1 has none and joins the reduction with a zero-weighted pass, as the loop does.
+    half = (len(x) + 1) // 2
+    mine = [[i] for i in range(half)] if rank == 0 else ([list(range(half, len(x)))] if half < len(x) else [])
+    (targets,) = distributed.sum_scalars(ctx, float(sum(map(len, mine))))
+    work = [(m, world / targets) for m in mine] or [([0], 0.0)]
+    for n, (rows, w) in enumerate(work):
+        with distributed.gradient_sync(ctx, ddp, last=n == len(work) - 1):
+            (((ddp(x[rows]) - y[rows]) ** 2).sum() * w).backward()
     shared = distributed.share(ctx, {"from": rank})
     out[rank] = {"weights": [p.detach().clone() for p in params], "grads": [p.grad.clone() for p in params],
                  "shared": shared, "targets": targets}
@@ -64,7 +71,7 @@ def _worker(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor, 
 
 
 @pytest.mark.parametrize("n", [5, 1])
-def test_summed_shard_gradients_equal_the_whole_steps_gradient(n):
+def test_ddp_gradients_equal_the_whole_steps_gradient(n):
     x, y = torch.randn(n, 3), torch.randn(n, 1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

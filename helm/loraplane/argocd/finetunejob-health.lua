@@ -8,12 +8,23 @@ local function condition(status, ctype)
   return nil
 end
 
+local function adapter_version(adapter)
+  if adapter.version ~= nil then return adapter.version end
+  return "(unversioned)"
+end
+
+local status = obj.status
+-- Failed comes first, as in Argo CD's own Job check: a suspended job that failed is Degraded.
+if status ~= nil and status.phase == "Failed" then
+  hs.status = "Degraded"
+  hs.message = status.message or "Training failed"
+  return hs
+end
 if obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"
   hs.message = "Suspended: no new training runs start"
   return hs
 end
-local status = obj.status
 if status == nil or status.phase == nil then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator"
@@ -34,12 +45,12 @@ end
 if status.phase == "Succeeded" then
   if status.adapter ~= nil and status.adapter.verdict == "rejected" then
     hs.status = "Degraded"
-    hs.message = "Adapter " .. status.adapter.version .. " rejected: " .. (status.adapter.reason or "quality gate")
+    hs.message = "Adapter " .. adapter_version(status.adapter) .. " rejected: " .. (status.adapter.reason or "quality gate")
     return hs
   end
   hs.status = "Healthy"
   if status.adapter ~= nil then
-    hs.message = "Adapter " .. status.adapter.version .. " published"
+    hs.message = "Adapter " .. adapter_version(status.adapter) .. " published"
   else
     hs.message = status.message or "Succeeded"
   end

@@ -37,7 +37,12 @@ app.kubernetes.io/component: operator
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  # create: each ChatbotDeployment's generated keys Secret. Reading Secrets is granted apart
+  # (loraplane.secretReadRule), only where FineTuneJobs' storage credentials are read.
+  verbs: [create]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
@@ -59,4 +64,49 @@ app.kubernetes.io/component: operator
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
+{{- end -}}
+
+
+{{/* Reading Secrets: FineTuneJobs' output.credentialsSecretRef (storage credentials for progress.json). */}}
+{{- define "loraplane.secretReadRule" -}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end -}}
+
+{{/* The fine-tuning API server (api.enabled): its own labels, name and ServiceAccount. */}}
+{{- define "loraplane.api.fullname" -}}
+{{- printf "%s-api" (include "loraplane.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "loraplane.api.labels" -}}
+app.kubernetes.io/name: loraplane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api-server
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "loraplane.api.selectorLabels" -}}
+app.kubernetes.io/name: loraplane
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api-server
+{{- end -}}
+
+{{/* What the API server does in a namespace for its callers, after their SubjectAccessReview allowed it. */}}
+{{- define "loraplane.api.rules" -}}
+- apiGroups: [loraplane.io]
+  resources: [finetunejobs]
+  verbs: [get, list, create, patch]
+- apiGroups: [loraplane.io]
+  resources: [chatbotdeployments]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [loraplane-finetune-template]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 {{- end -}}

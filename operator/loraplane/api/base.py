@@ -8,12 +8,21 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-# A Kubernetes-style duration such as "90s", "10m", "1h30m".
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+# A Kubernetes-style duration such as "90s", "10m", "1h30m"; at most 6 digits a part, so every
+# admitted duration fits a datetime (a century and more), and none overflows in the operator.
+DURATION_PATTERN = r"^([0-9]{1,6}(ms|s|m|h))+$"
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 # An RFC 1123 label: names of adapters, variants and Kubernetes objects.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=63)]
+# A label value: node labels (gpu.product), Kueue's queue-name label.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+# An RFC 1123 subdomain: PriorityClass names and other cluster-scoped object names.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A name that can also be a Service's (RFC 1035: a letter first, no dots): the children are named after it.
+# (generateName objects have no name yet when rules run: has() keeps the rule total.)
+SERVICE_NAME_RULE = "!has(self.metadata.name) || self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
 # Any fsspec URI (file://, s3://, gs://, ...) or a local path.
 Uri = Annotated[str, Field(min_length=1, max_length=2048)]
 
@@ -66,6 +75,15 @@ class ConfigMapKeyRef(ApiModel):
 
 class Toleration(ApiModel):
     """A core/v1 Toleration."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                    "a toleration with operator Exists must not have a value"),
+            ]
+        }
+    }
 
     key: str | None = Field(default=None, max_length=316, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import (
+    SERVICE_NAME_RULE,
     ApiModel,
     Condition,
     DnsLabel,
     Duration,
+    LabelValue,
     ObjectMeta,
     SecretRef,
     StatusModel,
@@ -22,6 +24,14 @@ from .base import (
 
 ChatbotPhase = Literal["Pending", "Progressing", "Canary", "Healthy", "RolledBack", "Degraded"]
 BASE_VARIANT = "base"
+
+
+class TokenSecretRef(ApiModel):
+    """The key of a Secret holding a Hugging Face token (only that key reaches the pod, as HF_TOKEN)."""
+
+    name: DnsLabel = Field(description="Name of the Secret.")
+    key: str = Field(default="HF_TOKEN", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="Key within the Secret.")
 
 
 class ServedBaseModel(ApiModel):
@@ -38,7 +48,7 @@ class ServedBaseModel(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=256, description="Hugging Face Hub id.")
     uri: Uri | None = Field(default=None, description="Local directory or fsspec URI of a Hugging Face model directory.")
     gguf_file: str | None = Field(default=None, max_length=256, description="GGUF file name inside uri.")
-    token_secret_ref: SecretRef | None = Field(default=None, description="Secret with HF_TOKEN for gated models.")
+    token_secret_ref: TokenSecretRef | None = Field(default=None, description="Hub token for gated models.")
 
 
 class FineTuneJobRef(ApiModel):
@@ -138,8 +148,21 @@ class StickinessSpec(ApiModel):
 class CacheSpec(ApiModel):
     """Response cache for deterministic requests, per variant."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [cel("duration(self.ttl) > duration('0s')", "cache.ttl must be longer than 0s")]
+        }
+    }
+
     enabled: bool = Field(default=True, description="Cache deterministic answers.")
-    ttl: Duration = Field(default="10m", description="How long an answer stays cached.")
+    ttl: Duration = Field(default="10m", description="How long an answer stays cached (more than 0s).")
+
+    @field_validator("ttl")
+    @classmethod
+    def _positive(cls, ttl: str) -> str:
+        if not any(c in "123456789" for c in ttl):
+            raise ValueError("cache.ttl must be longer than 0s")
+        return ttl
     max_entries: int = Field(default=10_000, ge=1, le=10_000_000, description="Entries per router replica.")
     max_temperature: float = Field(default=0.0, ge=0, le=2, description="Requests up to this temperature are cacheable.")
 
@@ -153,7 +176,7 @@ class VllmSpec(ApiModel):
     max_loras: int | None = Field(
         default=None, ge=1, le=64, description="--max-loras; unset is derived from the adapters."
     )
-    max_lora_rank: Literal[8, 16, 32, 64, 128, 256] | None = Field(
+    max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
         default=None, description="--max-lora-rank; unset is derived from the adapters (16 when unknown)."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(default="auto", description="--dtype.")
@@ -187,7 +210,7 @@ class ServingResources(ApiModel):
     """Resources of each vLLM replica."""
 
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per vLLM pod (tensor parallel when > 1).")
-    gpu_type: str | None = Field(default=None, max_length=128, description="nvidia.com/gpu.product to require.")
+    gpu_type: LabelValue | None = Field(default=None, description="nvidia.com/gpu.product to require.")
     cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request.")
     memory: str | None = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request."
@@ -309,7 +332,13 @@ class ChatbotDeploymentStatus(StatusModel):
 class ChatbotDeployment(ApiModel):
     """Serves adapter versions of one base model on a shared vLLM pool, with A/B splits and canaries."""
 
-    model_config = {"extra": "ignore"}
+    model_config = {
+        "extra": "ignore",
+        "json_schema_extra": {"x-kubernetes-validations": [
+            cel(SERVICE_NAME_RULE, "a ChatbotDeployment's name must start with a letter and hold no dots: "
+                                   "its Services are named after it"),
+        ]},
+    }
     kind_name: ClassVar[str] = "ChatbotDeployment"
     plural: ClassVar[str] = "chatbotdeployments"
     singular: ClassVar[str] = "chatbotdeployment"

@@ -8,9 +8,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from .base import (
+    DNS_SUBDOMAIN_PATTERN,
     ApiModel,
     Condition,
     ConfigMapKeyRef,
+    LabelValue,
     ObjectMeta,
     SecretKeyRef,
     SecretRef,
@@ -18,6 +20,29 @@ from .base import (
     Toleration,
     Uri,
     cel,
+)
+
+
+def _cron_field(number: str) -> str:
+    """One cron field: *, a number or a range, each with an optional /step; comma lists of those."""
+    element = rf"(\*|{number}(-{number})?)(/[0-9]{{1,2}})?"
+    return rf"{element}(,{element})*"
+
+
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+_DAYS = "sun|mon|tue|wed|thu|fri|sat"
+# Five fields with their ranges checked (minute 0-59, hour 0-23, day 1-31, month 1-12, weekday 0-7),
+# so "61 25 * * *" is refused at apply time, not by the scheduler later.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
+    + r"\s+".join([
+        _cron_field(r"[0-5]?[0-9]"),
+        _cron_field(r"(2[0-3]|[01]?[0-9])"),
+        _cron_field(r"(3[01]|[12][0-9]|0?[1-9])"),
+        _cron_field(rf"(1[0-2]|0?[1-9]|{_MONTHS})"),
+        _cron_field(rf"([0-7]|{_DAYS})"),
+    ])
+    + r")$"
 )
 
 FineTuneJobPhase = Literal["Pending", "Validating", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
@@ -340,17 +365,18 @@ class ResourcesSpec(ApiModel):
     """Where and on what the training pod runs."""
 
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod; more than 1 trains with torchrun.")
-    gpu_type: str | None = Field(
-        default=None, max_length=128, description="Value of the nvidia.com/gpu.product node label to require."
+    gpu_type: LabelValue | None = Field(
+        default=None, description="Value of the nvidia.com/gpu.product node label to require."
     )
     cpu: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU request, e.g. 4 or 500m.")
     memory: str | None = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory request, e.g. 32Gi."
     )
-    queue: str | None = Field(
-        default=None, max_length=63, description="Kueue LocalQueue; the Job then starts suspended for Kueue to admit."
+    queue: LabelValue | None = Field(
+        default=None, description="Kueue LocalQueue; the Job then starts suspended for Kueue to admit."
     )
-    priority_class_name: str | None = Field(default=None, max_length=253, description="PriorityClass of the pod.")
+    priority_class_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN,
+                                            description="PriorityClass of the pod.")
     node_selector: dict[str, str] = Field(default_factory=dict, description="Extra node labels to require.")
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
     affinity: dict[str, Any] | None = Field(
@@ -394,7 +420,7 @@ class FineTuneJobSpec(ApiModel):
     schedule: str | None = Field(
         default=None,
         max_length=128,
-        pattern=r"^(@(yearly|annually|monthly|weekly|daily|hourly)|(\S+\s+){4}\S+)$",
+        pattern=CRON_PATTERN,
         description="Cron schedule to retrain (skipped when the dataset has not changed).",
     )
     suspend: bool = Field(default=False, description="Pause: no new training runs start while true.")
@@ -462,6 +488,38 @@ class AdapterStatus(StatusModel):
     published_at: datetime | None = Field(default=None, description="When the manifest was written.")
 
 
+class PlanMemory(StatusModel):
+    """Predicted peak memory per GPU of the job's strategy, in GiB."""
+
+    total: float = Field(ge=0, description="Peak per GPU.")
+    weights: float = Field(ge=0, description="Frozen base weights (4-bit for QLoRA), this GPU's shard.")
+    lora: float = Field(ge=0, description="LoRA weights, their gradients and AdamW state.")
+    activations: float = Field(ge=0, description="Saved activations and logits at maxTokens and batchSize.")
+    activations_checkpointed: float | None = Field(
+        default=None, ge=0, description="The same with gradient checkpointing."
+    )
+
+
+class PlanStatus(StatusModel):
+    """What the job needs, predicted from the model's config before any pod runs."""
+
+    parameters: int | None = Field(default=None, ge=0, description="Parameters of the base model.")
+    lora_parameters: int | None = Field(default=None, ge=0, description="Trainable LoRA parameters.")
+    strategy: str | None = Field(default=None, max_length=32, description="single GPU, DDP, FSDP, QLoRA.")
+    gpu: str | None = Field(default=None, max_length=64, description="The GPU type the job asks for.")
+    gpus: int | None = Field(default=None, ge=0, description="GPUs in all.")
+    nodes: int | None = Field(default=None, ge=0, description="Nodes.")
+    memory_gib: PlanMemory | None = Field(default=None, description="Predicted peak memory per GPU.")
+    fits: bool | None = Field(default=None, description="Whether it fits the GPU asked for.")
+    fits_on: list[str] = Field(
+        default_factory=list, max_length=16, description="Smallest way to run it per GPU type: '<n> x <gpu> <strategy>'."
+    )
+    predicted_seconds: float | None = Field(default=None, ge=0, description="Predicted training time.")
+    predicted_gpu_hours: float | None = Field(default=None, ge=0, description="Predicted GPU-hours.")
+    predicted_cost: str | None = Field(default=None, max_length=32, description="Predicted cost of the training.")
+    message: str | None = Field(default=None, max_length=1024, description="The plan in one line, with its assumptions.")
+
+
 class FineTuneJobStatus(StatusModel):
     """Observed state of a FineTuneJob."""
 
@@ -481,6 +539,7 @@ class FineTuneJobStatus(StatusModel):
     attempts: int | None = Field(default=None, ge=0, description="Pod attempts of the current run.")
     gpu_seconds: float | None = Field(default=None, ge=0, description="GPU-seconds used by all runs.")
     estimated_cost: str | None = Field(default=None, max_length=32, description="Estimated cost of all runs.")
+    plan: PlanStatus | None = Field(default=None, description="Predicted memory, time and cost of the run.")
     start_time: datetime | None = Field(default=None, description="When the current run started.")
     completion_time: datetime | None = Field(default=None, description="When the current run finished.")
     last_schedule_time: datetime | None = Field(default=None, description="When the schedule last started a run.")
@@ -500,6 +559,7 @@ class FineTuneJob(ApiModel):
         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress.percent"},
         {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.metrics.evalLoss"},
         {"name": "Adapter", "type": "string", "jsonPath": ".status.adapter.version", "priority": 1},
+        {"name": "Predicted-Cost", "type": "string", "jsonPath": ".status.plan.predictedCost"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

@@ -54,10 +54,28 @@ def child_name(owner_name: str, *suffix: str | int, max_length: int = MAX_NAME) 
     return f"{owner_name[:keep].rstrip('-')}-{digest}-{tail}"
 
 
+MAX_LABEL_VALUE = 63
+
+
 def label_value(value: str) -> str:
-    """A string made safe for a label value (63 chars, alphanumeric at both ends)."""
-    clean = _LABEL_VALUE_RE.sub("-", value)[:63]
-    return clean.strip("-_.")
+    """A string made safe for a label value (63 chars, alphanumeric at both ends).
+
+    A value that had to change (cut to 63 characters, characters replaced) ends in a hash of
+    the whole original, so two names sharing their first 63 characters get different labels
+    and never select each other's pods.
+    """
+    clean = _LABEL_VALUE_RE.sub("-", value).strip("-_.")
+    if clean == value and len(clean) <= MAX_LABEL_VALUE:
+        return clean
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    head = clean[: MAX_LABEL_VALUE - len(digest) - 1].strip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+def is_owned_by(child: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    """True when `child` has an ownerReference to this very object (its uid), not just a same-named one."""
+    uid = owner["metadata"].get("uid")
+    return bool(uid) and uid in [r.get("uid") for r in child["metadata"].get("ownerReferences") or []]
 
 
 def labels(owner: Mapping[str, Any], component: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

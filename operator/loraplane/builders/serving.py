@@ -21,6 +21,15 @@ from .common import (
     restricted_security_context,
     selector_labels,
 )
+from .isolation import (
+    KEYS_DIR,
+    REQUEST_ID_KEY,
+    VLLM_API_KEY,
+    build_network_policies,
+    key_file,
+    keys_volume,
+    vllm_api_key_env,
+)
 from .routing_table import routing_configmap_name, served_base_model
 
 VLLM = "vllm"
@@ -31,7 +40,7 @@ SYNC_METRICS_PORT = 8001
 ROUTING_DIR = "/etc/loraplane"
 ADAPTER_DIR = "/adapters"
 MODEL_DIR = "/models"
-LORA_RANKS = (8, 16, 32, 64, 128, 256)
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # what vLLM 0.32 serves
 DEFAULT_LORA_RANK = 16
 MAX_LORAS = 64
 
@@ -70,6 +79,37 @@ def derive_max_lora_rank(spec: ChatbotDeploymentSpec, ranks: Sequence[int | None
         if rank >= need:
             return rank
     raise ValueError(f"an adapter has LoRA rank {need}; vLLM serves ranks up to {LORA_RANKS[-1]}")
+
+
+class ImageNotAllowed(ValueError):
+    """An image of the spec outside the operator's allowed prefixes."""
+
+
+def allowed_image(image: str | None, default: str, cfg: OperatorConfig, field: str) -> str:
+    """`image` when it starts with one of the operator's allowed prefixes; unset gives the default."""
+    if image is None:
+        return default
+    if not any(image.startswith(p) for p in cfg.allowed_image_prefixes):
+        raise ImageNotAllowed(f"{field} {image!r} is not allowed: images must start with one of "
+                              f"{', '.join(cfg.allowed_image_prefixes) or '(none configured)'}")
+    return image
+
+
+def _read_only_root() -> dict[str, Any]:
+    """The restricted context with a read-only root filesystem: writable paths are emptyDirs."""
+    return {**restricted_security_context(), "readOnlyRootFilesystem": True}
+
+
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+KEYS_MOUNT = {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}
+
+
+def _token_env(spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+    """HF_TOKEN from exactly the key named, never the whole Secret."""
+    ref = spec.base_model.token_secret_ref
+    if ref is None:
+        return []
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
 
 
 def _image_pull_secrets(cfg: OperatorConfig) -> list[dict[str, str]]:
@@ -117,19 +157,19 @@ def build_vllm_deployment(
     health = {"httpGet": {"path": "/health", "port": "http"}}
     vllm = {
         "name": "vllm",
-        "image": spec.vllm.image or cfg.vllm_image,
+        "image": allowed_image(spec.vllm.image, cfg.vllm_image, cfg, "spec.vllm.image"),
         "imagePullPolicy": cfg.image_pull_policy,
         "args": vllm_args(spec, name, ranks),
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "env": [
-            # Adapter sync loads and unloads adapters at run time through the server's API.
+            # Adapter sync loads and unloads adapters at run time through the server's API,
+            # which the API key closes to everyone but adapter sync and the router.
             {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+            vllm_api_key_env(name),
             {"name": "HF_HOME", "value": f"{MODEL_DIR}/hf"},
+            {"name": "HOME", "value": "/tmp"},  # caches vLLM and its libraries write under $HOME
+            *_token_env(spec),
         ],
-        "envFrom": (
-            [{"secretRef": {"name": spec.base_model.token_secret_ref.name}}]
-            if spec.base_model.token_secret_ref else []
-        ),
         "resources": container_resources(cpu=spec.resources.cpu, memory=spec.resources.memory,
                                          gpus=spec.resources.gpus),
         # Loading weights takes minutes on a cold node: a generous startup probe, then tight checks.
@@ -140,8 +180,9 @@ def build_vllm_deployment(
             {"name": "model-cache", "mountPath": MODEL_DIR},
             {"name": "adapters", "mountPath": ADAPTER_DIR, "readOnly": True},
             {"name": "shm", "mountPath": "/dev/shm"},
+            TMP_MOUNT,
         ],
-        "securityContext": restricted_security_context(),
+        "securityContext": _read_only_root(),
     }
     sync = {
         "name": "adapter-sync",
@@ -152,17 +193,22 @@ def build_vllm_deployment(
             "--vllm-url", f"http://127.0.0.1:{VLLM_PORT}",
             "--adapters-dir", ADAPTER_DIR,
             "--port", str(SYNC_METRICS_PORT),
+            "--vllm-api-key-file", key_file(VLLM_API_KEY),
         ],
         "ports": [{"name": "sync-metrics", "containerPort": SYNC_METRICS_PORT, "protocol": "TCP"}],
         # Ready only when every adapter of the table is loaded: a replica takes traffic with its adapters.
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "sync-metrics"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "sync-metrics"}, "periodSeconds": 15,
+                          "failureThreshold": 4},
         "envFrom": _storage_env_from(spec),
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [
             {"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True},
             {"name": "adapters", "mountPath": ADAPTER_DIR},
+            KEYS_MOUNT,
+            TMP_MOUNT,
         ],
-        "securityContext": restricted_security_context(),
+        "securityContext": _read_only_root(),
     }
     init: list[dict[str, Any]] = []
     if spec.base_model.uri:
@@ -177,11 +223,13 @@ def build_vllm_deployment(
                         "fs, path = filesystem(sys.argv[1]); fs.get(path.rstrip('/') + '/', sys.argv[2], recursive=True)",
                         spec.base_model.uri, f"{MODEL_DIR}/base"],
             "envFrom": _storage_env_from(spec),
-            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}],
-            "securityContext": restricted_security_context(),
+            "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}, TMP_MOUNT],
+            "securityContext": _read_only_root(),
         })
     pod_spec: dict[str, Any] = {
         "containers": [vllm, sync],
+        # Neither vLLM nor adapter sync talks to the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "terminationGracePeriodSeconds": 60,
@@ -189,7 +237,9 @@ def build_vllm_deployment(
             {"name": "model-cache", "emptyDir": {"sizeLimit": cfg.cache_size}},
             {"name": "adapters", "emptyDir": {"sizeLimit": "20Gi"}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             _routing_volume(name),
+            keys_volume(name, VLLM_API_KEY),
         ],
     }
     if init:
@@ -248,7 +298,7 @@ def build_router_deployment(owner: Mapping[str, Any], spec: ChatbotDeploymentSpe
     probe_port = {"port": "http"}
     container = {
         "name": "router",
-        "image": spec.router.image or cfg.router_image,
+        "image": allowed_image(spec.router.image, cfg.router_image, cfg, "spec.router.image"),
         "imagePullPolicy": cfg.image_pull_policy,
         "args": [
             "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
@@ -256,18 +306,21 @@ def build_router_deployment(owner: Mapping[str, Any], spec: ChatbotDeploymentSpe
             "--port", str(ROUTER_PORT),
             "--max-in-flight", str(spec.router.max_in_flight),
             "--queue-size", str(spec.router.queue_size),
+            "--signing-key-file", key_file(REQUEST_ID_KEY),
+            "--upstream-api-key-file", key_file(VLLM_API_KEY),
         ],
         "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": {"httpGet": {"path": "/readyz", **probe_port}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", **probe_port}, "periodSeconds": 10, "failureThreshold": 3},
-        "volumeMounts": [{"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True}],
-        "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
+        "volumeMounts": [{"name": "routing", "mountPath": ROUTING_DIR, "readOnly": True}, KEYS_MOUNT],
+        "securityContext": _read_only_root(),
     }
     pod_spec: dict[str, Any] = {
         "containers": [container],
+        "automountServiceAccountToken": False,  # the router never talks to the Kubernetes API
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
-        "volumes": [_routing_volume(name)],
+        "volumes": [_routing_volume(name), keys_volume(name, REQUEST_ID_KEY, VLLM_API_KEY)],
     }
     if cfg.image_pull_secrets:
         pod_spec["imagePullSecrets"] = _image_pull_secrets(cfg)
@@ -377,6 +430,7 @@ def build_serving_children(
         build_router_deployment(owner, spec, cfg),
         build_router_service(owner),
         *build_pdbs(owner, spec),
+        *build_network_policies(owner, VLLM, ROUTER, VLLM_PORT, ROUTER_PORT, SYNC_METRICS_PORT),
     ]
     for optional in (build_router_hpa(owner, spec), build_service_monitor(owner, spec)):
         if optional is not None:

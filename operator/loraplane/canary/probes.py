@@ -29,6 +29,12 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _chat(messages: object) -> bool:
+    """A non-empty list of {"role": str, "content": str} objects."""
+    return isinstance(messages, list) and bool(messages) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+
+
 def parse_probes(text: str, source: str = "probes") -> list[Probe]:
     """Probes from JSONL: {"prompt", "completion"} or {"messages": [..., {"role": "assistant", ...}]}."""
     probes = []
@@ -41,8 +47,7 @@ def parse_probes(text: str, source: str = "probes") -> list[Probe]:
             raise ValueError(f"{source}:{n}: not JSON: {err}") from err
         if isinstance(row, dict) and isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
             probes.append(Probe((("user", row["prompt"]),), row["completion"]))
-        elif isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"] \
-                and row["messages"][-1].get("role") == "assistant":
+        elif isinstance(row, dict) and _chat(row.get("messages")) and row["messages"][-1]["role"] == "assistant":
             msgs = tuple((m["role"], m["content"]) for m in row["messages"][:-1])
             probes.append(Probe(msgs, row["messages"][-1]["content"]))
         else:

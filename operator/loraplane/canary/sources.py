@@ -122,29 +122,69 @@ def merge_scrapes(scrapes: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[st
     return {variant: c.to_dict() for variant, c in total.items()}
 
 
+def _window_counts(cur: _Counts, base: _Counts) -> _Counts:
+    """What one scrape target counted since its baseline.
+
+    A counter lower than its baseline means that target (one router pod) restarted: its
+    baseline is then ignored (the window starts at the restart), as Prometheus' increase() does.
+    """
+    if cur.requests < base.requests or cur.feedback_count < base.feedback_count:
+        base = _Counts()
+    return _Counts(
+        requests=cur.requests - base.requests,
+        errors=cur.errors - base.errors,
+        latency={b: n - base.latency.get(b, 0.0) for b, n in cur.latency.items()},
+        feedback_sum=cur.feedback_sum - base.feedback_sum,
+        feedback_count=cur.feedback_count - base.feedback_count,
+    )
+
+
+def _figures(window: Mapping[str, _Counts]) -> dict[str, VariantFigures]:
+    return {
+        variant: VariantFigures(
+            requests=c.requests,
+            errors=c.errors,
+            p95_latency_seconds=histogram_quantile(0.95, c.latency),
+            feedback_mean=c.feedback_sum / c.feedback_count if c.feedback_count > 0 else None,
+            feedback_count=c.feedback_count,
+        )
+        for variant, c in window.items()
+    }
+
+
 def window_figures(now: Mapping[str, Mapping[str, Any]], baseline: Mapping[str, Mapping[str, Any]] | None,
                    ) -> dict[str, VariantFigures]:
-    """Figures per variant for the window between two cumulative scrapes.
+    """Figures per variant for the window between two cumulative scrapes of one target."""
+    return _figures({
+        variant: _window_counts(_Counts.from_dict(data), _Counts.from_dict((baseline or {}).get(variant) or {}))
+        for variant, data in now.items()
+    })
 
-    A counter lower than its baseline means the router restarted: the baseline of that
-    variant is then ignored (the window starts at the restart), as Prometheus' increase() does.
+
+TARGETS = "targets"  # a per-target baseline: {"targets": {url: {variant: counts}}}
+
+
+def per_target_window_figures(now: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                              baseline: Mapping[str, Any] | None) -> dict[str, VariantFigures]:
+    """Figures per variant summed over scrape targets, each against its own baseline.
+
+    Resets are found per target: one router pod restarting drops only its own baseline,
+    while the other pods' windows stay exact. A target absent from the baseline (a new pod)
+    counts from zero; a target gone since (a deleted pod) is missing from the window.
     """
-    out: dict[str, VariantFigures] = {}
-    for variant, data in now.items():
-        cur = _Counts.from_dict(data)
-        base = _Counts.from_dict((baseline or {}).get(variant) or {})
-        if cur.requests < base.requests or cur.feedback_count < base.feedback_count:
-            base = _Counts()
-        latency = {b: n - base.latency.get(b, 0.0) for b, n in cur.latency.items()}
-        feedback_count = cur.feedback_count - base.feedback_count
-        out[variant] = VariantFigures(
-            requests=cur.requests - base.requests,
-            errors=cur.errors - base.errors,
-            p95_latency_seconds=histogram_quantile(0.95, latency),
-            feedback_mean=(cur.feedback_sum - base.feedback_sum) / feedback_count if feedback_count > 0 else None,
-            feedback_count=feedback_count,
-        )
-    return out
+    bases = (baseline or {}).get(TARGETS) or {}
+    total: dict[str, _Counts] = {}
+    for target, scrape in now.items():
+        for variant, data in scrape.items():
+            d = _window_counts(_Counts.from_dict(data), _Counts.from_dict((bases.get(target) or {}).get(variant) or {}))
+            t = total.setdefault(variant, _Counts())
+            t.requests += d.requests
+            t.errors += d.errors
+            t.feedback_sum += d.feedback_sum
+            t.feedback_count += d.feedback_count
+            for bound, n in d.latency.items():
+                t.latency[bound] = t.latency.get(bound, 0.0) + n
+    return _figures(total)
 
 
 class RouterMetricsSource:
@@ -157,8 +197,9 @@ class RouterMetricsSource:
         self.timeout = timeout
         self._client = client
 
-    async def _scrape(self, model: str) -> dict[str, dict[str, Any]]:
-        scrapes = []
+    async def _scrape(self, model: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Cumulative per-variant counts of each target, by URL."""
+        scrapes = {}
         async with _client(self._client, self.timeout) as client:
             for url in self.urls:
                 try:
@@ -166,14 +207,19 @@ class RouterMetricsSource:
                     resp.raise_for_status()
                 except httpx.HTTPError as err:
                     raise MetricsError(f"cannot scrape {url}: {err}") from err
-                scrapes.append(parse_router_metrics(resp.text, model))
-        return merge_scrapes(scrapes)
+                scrapes[url] = parse_router_metrics(resp.text, model)
+        return scrapes
 
     async def baseline(self, model: str) -> dict[str, Any] | None:
-        return await self._scrape(model)
+        return {TARGETS: await self._scrape(model)}
 
     async def figures(self, model, variants, since, now, baseline) -> dict[str, VariantFigures]:
-        figures = window_figures(await self._scrape(model), baseline)
+        scrapes = await self._scrape(model)
+        if baseline and TARGETS not in baseline:
+            # A baseline written before baselines were per target: the summed counts, as then.
+            figures = window_figures(merge_scrapes(scrapes.values()), baseline)
+        else:
+            figures = per_target_window_figures(scrapes, baseline)
         return {v: f for v, f in figures.items() if v in variants}
 
 
@@ -197,9 +243,15 @@ class _client:
 # ---------------------------------------------------------------- Prometheus query API
 
 
-def prometheus_queries(model: str, window_seconds: int) -> dict[str, str]:
-    """PromQL for each figure, summed over router replicas, by variant."""
+def prometheus_queries(model: str, window_seconds: int, namespace: str | None = None) -> dict[str, str]:
+    """PromQL for each figure, summed over router replicas, by variant.
+
+    `namespace` is the scrape target's namespace label (Prometheus' Kubernetes discovery sets it):
+    chatbots of one name in two namespaces are two series sets, never summed.
+    """
     sel = f'model="{_escape(model)}"'
+    if namespace is not None:
+        sel += f',namespace="{_escape(namespace)}"'
     w = f"[{max(int(window_seconds), 1)}s]"
     return {
         "requests": f"sum by (variant) (increase({rm.REQUESTS}{{{sel}}}{w}))",
@@ -217,8 +269,10 @@ def _escape(value: str) -> str:
 class PrometheusSource:
     """Reads the router's metrics through a Prometheus HTTP query API (/api/v1/query)."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0, client: httpx.AsyncClient | None = None):
+    def __init__(self, url: str, *, namespace: str | None = None, timeout: float = 10.0,
+                 client: httpx.AsyncClient | None = None):
         self.url = url.rstrip("/")
+        self.namespace = namespace
         self.timeout = timeout
         self._client = client
 
@@ -244,7 +298,7 @@ class PrometheusSource:
 
     async def figures(self, model, variants, since, now, baseline) -> dict[str, VariantFigures]:
         window = max(int((now - since).total_seconds()), 1)
-        queries = prometheus_queries(model, window)
+        queries = prometheus_queries(model, window, self.namespace)
         async with _client(self._client, self.timeout) as client:
             v = {name: await self._vector(client, q, now) for name, q in queries.items()}
         out = {}

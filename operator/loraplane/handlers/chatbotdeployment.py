@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from .. import API_VERSION, config, kube, metrics
 from ..api.chatbotdeployment import ChatbotDeployment, ChatbotDeploymentSpec
 from ..builders.common import owner_selector
+from ..builders.isolation import build_keys_secret
 from ..builders.routing_table import build_routing_configmap, build_routing_table
 from ..builders.serving import (
     ROUTER,
@@ -52,7 +53,7 @@ from ..canary import (
     reconcile_rollout,
     resolve,
 )
-from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS
+from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS, forget_series, init_series
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
 from ..status import ConditionSet, kstatus
 from ..storage import read_manifest
@@ -113,7 +114,10 @@ async def _apply(child: dict[str, Any], owner_uid: str) -> str | None:
         await client.create(child)
         return None
     except kube.AlreadyExists:
-        pass
+        if child["kind"] == "Secret":
+            # Generated once (the keys): never rewritten, or every pass would rotate them. Not read
+            # back either: the operator may create Secrets but needs no right to read them.
+            return None
     except kube.NotFound:
         # The kind is not served here (a ServiceMonitor without prometheus-operator).
         return f"{child['kind']} {meta['name']}: the API server does not serve {child['apiVersion']}"
@@ -197,7 +201,7 @@ class MetricsProblem(Exception):
 async def _figures_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
     """Prometheus when configured; else the router's own /metrics, every running router pod summed."""
     if spec.rollout.analysis.prometheus_url:
-        return PrometheusSource(spec.rollout.analysis.prometheus_url)
+        return PrometheusSource(spec.rollout.analysis.prometheus_url, namespace=obj["metadata"]["namespace"])
     urls = (obj["metadata"].get("annotations") or {}).get(ANN_METRICS_URL)
     if urls:
         return RouterMetricsSource([u.strip() for u in urls.split(",") if u.strip()])
@@ -296,6 +300,22 @@ async def reconcile(namespace: str, name: str, logger: Any = None) -> dict[str, 
             return await _reconcile(namespace, name, logger)
 
 
+RECONCILE_FAILED = "ReconcileFailed"
+
+
+async def record_failure(obj: Mapping[str, Any], err: BaseException) -> None:
+    """A pass that failed still says so in status (Ready False, Stalled), instead of leaving it frozen."""
+    prev = obj.get("status") or {}
+    meta = obj["metadata"]
+    message = f"reconcile failed: {type(err).__name__}: {err}"[:1024]
+    conds = ConditionSet(prev.get("conditions"), generation=meta.get("generation"),
+                         now=_now().isoformat().replace("+00:00", "Z"))
+    kstatus(conds, ready=False, reason=RECONCILE_FAILED, message=message, reconciling=False, stalled=True)
+    patch = {"conditions": conds.to_list(), "message": message, "observedGeneration": meta.get("generation")}
+    await kube.client().patch_merge(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+                                    subresource="status")
+
+
 async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] | None:
     client = kube.client()
     obj = await client.get_or_none(API_VERSION, KIND, namespace, name)
@@ -304,7 +324,21 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     try:
         spec = ChatbotDeployment.model_validate(obj).spec
     except ValidationError as err:
+        await record_failure(obj, err)
         raise kopf.PermanentError(f"invalid spec: {err}") from err
+    try:
+        return await _reconcile_valid(obj, spec, logger)
+    except (kube.ApiError, asyncio.CancelledError):
+        raise  # the API server's trouble, retried as it is
+    except Exception as err:
+        await record_failure(obj, err)
+        raise
+
+
+async def _reconcile_valid(obj: dict[str, Any], spec: ChatbotDeploymentSpec, logger: Any) -> dict[str, Any]:
+    client = kube.client()
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    init_series(namespace, name)
     now = _now()
     cfg = config.current()
     annotations = obj["metadata"].get("annotations") or {}
@@ -329,6 +363,7 @@ async def _reconcile(namespace: str, name: str, logger: Any) -> dict[str, Any] |
     children = build_serving_children(obj, spec, cfg, ranks)
     table = build_routing_table(name, spec, result.variants, result.weights, result.retained)
     children.append(build_routing_configmap(obj, table))
+    children.append(build_keys_secret(obj))
     problems += [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
     await _delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
 
@@ -413,5 +448,6 @@ def forget(namespace: str, name: str, **_: Any) -> None:
             PHASE.remove(namespace, name, p.value)
     with contextlib.suppress(KeyError):
         CANARY_WEIGHT.remove(namespace, name)
+    forget_series(namespace, name)
     _locks.pop((namespace, name), None)
     _probe_results.pop((namespace, name), None)

@@ -20,9 +20,9 @@ from typing import Any
 import kopf
 
 from .. import config, kube, metrics
-from ..builders.common import owner_selector
+from ..builders.common import is_owned_by, owner_selector
 from ..builders.training_job import COMPONENT, job_config_map, job_name, training_job
-from ..finetune import runs, schedule
+from ..finetune import plan_gate, runs, schedule
 from ..status import status_diff
 from ..status.finetunejob import TERMINAL, Observed, compute_status
 from ..storage import run_id as make_run_id
@@ -117,16 +117,19 @@ async def _ensure_job(ftj: dict[str, Any], name: str, run: str, logger) -> dict[
         return job
 
 
-async def _stop_superseded(ftj: dict[str, Any], current: str) -> None:
-    """Delete the still-running Jobs of older runs: a spec change makes a new run."""
+async def _stop_superseded(ftj: dict[str, Any], current: str) -> list[str]:
+    """Delete the still-running Jobs of older runs (a spec change makes a new run); returns their names."""
     client = kube.client()
     ns = ftj["metadata"]["namespace"]
+    stopped = []
     for job in await client.list("batch/v1", "Job", ns, owner_selector(ftj, COMPONENT)):
         name = job["metadata"]["name"]
+        if not is_owned_by(job, ftj):
+            continue  # a label match only: another object's Job (labels are not proof of ownership)
         if name != current and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
             await client.delete("batch/v1", "Job", ns, name, propagation="Background")
-            kopf.event(ftj, type="Normal", reason="RunSuperseded",
-                       message=f"stopped Job {name}: the spec changed, run {current} replaces it")
+            stopped.append(name)
+    return stopped
 
 
 async def _sync_suspend(ftj: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +164,10 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
         try:
             job = await client.get_or_none("batch/v1", "Job", ns, jname)
             finished_before = old_status.get("runId") == run and old_status.get("phase") in TERMINAL
-            if job is None and not spec.get("suspend") and not finished_before:
+            creds = await _credentials(ftj)
+            plan = await asyncio.to_thread(plan_gate.job_plan, spec, creds)
+            refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
+            if job is None and not spec.get("suspend") and not finished_before and not refused:
                 try:
                     job = await _ensure_job(ftj, jname, run, logger)
                 except kube.Unprocessable as err:
@@ -170,10 +176,11 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
                     patch.status["message"] = message[:4096]
                     kopf.event(ftj, type="Warning", reason="JobRefused", message=message[:1024])
                     raise kopf.PermanentError(message) from err
-                await _stop_superseded(ftj, jname)
+                for stopped in await _stop_superseded(ftj, jname):
+                    kopf.event(ftj, type="Normal", reason="RunSuperseded",
+                               message=f"stopped Job {stopped}: the spec changed, run {jname} replaces it")
             elif job is not None:
                 job = await _sync_suspend(ftj, job)
-            creds = await _credentials(ftj)
             pods: tuple = ()
             if job is not None and old_status.get("phase") != "Succeeded":  # pods tell OOM, image pull errors
                 pods = tuple(await client.list("v1", "Pod", ns, f"job-name={jname}"))
@@ -200,6 +207,7 @@ async def reconcile(body: Any, patch: kopf.Patch, logger, suffix: str | None = N
             suspended=bool(spec.get("suspend")) and (job is None or (job.get("spec") or {}).get("suspend")),
             now=_iso(now),
         ))
+        new = plan_gate.with_plan(new, plan, refused=refused, generation=meta.get("generation"), now=_iso(now))
         if not adapter and old_status.get("adapter"):
             new["adapter"] = old_status["adapter"]
         diff = status_diff(old_status, new)

@@ -27,8 +27,11 @@ from .vllm_client import VllmClient
 @click.option("--port", default=8001, show_default=True, type=int, help="Readiness (/readyz) and /metrics.")
 @click.option("--interval", default=5.0, show_default=True, type=float, help="Seconds between reconcile passes.")
 @click.option("--reload-interval", default=2.0, show_default=True, type=float, help="Seconds between table checks.")
+@click.option("--vllm-api-key-file", type=click.Path(dir_okay=False, exists=True),
+              help="vLLM's API key (the server's VLLM_API_KEY), sent with every call to its API.")
 @click.option("--log-level", default="INFO", show_default=True)
-def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_interval, log_level) -> None:
+def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_interval, vllm_api_key_file,
+         log_level) -> None:
     """Download, verify and hot-load the routing table's adapters into vLLM."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = SyncMetrics()
@@ -38,7 +41,8 @@ def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_int
     async def lifecycle(app: web.Application):
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300, sock_connect=5))
         sync: AdapterSync = holder["sync"]
-        sync.vllm = VllmClient(session, vllm_url)
+        api_key = Path(vllm_api_key_file).read_text().strip() if vllm_api_key_file else None
+        sync.vllm = VllmClient(session, vllm_url, api_key)
         watcher._on_change = lambda _t: sync.wake.set()
         watcher.check()
         tasks = [asyncio.create_task(sync.run(interval)), asyncio.create_task(watcher.run(reload_interval))]

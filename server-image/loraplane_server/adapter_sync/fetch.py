@@ -54,6 +54,9 @@ def fetch_adapter(name: str, uri: str, root: Path, expected_digest: str | None =
             raise AdapterRefused(f"{name}: manifest lists an unsafe path {entry.path!r}")
     root.mkdir(parents=True, exist_ok=True)
     final = root / local_name(name, manifest)
+    if final.resolve().parent != root.resolve():
+        # vLLM loads only what sync placed under its own volume: a name never reaches outside it.
+        raise AdapterRefused(f"{name}: not a valid adapter name (it would be stored outside {root})")
     if final.exists():
         try:
             verify_files(str(final), manifest)
@@ -64,6 +67,10 @@ def fetch_adapter(name: str, uri: str, root: Path, expected_digest: str | None =
     try:
         fs, base = filesystem(uri)
         for entry in manifest.files:
+            size = fs.size(f"{base}/{entry.path}")
+            if size is not None and size != entry.size:
+                # Before the download: a swapped or padded file costs no disk and no transfer.
+                raise AdapterRefused(f"{name}: refused, {entry.path} is {size} bytes, the manifest says {entry.size}")
             target = partial / entry.path
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get(f"{base}/{entry.path}", str(target))

@@ -209,7 +209,23 @@ class AdapterSync:
         return app
 
     async def _readyz(self, _r: web.Request) -> web.Response:
+        if self.ready and self.vllm is not None:
+            await self._confirm_loaded()
         return web.json_response(self.status(), status=200 if self.ready else 503)
+
+    async def _confirm_loaded(self) -> None:
+        """Ask vLLM itself: a vLLM that restarted since the last pass has lost its adapters, and
+        the replica must leave the Service now, not one reconcile interval later."""
+        try:
+            loaded = await asyncio.wait_for(self.vllm.loaded_adapters(), timeout=2)
+        except (TimeoutError, aiohttp.ClientError, OSError, VllmError) as exc:
+            self.vllm_error = f"vLLM at {self.vllm.url} unreachable: {exc}"
+            self.wake.set()
+            return
+        for a in self.adapters.values():
+            if a.state == "loaded" and loaded.get(a.name) != a.path:
+                a.state, a.message = "pending", "vLLM no longer holds it (restarted?); reloading"
+                self.wake.set()
 
     async def _healthz(self, _r: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -10,13 +10,15 @@ class VllmError(Exception):
 
 
 class VllmClient:
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str | None = None) -> None:
         self.session = session
         self.url = url.rstrip("/")
+        # vLLM started with an API key (VLLM_API_KEY) refuses /v1/* without it, the adapter API included.
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     async def loaded_adapters(self) -> dict[str, str]:
         """LoRA name -> path of every adapter vLLM holds (models with a parent are adapters)."""
-        async with self.session.get(f"{self.url}/v1/models") as r:
+        async with self.session.get(f"{self.url}/v1/models", headers=self.headers) as r:
             if r.status != 200:
                 raise VllmError(f"GET /v1/models: HTTP {r.status}: {(await r.text())[:300]}")
             data = await r.json()
@@ -29,6 +31,6 @@ class VllmClient:
         await self._post("/v1/unload_lora_adapter", {"lora_name": name})
 
     async def _post(self, path: str, body: dict) -> None:
-        async with self.session.post(f"{self.url}{path}", json=body) as r:
+        async with self.session.post(f"{self.url}{path}", json=body, headers=self.headers) as r:
             if r.status != 200:
                 raise VllmError(f"POST {path} {body}: HTTP {r.status}: {(await r.text())[:500]}")

@@ -6,12 +6,20 @@ import asyncio
 import contextlib
 import logging
 import os
+from pathlib import Path
 
 import click
 from aiohttp import web
 
 from ..table_watch import TableWatcher
-from .app import Router
+from .app import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONCURRENT,
+    Router,
+)
+from .feedback import DEFAULT_MAX_AGE_SECONDS, RequestIds
 from .metrics import RouterMetrics
 from .pool import UpstreamPool, dns_loop
 
@@ -31,9 +39,24 @@ from .pool import UpstreamPool, dns_loop
 @click.option("--reload-interval", default=2.0, show_default=True, type=float, help="Seconds between table checks.")
 @click.option("--health-interval", default=5.0, show_default=True, type=float, help="Seconds between health checks.")
 @click.option("--request-timeout", default=600.0, show_default=True, type=float, help="Upstream read timeout.")
+@click.option("--max-concurrent", default=DEFAULT_MAX_CONCURRENT, show_default=True, type=int,
+              help="Completions admitted at once (before their body is read); more answer 429.")
+@click.option("--max-body-bytes", default=DEFAULT_MAX_BODY_BYTES, show_default=True, type=int,
+              help="Largest request body; larger ones answer 413.")
+@click.option("--body-timeout", default=DEFAULT_BODY_TIMEOUT, show_default=True, type=float,
+              help="Seconds a client has to send its whole body (408 after).")
+@click.option("--header-timeout", default=DEFAULT_HEADER_TIMEOUT, show_default=True, type=float,
+              help="Seconds a connection has to send complete request headers (also the idle keep-alive time).")
+@click.option("--signing-key-file", type=click.Path(dir_okay=False, exists=True),
+              help="Key signing request ids (shared by every replica); unset: a random key per process.")
+@click.option("--feedback-max-age", default=DEFAULT_MAX_AGE_SECONDS, show_default=True, type=float,
+              help="Seconds after an answer during which its feedback is taken.")
+@click.option("--upstream-api-key-file", type=click.Path(dir_okay=False, exists=True),
+              help="vLLM's API key, sent as the bearer token of every upstream request.")
 @click.option("--log-level", default="INFO", show_default=True)
 def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue_size, retry_after,
-         reload_interval, health_interval, request_timeout, log_level) -> None:
+         reload_interval, health_interval, request_timeout, max_concurrent, max_body_bytes, body_timeout,
+         header_timeout, signing_key_file, feedback_max_age, upstream_api_key_file, log_level) -> None:
     """OpenAI-compatible A/B router in front of a vLLM pool."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Split a comma-separated env value (LORAPLANE_ROUTER_UPSTREAM="http://a:8000,http://b:8000").
@@ -47,7 +70,14 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
     )
     watcher = TableWatcher(routing_table, on_result=lambda r: metrics.reloads.labels(r).inc())
     watcher.check()
-    router = Router(watcher, pool, metrics, request_timeout=request_timeout, retry_after_seconds=retry_after)
+    key = Path(signing_key_file).read_bytes().strip() if signing_key_file else None
+    api_key = Path(upstream_api_key_file).read_text().strip() if upstream_api_key_file else None
+    router = Router(
+        watcher, pool, metrics, request_timeout=request_timeout, retry_after_seconds=retry_after,
+        request_ids=RequestIds(key, max_age_seconds=feedback_max_age), upstream_api_key=api_key,
+        max_concurrent=max_concurrent, max_body_bytes=max_body_bytes, body_timeout=body_timeout,
+        header_timeout=header_timeout,
+    )
     watcher._on_change = router.on_table
     app = router.app()
 
@@ -70,7 +100,7 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
 
         loop = uvloop.new_event_loop()
     logging.getLogger(__name__).info("router on %s:%d (pid %d)", host, port, os.getpid())
-    web.run_app(app, host=host, port=port, handler_cancellation=True, access_log=None, print=None, loop=loop)
+    web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop, **router.server_options())
 
 
 if __name__ == "__main__":

@@ -1,30 +1,68 @@
-"""User feedback on an answer: a request id and a score, attributed to the variant that answered.
+"""User feedback on an answer: a signed request id and a score, attributed to the variant that answered.
 
-The request id carries the variant (`lp-<random>-<variant>`), so any router
-replica can attribute feedback for an answer another replica served; each
-replica refuses a second score for an id it has already seen.
+The router signs every request id it issues (HMAC-SHA256 with the chatbot's key,
+over the issue time, a nonce and the variant), so any router replica holding the
+same key can attribute feedback for an answer another replica served, and nobody
+without the key can make an id up. An id is accepted for `max_age` seconds after
+it was issued; each replica refuses a second score for an id it has already seen
+(see docs/canary.md for what a replay across replicas can still do).
+
+    lp-<issued, hex seconds>-<nonce, 16 hex>-<mac, 32 hex>-<variant>
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 PREFIX = "lp-"
+# Variant names are DNS labels (at most 63 characters): a real id is never longer than this.
+MAX_REQUEST_ID_LENGTH = 128
+DEFAULT_MAX_AGE_SECONDS = 24 * 3600
+_MAC_HEX = 32
 
 
 class FeedbackError(ValueError):
     """Bad feedback request; the message names the field."""
 
 
-def new_request_id(variant: str) -> str:
-    return f"{PREFIX}{secrets.token_hex(8)}-{variant}"
+class RequestIds:
+    """Issues and verifies signed request ids."""
 
+    def __init__(self, key: bytes | None = None, *, max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
+                 clock: Callable[[], float] = time.time) -> None:
+        # Without a configured key (local runs) ids verify only on the replica that issued them.
+        self._key = key or secrets.token_bytes(32)
+        self.max_age = max_age_seconds
+        self._clock = clock
 
-def variant_of(request_id: str) -> str:
-    if not isinstance(request_id, str) or not request_id.startswith(PREFIX) or request_id.count("-") < 2:
-        raise FeedbackError(f"requestId {request_id!r} is not a request id issued by this router")
-    return request_id[len(PREFIX):].split("-", 1)[1]
+    def _mac(self, issued: str, nonce: str, variant: str) -> str:
+        msg = f"{issued}\0{nonce}\0{variant}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+    def issue(self, variant: str) -> str:
+        issued, nonce = f"{int(self._clock()):x}", secrets.token_hex(8)
+        return f"{PREFIX}{issued}-{nonce}-{self._mac(issued, nonce, variant)}-{variant}"
+
+    def verify(self, request_id: object) -> str:
+        """The variant of a valid, unexpired id; raises FeedbackError otherwise."""
+        if not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_LENGTH:
+            raise FeedbackError(
+                f"requestId must be a string of at most {MAX_REQUEST_ID_LENGTH} characters issued by this router")
+        parts = request_id[len(PREFIX):].split("-", 3) if request_id.startswith(PREFIX) else []
+        if len(parts) != 4 or not all(parts):
+            raise FeedbackError(f"requestId {request_id!r} is not a request id issued by this router")
+        issued, nonce, mac, variant = parts
+        if not hmac.compare_digest(mac, self._mac(issued, nonce, variant)):
+            raise FeedbackError(f"requestId {request_id!r} is not a request id issued by this router")
+        age = self._clock() - int(issued, 16)
+        if age > self.max_age:
+            raise FeedbackError(f"requestId {request_id!r} has expired (feedback is taken for {int(self.max_age)}s)")
+        return variant
 
 
 def normalise_score(score: object) -> float:
@@ -32,7 +70,7 @@ def normalise_score(score: object) -> float:
     if isinstance(score, bool):
         return 1.0 if score else 0.0
     if isinstance(score, str):
-        lowered = score.strip().lower()
+        lowered = score.strip().lower()[:16]
         if lowered in ("up", "thumbs_up", "+1", "good"):
             return 1.0
         if lowered in ("down", "thumbs_down", "-1", "bad"):
@@ -40,14 +78,14 @@ def normalise_score(score: object) -> float:
         try:
             score = float(lowered)
         except ValueError:
-            raise FeedbackError(f"score {score!r}: use \"up\"/\"down\", true/false or a rating 1..5") from None
+            raise FeedbackError(f"score {repr(score)[:40]}: use \"up\"/\"down\", true/false or a rating 1..5") from None
     if isinstance(score, (int, float)) and 1 <= score <= 5:
         return (float(score) - 1.0) / 4.0
-    raise FeedbackError(f"score {score!r}: use \"up\"/\"down\", true/false or a rating 1..5")
+    raise FeedbackError(f"score {repr(score)[:40]}: use \"up\"/\"down\", true/false or a rating 1..5")
 
 
 class SeenIds:
-    """Bounded memory of request ids that already got feedback."""
+    """Bounded memory of request ids that already got feedback (ids are length-capped before they get here)."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit

@@ -33,6 +33,9 @@ class RouterMetrics:
         self.upstream_errors = Counter(
             names.UPSTREAM_ERRORS, "Failed upstream attempts.", ["upstream", "reason"], registry=r
         )
+        self.rejected = Counter(
+            names.REJECTED, "Requests refused before routing (overload, bad body).", ["model", "reason"], registry=r
+        )
         self.reloads = Counter(names.ROUTING_TABLE_RELOADS, "Routing table loads.", ["result"], registry=r)
 
         self._series: dict[tuple[str, str], VariantSeries] = {}

@@ -28,7 +28,11 @@ KEEP = 2
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state in types torch.load(weights_only=True) reads: tensors, numbers, tuples."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+             "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    state = {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -36,7 +40,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -115,9 +121,10 @@ class CheckpointStore:
         return {
             "state": json.loads(read(STATE_FILE)),
             "adapter": load_safetensors(read("adapter_model.safetensors")),
-            "optimizer": torch.load(io.BytesIO(read("optimizer.pt")), weights_only=False),
-            "scheduler": torch.load(io.BytesIO(read("scheduler.pt")), weights_only=False),
-            "rng": torch.load(io.BytesIO(read("rng.pt")), weights_only=False),
+            # weights_only: a checkpoint is data from object storage, never code to run.
+            "optimizer": torch.load(io.BytesIO(read("optimizer.pt")), weights_only=True),
+            "scheduler": torch.load(io.BytesIO(read("scheduler.pt")), weights_only=True),
+            "rng": torch.load(io.BytesIO(read("rng.pt")), weights_only=True),
         }
 
     def load_best(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

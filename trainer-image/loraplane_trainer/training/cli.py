@@ -58,11 +58,23 @@ def load_job(path: Path, *, output: str | None = None, max_steps: int | None = N
               help="Directory that relative dataset paths are resolved against.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs) to train with, as `torchrun --standalone --nproc-per-node`.")
+@click.option("--nnodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nodes (pods) of the run, each starting --nproc-per-node processes, as torchrun --nnodes.")
+@click.option("--node-rank", type=click.IntRange(min=0), default=None,
+              help="This node's index (default: $JOB_COMPLETION_INDEX, which indexed Jobs and JobSets set); "
+                   "node 0 hosts the rendezvous.")
+@click.option("--rdzv-endpoint", default=None,
+              help="host:port of the c10d rendezvous on node 0 (needed with --nnodes > 1).")
 def run_command(job_path: Path, run_id: str | None, output: str | None, max_steps: int | None,
-                epochs: int | None, base_dir: str | None, nproc_per_node: int) -> None:
+                epochs: int | None, base_dir: str | None, nproc_per_node: int, nnodes: int, node_rank: int | None,
+                rdzv_endpoint: str | None) -> None:
     """Validate the data, train a LoRA adapter, evaluate it and publish it."""
     setup_logging()
-    if nproc_per_node > 1 and "WORLD_SIZE" not in os.environ:
+    if nnodes > 1 and not rdzv_endpoint:
+        raise click.UsageError("--nnodes > 1 needs --rdzv-endpoint (host:port of node 0)")
+    if node_rank is None:
+        node_rank = int(os.environ.get("JOB_COMPLETION_INDEX", "0") or 0)
+    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         argv = ["run", "--job", str(job_path)]
         for flag, value in (("--run-id", run_id), ("--output", output), ("--max-steps", max_steps),
                             ("--epochs", epochs), ("--base-dir", base_dir)):
@@ -76,8 +88,10 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
                 log.error("%s: %s", exc.reason, exc)
                 sys.exit(exc.exit_code)
             argv += ["--run-id", make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)]
-        log.info("starting %d training processes", nproc_per_node)
-        sys.exit(distributed.launch(nproc_per_node, argv))
+        log.info("starting %d training processes (node %d of %d)", nproc_per_node, node_rank, nnodes)
+        run = argv[argv.index("--run-id") + 1]
+        sys.exit(distributed.launch(nproc_per_node, argv, nnodes=nnodes, node_rank=node_rank,
+                                    rdzv_endpoint=rdzv_endpoint, run_id=run))
     try:
         job = load_job(job_path, output=output, max_steps=max_steps, epochs=epochs)
     except BadInput as exc:

@@ -1,7 +1,8 @@
 """Several GPUs in one pod: one process per GPU started by torch's elastic launcher (what `torchrun` runs).
 
-Data parallel: every rank holds the whole model and trains on a disjoint share of each optimizer step's
-examples; the LoRA gradients are summed across ranks before the step, so every rank applies the same update.
+Data parallel with PyTorch's DistributedDataParallel: every rank holds the whole model and trains on a
+share of each optimizer step's examples balanced by tokens (`balanced_shard`); DDP averages the LoRA
+gradients over the ranks in the step's one synchronised backward, so every rank applies the same update.
 Only rank 0 writes anything (progress.json, checkpoints, evaluation, the published adapter).
 
 Without WORLD_SIZE in the environment (or WORLD_SIZE=1) `context()` is the single-process `SINGLE` and
@@ -90,11 +91,6 @@ def share(ctx: Context, obj: Any) -> Any:
     return box[0]
 
 
-def shard(ctx: Context, indices: list[int]) -> list[int]:
-    """This rank's disjoint share of one optimizer step's example indices (round robin)."""
-    return indices[ctx.rank::ctx.world_size] if ctx.enabled else indices
-
-
 def sum_scalars(ctx: Context, *values: float) -> list[float]:
     """Each value summed over the ranks."""
     if not ctx.enabled:
@@ -117,25 +113,42 @@ def broadcast_params(ctx: Context, params: list) -> None:
         dist.broadcast(p.data, src=0)
 
 
-def sum_gradients(ctx: Context, params: list) -> None:
-    """Sum the gradients over the ranks, flattened into one buffer (LoRA gradients are small).
+def balanced_shard(ctx: Context, indices: list[int], lengths: list[int]) -> list[int]:
+    """This rank's share of one step's example indices, balanced by tokens (longest first to the lightest rank).
 
-    Done by hand rather than with DistributedDataParallel because with packing the ranks may run a
-    different number of micro-batches per step (or none), which DDP's per-backward hooks cannot take.
+    Deterministic, so every rank computes the same assignment without talking to the others.
     """
     if not ctx.enabled:
-        return
-    import torch
-    import torch.distributed as dist
+        return indices
+    loads = [0] * ctx.world_size
+    shares: list[list[int]] = [[] for _ in range(ctx.world_size)]
+    for i, n in sorted(zip(indices, lengths, strict=True), key=lambda t: (-t[1], t[0])):
+        rank = min(range(ctx.world_size), key=lambda r: (loads[r], len(shares[r]), r))
+        loads[rank] += n
+        shares[rank].append(i)
+    return sorted(shares[ctx.rank])
 
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads])
-    dist.all_reduce(flat)
-    offset = 0
-    for p, g in zip(params, grads, strict=True):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
-        offset += n
+
+def gradient_sync(ctx: Context, ddp, last: bool):
+    """Context for one micro-batch's forward and backward: DDP reduces only in the step's last one."""
+    import contextlib
+
+    return contextlib.nullcontext() if last or not ctx.enabled else ddp.no_sync()
+
+
+def wrap(ctx: Context, model):
+    """The model under DistributedDataParallel (only the trainable LoRA parameters are reduced).
+
+    `init_sync=False`: the frozen base weights are identical on every rank (loaded from the same files);
+    the LoRA weights, which peft initialises at random per rank, are broadcast by `broadcast_params`.
+    """
+    if not ctx.enabled:
+        return model
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [ctx.local_rank] if torch.cuda.is_available() else None
+    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, init_sync=False)
 
 
 def _comm_device() -> str:
@@ -145,19 +158,28 @@ def _comm_device() -> str:
     return f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `python -m loraplane_trainer <argv>` in `nproc` processes on this node, as `torchrun --standalone`.
+def launch(nproc: int, argv: list[str], *, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None,
+           run_id: str | None = None) -> int:
+    """Run `python -m loraplane_trainer <argv>` in `nproc` processes on this node, as `torchrun` does.
 
-    Uses torch's launcher API rather than the torchrun command because torchrun exits 1 whenever a worker
-    fails, and the Job's podFailurePolicy needs the trainer's own exit codes (bad input 42, quality gate 43).
+    One node: `torchrun --standalone`. Several: `torchrun --nnodes N --rdzv-backend c10d --rdzv-endpoint
+    <node 0>:<port> --rdzv-id <run id>`, node 0 hosting the rendezvous store (`is_host`, so that nodes
+    sharing a host name, as in tests, do not all try to host it). Uses torch's launcher API rather than the
+    torchrun command because torchrun exits 1 whenever a worker fails, and the Job's podFailurePolicy
+    needs the trainer's own exit codes (bad input 42, quality gate 43).
     """
     import uuid
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    if nnodes == 1:
+        config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
+                              rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    else:
+        config = LaunchConfig(min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc, run_id=run_id or "loraplane",
+                              rdzv_backend="c10d", rdzv_endpoint=rdzv_endpoint or "",
+                              rdzv_configs={"is_host": node_rank == 0, "join_timeout": 900}, max_restarts=0)
     try:
         elastic_launch(config, sys.executable)("-m", "loraplane_trainer", *argv)
     except ChildFailedError as exc:

@@ -15,12 +15,22 @@ from transformers import get_scheduler
 from .chat import TokenizedExample
 from .checkpoints import CheckpointStore, set_rng_state
 from .cost import GpuClock
-from .distributed import SINGLE, Context, broadcast_params, shard, share, sum_gradients, sum_scalars
+from .distributed import (
+    SINGLE,
+    Context,
+    balanced_shard,
+    broadcast_params,
+    gradient_sync,
+    share,
+    sum_scalars,
+    wrap,
+)
 from .evaluation import mean_loss
 from .logs import log, progress_bar
 from .packing import causal_lm_loss_sum, epoch_steps, step_batches
 from .precision import Precision
 from .progress import ProgressWriter, eta
+from .stop_signal import Preempted, StopSignal
 
 
 @dataclass
@@ -62,6 +72,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     per_step = spec.batch_size * spec.gradient_accumulation
     params = [p for p in model.parameters() if p.requires_grad]
     broadcast_params(dist, params)
+    ddp = wrap(dist, model)  # DDP under several ranks, the model itself in one process
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     scheduler = get_scheduler(spec.scheduler, optimizer, num_warmup_steps=math.ceil(spec.warmup_ratio * total),
                               num_training_steps=total)
@@ -121,10 +132,11 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     model.train()
     started = time.monotonic()
     stop = state["step"] >= total or state["stopped_early"]
+    sigterm = StopSignal.install()
     while not stop:
         epoch, in_epoch = divmod(state["step"], steps_per_epoch)
         steps = epoch_steps(len(train_examples), per_step, seed=spec.seed, epoch=epoch)
-        indices = shard(dist, steps[in_epoch])
+        indices = balanced_shard(dist, steps[in_epoch], [len(train_examples[i]) for i in steps[in_epoch]])
         t0 = time.monotonic()
         batches = step_batches(train_examples, indices, packing=spec.packing, batch_size=spec.batch_size,
                                row_tokens=spec.max_tokens, pad_id=pad_id)
@@ -132,17 +144,25 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         step_tokens = 0
         if dist.enabled:  # each rank's loss is its share of the step's mean over all ranks' target tokens
             targets = int(sum_scalars(dist, targets)[0])
+        # DDP reduces gradients in one backward per step (the last, synchronised); every other micro-batch
+        # accumulates locally under no_sync. A rank without examples this step (fewer examples than ranks)
+        # still joins that backward, with a zero-weighted pass over the step's first example.
+        weight = dist.world_size / max(targets, 1)  # DDP averages over ranks: scale back to a sum
+        work = [(b, weight) for b in batches] or [
+            (step_batches(train_examples, steps[in_epoch][:1], packing=spec.packing, batch_size=1,
+                          row_tokens=spec.max_tokens, pad_id=pad_id)[0], 0.0)]
         loss_sum = 0.0
-        for batch in batches:
+        for n, (batch, w) in enumerate(work):
             batch = batch.to(device)
-            with precision.autocast():
-                loss = causal_lm_loss_sum(model, batch) / max(targets, 1)
-            (scaler.scale(loss) if scaler else loss).backward()
-            loss_sum += float(loss.detach())
-            state["real_tokens"] += batch.real_tokens
-            step_tokens += batch.real_tokens
+            with gradient_sync(dist, ddp, last=n == len(work) - 1):  # around forward and backward both
+                with precision.autocast():
+                    loss = causal_lm_loss_sum(ddp, batch) * w
+                (scaler.scale(loss) if scaler else loss).backward()
+            loss_sum += float(loss.detach()) / dist.world_size
+            if w:
+                state["real_tokens"] += batch.real_tokens
+                step_tokens += batch.real_tokens
         if dist.enabled:
-            sum_gradients(dist, params)
             loss_sum, all_tokens = sum_scalars(dist, loss_sum, step_tokens)
             state["real_tokens"] += int(all_tokens) - step_tokens
         if scaler:
@@ -179,8 +199,13 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
                 log.info("early stopping at step %d: no improvement for %d evaluations", step,
                          state["bad_evals"])
         stop = stop or step >= total
-        if epoch_end or step % spec.checkpoint_interval_steps == 0 or stop:
+        preempted = sigterm.agreed(dist) and not stop
+        if epoch_end or step % spec.checkpoint_interval_steps == 0 or stop or preempted:
             save_checkpoint()
+        if preempted:
+            sigterm.restore()
+            raise Preempted(step)
+    sigterm.restore()
     if bar is not None:
         bar.close()
     if best_weights is not None:

@@ -29,6 +29,7 @@ from .logs import log
 from .model_source import ResolvedModel, check_license, resolve
 from .precision import Precision, check_quantization, choose, configure_threads
 from .progress import ProgressWriter, write_atomic
+from .stop_signal import Preempted
 
 BEFORE_FILE = "evaluation-before.json"
 SAMPLES_IN_CARD = 5
@@ -48,7 +49,10 @@ def _load_model(ref: ResolvedModel, precision: Precision, quantization: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs())
-    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": torch.float32}
+    # On a GPU the frozen weights are stored in the compute precision (a 7B model: 14 GB, not 28; what the
+    # plan predicts); peft keeps the LoRA weights fp32. On a CPU they stay fp32 under autocast.
+    weights = precision.autocast_dtype if precision.device == "cuda" and precision.autocast_dtype else torch.float32
+    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": weights}
     if quantization == "4bit":  # only reached on CUDA (check_quantization refuses it elsewhere)
         from transformers import BitsAndBytesConfig
 
@@ -142,6 +146,10 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
             return _finish(progress, layout, done, done.manifest.metrics,
                            last.gpu_seconds if last else None)
         return _run(job, run_id, layout, progress, workdir, base_dir, dist)
+    except Preempted as exc:
+        log.warning("%s", exc)
+        progress.update(force=True, message=str(exc))
+        raise
     except TrainerError as exc:
         log.error("%s: %s", exc.reason, exc)
         progress.update(force=True, phase="Failed", reason=exc.reason, message=str(exc)[:4000])
