@@ -162,3 +162,19 @@ def test_the_embedding_model_loads_offline_and_measures_meaning(pair, close):
     assert (float(vec[0] @ vec[1]) > 0.6) == close
     static = embedder().static(list(pair))
     assert static.shape[0] == 2
+
+
+def test_without_the_model_libraries_the_checks_fall_back_to_surface_comparison(monkeypatch):
+    # The fine-tuning API image checks uploads without torch, lingua or the classifier.
+    from loraplane_trainer.dataset import meaning
+
+    real = meaning.find_spec
+    monkeypatch.setattr(meaning, "find_spec", lambda name: None if name in (
+        "torch", "sentence_transformers", "lingua", "profanity_check") else real(name))
+    data = Path(__file__).resolve().parents[2] / "examples" / "data"
+    report = check(open_uri(str(data / "bad" / "contradictions.jsonl")), DatasetChecks(), max_tokens=1024)
+    found = report.finding("contradictions")
+    assert found is not None and sorted(found.lines) == [349, 350, 351]
+    assert "surface comparison only" in report.stats["meaning"]["skipped"]
+    harmful = check(open_uri(str(data / "bad" / "harmful.jsonl")), DatasetChecks(), max_tokens=1024)
+    assert harmful.finding("harmful") is None and "not installed" in harmful.stats["harmful"]["skipped"]

@@ -24,6 +24,7 @@ from .checks.size import SizeCheck
 from .checks.skew import SkewCheck
 from .checks.style import StyleCheck
 from .example import Example
+from .meaning import EMBEDDINGS, missing
 from .meaning.embeddings import DEFAULT_MODEL, embedder
 from .meaning.identifiers import differ, identifiers, words
 from .meaning.neighbours import neighbour_pairs
@@ -102,6 +103,14 @@ class Analysis:
                         dtype=bool)
 
     @cached_property
+    def meaning(self) -> bool:
+        """Whether the embedding stage can run here (the stats say why not)."""
+        gone = missing(EMBEDDINGS)
+        if gone:
+            self.stats["meaning"] = {"model": None, "skipped": f"{gone} is not installed: surface comparison only"}
+        return gone is None
+
+    @cached_property
     def prompt_vectors(self) -> np.ndarray:
         """Static sentence embeddings of every prompt (the cheap stage of the meaning checks)."""
         return embedder(self.embedding_model).static([normalise_prompt(p) for p in self.prompts])
@@ -109,6 +118,8 @@ class Analysis:
     @cached_property
     def semantic_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Prompt pairs among each other's nearest neighbours in meaning (static cosine >= STATIC_CANDIDATE)."""
+        if not self.meaning:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
         return neighbour_pairs(self.prompt_vectors, NEIGHBOURS, STATIC_CANDIDATE)
 
     @cached_property
@@ -131,6 +142,8 @@ class Analysis:
             seen |= new
             keep[k] = True
         ctx = self.stats.setdefault("meaning", {"model": self.embedding_model})
+        if not self.meaning:
+            return np.zeros(len(i), dtype=bool)
         ctx[stage] = {"candidatePairs": int(len(i)), "scored": int(keep.sum())}
         return keep
 

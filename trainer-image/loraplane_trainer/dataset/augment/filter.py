@@ -10,6 +10,7 @@ from ..checks.length import count_tokens, estimate_tokens
 from ..checks.pii import scan
 from ..checks.style import PREFIX
 from ..example import Example
+from ..meaning import EMBEDDINGS, HARMFUL, missing
 from ..meaning.embeddings import DEFAULT_MODEL, embedder
 from ..meaning.harmful import harmful_scores
 from ..meaning.identifiers import differ, identifiers, words
@@ -61,12 +62,12 @@ def accept(
         if leaking:
             rejected["near-validation"] += len(leaking)
             kept = [ex for k, ex in enumerate(kept) if k + v not in leaking]
-    if kept and harmful != "off":
+    if kept and harmful != "off" and not missing(HARMFUL):
         scores = harmful_scores([f"{ex.prompt}\n{ex.completion}" for ex in kept])
         rejected["harmful"] += int((scores >= harmful_threshold).sum())
         kept = [ex for ex, s in zip(kept, scores.tolist(), strict=True) if s < harmful_threshold]
     generated = [k for k, ex in enumerate(kept) if ex.source in MEANING_CHECKED]
-    if generated and validation:
+    if generated and validation and not missing(EMBEDDINGS):
         kept = _drop_meaning_copies(kept, generated, validation, embedding_model, rejected)
     return kept, rejected
 

@@ -76,20 +76,23 @@ class ContradictionCheck(Check):
         i, j, sim = i[differ], j[differ], sim[differ]
         keep = ctx.same_identifiers(i, j)
         i, j, sim = i[keep], j[keep], sim[keep]
-        keep = ctx.within_budget(i, j, sim, "contradictions")
+        # Without embeddings here: near copies only (their sim is 2), answers compared by MinHash.
+        keep = ctx.within_budget(i, j, sim, "contradictions") if ctx.meaning else sim > 1.5
         i, j = i[keep], j[keep]
         if not len(i):
             return []
         idx = np.unique(np.concatenate([i, j])).tolist()
-        vec = ctx.full_vectors([ctx.prompts[k] for k in idx] + [ctx.completions[k] for k in idx])
+        vec = ctx.full_vectors([ctx.prompts[k] for k in idx] + [ctx.completions[k] for k in idx]) if ctx.meaning else {}
+        minhash = ctx.completion_sigs.similarity(i, j)
         found: list[Location] = []
-        for a, b in zip(i.tolist(), j.tolist(), strict=True):
+        for n_pair, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
             pa, pb = ctx.prompts[a], ctx.prompts[b]
             q = 1.0 if (a, b) in surface else float(vec[pa] @ vec[pb])
             if q < self.same_question:
                 continue
             ca, cb = ctx.completions[a], ctx.completions[b]
-            why = disagreement(ca, cb, float(vec[ca] @ vec[cb]))
+            answer_sim = float(vec[ca] @ vec[cb]) if vec else float(minhash[n_pair])
+            why = disagreement(ca, cb, answer_sim)
             if why is None:
                 continue
             reason, strength = why

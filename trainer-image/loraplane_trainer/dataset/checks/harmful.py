@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..meaning import HARMFUL, missing
 from ..meaning.harmful import harmful_scores
 from .base import Check, Finding, Location, Locations
 
@@ -17,6 +18,9 @@ class HarmfulCheck(Check):
 
     def finish(self, ctx: Any) -> list[Finding]:
         if self.mode == "off" or not ctx.examples:
+            return []
+        if gone := missing(HARMFUL):
+            ctx.stats["harmful"] = {"skipped": f"{gone} is not installed"}
             return []
         texts = sorted(set(ctx.prompts) | set(ctx.completions))
         score = dict(zip(texts, harmful_scores(texts).tolist(), strict=True))

@@ -11,6 +11,7 @@ from array import array
 from typing import Any
 
 from ..example import Example
+from ..meaning import LANGUAGE, missing
 from ..meaning.language import languages
 from .base import Check, Finding, Location, Locations
 
@@ -76,7 +77,7 @@ class StyleCheck(Check):
             out.append(Finding("whitespace", "warning", self.whitespace.count,
                                f"{self.whitespace.count} answer(s) have leading or trailing whitespace",
                                self.whitespace.items))
-        found = languages(list(self.answers))
+        found = languages(list(self.answers)) if not missing(LANGUAGE) else [None] * len(self.answers)
         for (file, line), a in zip(self.where, self.answer_of, strict=True):
             if lang := found[a]:
                 self.languages.setdefault(lang, Locations()).add(Location(file, line, lang))
