@@ -509,18 +509,6 @@ def bad_sets(records: list[dict]) -> dict[str, dict]:
         at.append(idx + 1)
     out["pii.jsonl"] = {"lines": lines, "check": "pii", "severity": "warning", "at": at}
 
-    # Abusive, hateful and obscene text, in prompts and in answers (the report never shows it).
-    lines, at = list(base), []
-    harmful = [("prompt", "This is fucking useless, you idiots. {p}"),
-               ("completion", "Shut up, you stupid bitch. {c}"),
-               ("prompt", "{p} Answer me, you worthless piece of shit.")]
-    for (side, template), idx in zip(harmful, sorted(rng.sample(range(len(records)), 3)), strict=True):
-        r = records[idx]
-        changed = template.format(p=r["prompt"], c=r["completion"])
-        lines[idx] = dumps({**r, side: changed})
-        at.append(idx + 1)
-    out["harmful.jsonl"] = {"lines": lines, "check": "harmful", "severity": "warning", "at": at}
-
     # Prompts longer than training.maxTokens (1024 by default).
     lines, at = list(base), []
     for idx in sorted(rng.sample(range(len(records)), 1)):
@@ -535,6 +523,19 @@ def bad_sets(records: list[dict]) -> dict[str, dict]:
 
     # Too few examples to learn from.
     out["too-small.jsonl"] = {"lines": base[:30], "check": "size", "severity": "error", "at": []}
+
+    # Abusive, hateful and obscene text, in prompts and in answers (the report never shows it).
+    lines, at = list(base), []
+    harmful = [("prompt", "This is fucking useless, you idiots. {p}"),
+               ("completion", "Shut up, you stupid bitch. {c}"),
+               ("prompt", "{p} Answer me, you worthless piece of shit.")]
+    for (side, template), idx in zip(harmful, sorted(rng.sample(range(len(records)), 3)), strict=True):
+        r = records[idx]
+        changed = template.format(p=r["prompt"], c=r["completion"])
+        lines[idx] = dumps({**r, side: changed})
+        at.append(idx + 1)
+    out["harmful.jsonl"] = {"lines": lines, "check": "harmful", "severity": "warning", "at": at}
+
     return out
 
 
