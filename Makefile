@@ -8,9 +8,9 @@ TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
 PYTEST_ARGS ?=
 
-.PHONY: install install-main install-vllm install-helm install-peers install-checkov test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+.PHONY: install install-main install-vllm install-helm install-peers install-checkov install-browser test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
-install: install-main install-vllm install-helm install-peers install-checkov ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+install: install-main install-vllm install-helm install-peers install-checkov install-browser ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
 
 install-main: $(VENV)/.installed
 
@@ -102,3 +102,8 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/pip install -q --upgrade pip
 	$(CHECKOV_VENV)/bin/pip install -q checkov==$(CHECKOV_VERSION)
 	touch $@
+
+# A real browser for the rating page's tests: Debian's Chromium and its WebDriver (selenium drives it).
+install-browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }

@@ -101,6 +101,13 @@ class CanaryAnalysis(ApiModel):
         default=None, description="JSONL of prompt/completion probes sent through the router to the canary."
     )
     min_probe_exact_match: float | None = Field(default=None, ge=0, le=1, description="Lowest probe exact match.")
+    min_human_win_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Lowest win rate of the canary in a blind human evaluation attached to its adapter "
+        "(`loraplane eval results --attach`); promotion waits until one with enough ratings exists.",
+    )
     prometheus_url: Uri | None = Field(
         default=None, description="Prometheus query API; unset reads the router's own /metrics."
     )
@@ -279,7 +286,7 @@ class ChatbotDeploymentSpec(ApiModel):
 class AnalysisResult(StatusModel):
     """One judged metric of the last canary analysis."""
 
-    metric: str = Field(max_length=64, description="errorRate, p95Latency, latencyIncrease, feedbackDelta, probeExactMatch.")
+    metric: str = Field(max_length=64, description="errorRate, p95Latency, latencyIncrease, feedbackDelta, probeExactMatch, humanWinRate.")
     stable: float | None = Field(default=None, description="Figure of the stable variant.")
     canary: float | None = Field(default=None, description="Figure of the canary.")
     limit: float | None = Field(default=None, description="Threshold it was judged against.")

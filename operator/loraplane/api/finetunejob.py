@@ -346,6 +346,38 @@ class QualityGates(ApiModel):
         ge=0,
         description="Largest relative rise of perplexity on the general regression set (0.05 = 5%).",
     )
+    max_harmful_compliance_increase: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Largest rise of the share of safety probes (harmful requests) the adapter complies with, "
+        "over the base model (0.1 = 10 points).",
+    )
+
+
+class JudgeEndpoint(ApiModel):
+    """A stronger model behind an OpenAI-compatible API that judges answers."""
+
+    endpoint: Uri = Field(description="Base URL of an OpenAI-compatible API, e.g. http://llm.internal/v1.")
+    model: str = Field(min_length=1, max_length=256, description="Model name to ask.")
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the API key.")
+
+
+class SafetyEvaluation(ApiModel):
+    """Harmful-request probes asked of the base model and of the adapter before the adapter may serve."""
+
+    enabled: bool = Field(default=True, description="Run the safety probes.")
+    probe_set_uri: Uri | None = Field(
+        default=None,
+        description="JSONL of {category, prompt} probes; unset uses the small set shipped with LoRAPlane.",
+    )
+    system_prompt: str | None = Field(
+        default=None, max_length=8192, description="System prompt the chatbot serves with; the probes use it too."
+    )
+    max_new_tokens: int = Field(default=48, ge=8, le=1024, description="Tokens generated per probe answer.")
+    judge: JudgeEndpoint | None = Field(
+        default=None, description="Judge compliance with this model as well as by refusal detection."
+    )
 
 
 class EvaluationSpec(ApiModel):
@@ -358,6 +390,7 @@ class EvaluationSpec(ApiModel):
         default=200, ge=1, le=100_000, description="Validation examples used for exact match (greedy generation)."
     )
     max_new_tokens: int = Field(default=96, ge=1, le=4096, description="Tokens generated per exact-match answer.")
+    safety: SafetyEvaluation = Field(default_factory=SafetyEvaluation, description="Safety probes.")
     gates: QualityGates = Field(default_factory=QualityGates, description="Quality gates.")
 
 
@@ -475,6 +508,12 @@ class MetricsStatus(StatusModel):
     exact_match_after: float | None = Field(default=None, description="Validation exact match with the adapter.")
     regression_perplexity_before: float | None = Field(default=None, description="Regression-set perplexity before.")
     regression_perplexity_after: float | None = Field(default=None, description="Regression-set perplexity after.")
+    harmful_compliance_before: float | None = Field(
+        default=None, description="Share of safety probes the base model complied with."
+    )
+    harmful_compliance_after: float | None = Field(
+        default=None, description="Share of safety probes the adapter complied with."
+    )
 
 
 class AdapterStatus(StatusModel):

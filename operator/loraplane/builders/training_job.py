@@ -92,6 +92,12 @@ def _env(spec: Mapping[str, Any], run_id: str) -> list[dict[str, Any]]:
         ref = (augmentation.get(field) or {}).get("apiKeySecretRef")
         if ref:
             env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}})
+    judge = (((spec.get("evaluation") or {}).get("safety") or {}).get("judge") or {}).get("apiKeySecretRef")
+    if judge:
+        env.append({
+            "name": "LORAPLANE_JUDGE_API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": judge["name"], "key": judge["key"]}},
+        })
     return env
 
 

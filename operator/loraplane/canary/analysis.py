@@ -26,6 +26,8 @@ class VariantFigures:
     feedback_mean: float | None = None
     feedback_count: float = 0.0
     probe_exact_match: float | None = None
+    human_win_rate: float | None = None  # from a blind human evaluation with enough ratings, else unknown
+    human_note: str = ""  # why there is no human win rate yet
 
     @property
     def error_rate(self) -> float | None:
@@ -80,6 +82,8 @@ def judge(analysis: CanaryAnalysis, stable: VariantFigures | None, canary: Varia
         results.append(_feedback(analysis, stable, canary))
     if analysis.min_probe_exact_match is not None:
         results.append(_probe(analysis.min_probe_exact_match, stable, canary))
+    if analysis.min_human_win_rate is not None:
+        results.append(_human(analysis.min_human_win_rate, canary))
     return _decide(results)
 
 
@@ -150,3 +154,13 @@ def _probe(limit: float, stable: VariantFigures, canary: VariantFigures) -> Anal
     verb = "within" if passed else f"below by {limit - c:.4g}"
     return _result("probeExactMatch", stable.probe_exact_match, c, limit, passed,
                    f"probeExactMatch {c:.4g} {verb} limit {limit:g}")
+
+
+def _human(limit: float, canary: VariantFigures) -> AnalysisResult:
+    c = _finite(canary.human_win_rate)
+    if c is None:
+        return _result("humanWinRate", None, None, limit, None,
+                       f"humanWinRate: {canary.human_note or 'no human evaluation of the canary yet'}")
+    passed = c >= limit
+    verb = "within" if passed else f"below by {limit - c:.4g}"
+    return _result("humanWinRate", None, c, limit, passed, f"humanWinRate {c:.4g} {verb} limit {limit:g}")

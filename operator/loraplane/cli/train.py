@@ -27,6 +27,7 @@ EVALUATION_ROWS = [
     ("validation perplexity", "perplexityBefore", "perplexityAfter"),
     ("validation exact match", "exactMatchBefore", "exactMatchAfter"),
     ("regression perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter"),
+    ("harmful-request compliance", "harmfulComplianceBefore", "harmfulComplianceAfter"),
 ]
 
 

@@ -53,6 +53,7 @@ from ..canary import (
     reconcile_rollout,
     resolve,
 )
+from ..canary.human import HumanEvaluatedSource
 from ..canary.metrics import CANARY_WEIGHT, PHASE, ROLLOUTS, forget_series, init_series
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
 from ..status import ConditionSet, kstatus
@@ -178,8 +179,11 @@ async def _inputs(ns: str, spec: ChatbotDeploymentSpec) -> list[EntryResolution]
 
 
 async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
-    """The figures source, with probe exact match added when a probe set is configured."""
+    """The figures source, with probe exact match and the human win rate added when they are configured."""
     source = await _figures_source(obj, spec)
+    if spec.rollout.analysis.min_human_win_rate is not None:
+        uris = {a["name"]: a["uri"] for a in (obj.get("status") or {}).get("adapters") or [] if a.get("uri")}
+        source = HumanEvaluatedSource(source, uris)
     uri = spec.rollout.analysis.probe_set_uri
     if not uri:
         return source

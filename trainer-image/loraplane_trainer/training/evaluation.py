@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from loraplane.api.finetunejob import QualityGates
+from loraplane.evaluation.safety import safety_gate_failure
 
 from .chat import TokenizedExample, prompt_text, read_chat_jsonl
 from .packing import causal_lm_loss_sum, collate_packed, pack_rows, row_length
@@ -68,46 +69,52 @@ class ExactMatch:
 
 
 @torch.no_grad()
-def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, max_new_tokens: int,
-                batch_size: int = 16) -> ExactMatch:
-    """Share of records whose greedy answer equals the reference after normalisation."""
-    if not records:
-        return ExactMatch(float("nan"))
+def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *, max_new_tokens: int,
+                   batch_size: int = 16) -> list[str]:
+    """Greedy completions of rendered chat prompts, batched with left padding."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    pairs = [prompt_text(tokenizer, r["messages"]) for r in records]
-    questions = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "") for r in records]
-    # Answers longer than every reference cannot match: generating further is wasted time.
-    longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for _, ref in pairs)
-    budget = min(max_new_tokens, longest + 4)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    samples = []
+    answers = []
     # Generation runs many small steps: fold LoRA into the weights for it (undone below).
     merged = hasattr(model, "merge_adapter")
     if merged:
         model.merge_adapter()
     try:
-        for b in range(0, len(pairs), batch_size):
-            chunk = pairs[b : b + batch_size]
-            enc = tokenizer([p for p, _ in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        for b in range(0, len(prompts), batch_size):
+            enc = tokenizer(prompts[b : b + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             # On CPU, autocast would re-cast every weight to bf16 at each decoding step of a few tokens,
             # which costs more than it saves: decode in fp32 there.
             with precision.autocast() if precision.device == "cuda" else contextlib.nullcontext():
-                out = model.generate(**enc.to(device), max_new_tokens=budget, do_sample=False,
+                out = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
-            for n, ((_, ref), ids) in enumerate(zip(chunk, out[:, enc["input_ids"].shape[1]:], strict=True)):
-                answer = tokenizer.decode(ids, skip_special_tokens=True).strip()
-                samples.append({"question": questions[b + n], "reference": ref, "answer": answer,
-                                "match": normalize(answer) == normalize(ref)})
+            answers += [tokenizer.decode(ids, skip_special_tokens=True).strip()
+                        for ids in out[:, enc["input_ids"].shape[1]:]]
     finally:
         if merged:
             model.unmerge_adapter()
         tokenizer.padding_side = side
         model.train(was_training)
+    return answers
+
+
+def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, max_new_tokens: int,
+                batch_size: int = 16) -> ExactMatch:
+    """Share of records whose greedy answer equals the reference after normalisation."""
+    if not records:
+        return ExactMatch(float("nan"))
+    pairs = [prompt_text(tokenizer, r["messages"]) for r in records]
+    questions = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "") for r in records]
+    # Answers longer than every reference cannot match: generating further is wasted time.
+    longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for _, ref in pairs)
+    answers = greedy_answers(model, tokenizer, [p for p, _ in pairs], precision,
+                             max_new_tokens=min(max_new_tokens, longest + 4), batch_size=batch_size)
+    samples = [{"question": q, "reference": ref, "answer": a, "match": normalize(a) == normalize(ref)}
+               for q, (_, ref), a in zip(questions, pairs, answers, strict=True)]
     return ExactMatch(sum(s["match"] for s in samples) / len(samples), samples)
 
 
@@ -144,4 +151,8 @@ def check_gates(gates: QualityGates, metrics: dict) -> list[str]:
         if rise > gates.max_regression_increase:
             failed.append(f"regression-set perplexity rose {rise:+.1%} ({rb:.3g} -> {ra:.3g}), "
                           f"more than maxRegressionIncrease {gates.max_regression_increase:.0%}")
+    harmful = safety_gate_failure(gates.max_harmful_compliance_increase, metrics.get("harmfulComplianceBefore"),
+                                  metrics.get("harmfulComplianceAfter"))
+    if harmful:
+        failed.append(harmful)
     return failed

@@ -20,7 +20,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import distributed, evaluation, report
+from . import distributed, evaluation, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -93,14 +93,17 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
         raise BadInput(f"spec.augmentation.synthetic: {exc}", reason="AugmentationFailed") from exc
 
 
-def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id) -> dict:
+def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
+              probes) -> dict:
     ev = spec.evaluation
     loss = evaluation.mean_loss(model, val_examples, precision, pad_id=pad_id)
     em = evaluation.exact_match(model, tokenizer, val_records[: ev.max_examples], precision,
                                 max_new_tokens=ev.max_new_tokens)
     reg = evaluation.mean_loss(model, regression_examples, precision, pad_id=pad_id)
+    harmful = safety.evaluate(model, tokenizer, probes, ev.safety, precision)
     return {"loss": loss, "perplexity": evaluation.perplexity(loss), "exactMatch": em.score,
-            "regressionPerplexity": evaluation.perplexity(reg), "samples": em.samples}
+            "regressionPerplexity": evaluation.perplexity(reg), "samples": em.samples,
+            "harmfulCompliance": harmful["share"] if harmful else None, "safety": harmful}
 
 
 def _finish(progress: ProgressWriter, layout: RunLayout, adapter: PublishedAdapter, metrics: dict,
@@ -197,6 +200,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     val_examples = tokenize_all(tokenizer, val_records, max_tokens)
     regression = tokenize_all(tokenizer, evaluation.load_regression_set(spec.evaluation.regression_set_uri),
                               max_tokens)
+    probes = safety.load(spec.evaluation.safety)
     if not train_examples or not val_examples:
         raise DatasetInvalid(f"no trainable examples: train {len(train_examples)}, validation {len(val_examples)}")
     pad_id = tokenizer.pad_token_id
@@ -205,7 +209,8 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
         before = _read_json(join(layout.prefix, BEFORE_FILE))
         if before is None:
             progress.phase("Evaluating", "evaluating the base model")
-            before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
+            before = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id,
+                               probes)
             write_atomic(join(layout.prefix, BEFORE_FILE), json.dumps(before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
                  before["perplexity"], before["exactMatch"], before["regressionPerplexity"])
@@ -231,7 +236,7 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
         return exitcodes.OK
 
     progress.phase("Evaluating", "evaluating the adapter")
-    after = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id)
+    after = _evaluate(model, tokenizer, val_records, val_examples, regression, precision, spec, pad_id, probes)
     metrics = {
         "trainLoss": result.train_loss,
         "evalLoss": result.best_eval_loss,
@@ -242,6 +247,11 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
         "regressionPerplexityBefore": before["regressionPerplexity"],
         "regressionPerplexityAfter": after["regressionPerplexity"],
     }
+    if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
+        metrics["harmfulComplianceBefore"] = before["harmfulCompliance"]
+        metrics["harmfulComplianceAfter"] = after["harmfulCompliance"]
+        log.info("safety probes: harmful-request compliance %.2f -> %.2f", before["harmfulCompliance"],
+                 after["harmfulCompliance"])
     log.info("adapter: validation perplexity %.3f -> %.3f, exact match %.3f -> %.3f, regression perplexity "
              "%.3f -> %.3f", before["perplexity"], after["perplexity"], before["exactMatch"], after["exactMatch"],
              before["regressionPerplexity"], after["regressionPerplexity"])
@@ -278,14 +288,16 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     report.write_metrics(out / "metrics.json", metrics, {
         "verdict": verdict, "reason": reason, "gpuSeconds": gpu_seconds, "estimatedCost": cost,
         "tokensPerSecond": result.tokens_per_second, "steps": result.steps, "history": result.history,
-        "evals": result.evals, "samples": after["samples"][:20]})
+        "evals": result.evals, "samples": after["samples"][:20],
+        "safety": {"before": before.get("safety"), "after": after.get("safety")}})
     samples = [{"question": s["question"][:200], "reference": r["reference"], "before": s["answer"],
                 "after": r["answer"]}
                for s, r in zip(before["samples"], after["samples"], strict=False)][:SAMPLES_IN_CARD]
     (out / "README.md").write_text(report.model_card(
         job={"name": job.metadata.name, "namespace": job.metadata.namespace}, base_model=ref.name,
         license=license_id, verdict=verdict, reason=reason, metrics=metrics, dataset=summary,
-        hyperparameters=hyper, lineage=lineage, samples=samples))
+        hyperparameters=hyper, lineage=lineage, samples=samples,
+        safety={"before": before.get("safety"), "after": after.get("safety")}))
     adapter = publish_adapter(
         out, spec.output.uri, job.metadata.name, run_id=run_id, verdict=verdict, reason=reason,
         base_model=ref.name, namespace=job.metadata.namespace, uid=job.metadata.uid,

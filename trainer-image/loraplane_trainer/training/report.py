@@ -12,6 +12,7 @@ METRIC_LABELS = [
     ("Validation perplexity", "perplexityBefore", "perplexityAfter"),
     ("Validation exact match", "exactMatchBefore", "exactMatchAfter"),
     ("Regression-set perplexity", "regressionPerplexityBefore", "regressionPerplexityAfter"),
+    ("Harmful-request compliance", "harmfulComplianceBefore", "harmfulComplianceAfter"),
 ]
 
 
@@ -54,9 +55,28 @@ def before_after_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def safety_section(safety: dict[str, Any] | None) -> str:
+    """Compliance with the safety probes per category, base against adapter."""
+    before, after = (safety or {}).get("before"), (safety or {}).get("after")
+    if not before or not after:
+        return "## Safety\n\nThe safety probes were not run.\n"
+    rows = "\n".join(f"| {c} | {_fmt(before['byCategory'].get(c))} | {_fmt(v)} |"
+                      for c, v in after["byCategory"].items())
+    return f"""## Safety
+
+Share of the safety probes (stand-ins for harmful requests) each model complied with instead of refusing,
+judged by refusal detection (and the judge model when one is configured). Lower is safer.
+
+| Category | Base model | With adapter |
+|---|---|---|
+{rows}
+| **all** | {_fmt(before['share'])} | {_fmt(after['share'])} |
+"""
+
+
 def model_card(*, job: dict, base_model: str, license: str | None, verdict: str, reason: str | None,
                metrics: dict[str, Any], dataset: dict[str, Any] | None, hyperparameters: dict[str, Any],
-               lineage: dict[str, Any], samples: list[dict]) -> str:
+               lineage: dict[str, Any], samples: list[dict], safety: dict[str, Any] | None = None) -> str:
     """A Hugging Face model card: YAML header, then data, hyperparameters, evaluation, use, lineage."""
     header = {
         "base_model": base_model,
@@ -110,6 +130,7 @@ Samples from the validation split:
 
 {sample_lines or '(none)'}
 
+{safety_section(safety)}
 ## Intended use and limitations
 
 Answers in the domain of its training data, in the style of those examples. It inherits the base
