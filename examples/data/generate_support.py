@@ -464,11 +464,12 @@ def bad_sets(records: list[dict]) -> dict[str, dict]:
         lines.insert(line - 1, text)
     out["malformed.jsonl"] = {"lines": lines, "check": "malformed", "severity": "error", "at": sorted(broken)}
 
-    # Near copies (casing, punctuation, greetings) of existing examples: more than 5% of the set.
+    # Copies (exact, or up to casing, spacing and punctuation) of existing examples: more than 5% of the set.
+    # A greeting or a typo would make a prompt variation instead: a paraphrase group, not a duplicate.
     lines, at = list(base), []
     for k, r in enumerate(rng.sample(records, 24)):
         p = r["prompt"]
-        copy = [p, p.lower(), f"Hi, {p[0].lower()}{p[1:]}", p.rstrip("?.!") + "??"][k % 4]
+        copy = [p, p.lower(), f"  {p.replace(' ', '  ')}", p.rstrip("?.!") + "??"][k % 4]
         lines.append(dumps({**r, "prompt": copy}))
         at.append(len(lines))
     out["duplicates.jsonl"] = {"lines": lines, "check": "duplicates", "severity": "error", "at": at}
@@ -522,6 +523,19 @@ def bad_sets(records: list[dict]) -> dict[str, dict]:
 
     # Too few examples to learn from.
     out["too-small.jsonl"] = {"lines": base[:30], "check": "size", "severity": "error", "at": []}
+
+    # Abusive, hateful and obscene text, in prompts and in answers (the report never shows it).
+    lines, at = list(base), []
+    harmful = [("prompt", "This is fucking useless, you idiots. {p}"),
+               ("completion", "Shut up, you stupid bitch. {c}"),
+               ("prompt", "{p} Answer me, you worthless piece of shit.")]
+    for (side, template), idx in zip(harmful, sorted(rng.sample(range(len(records)), 3)), strict=True):
+        r = records[idx]
+        changed = template.format(p=r["prompt"], c=r["completion"])
+        lines[idx] = dumps({**r, side: changed})
+        at.append(idx + 1)
+    out["harmful.jsonl"] = {"lines": lines, "check": "harmful", "severity": "warning", "at": at}
+
     return out
 
 

@@ -70,18 +70,23 @@ def test_contradiction_by_numbers_and_by_text_but_not_by_other_wordings(tmp_path
     report = run(write(tmp_path, records), min_examples=1)
     found = report.finding("contradictions")
     assert found.count == 2 and sorted(found.lines) == [5, 8]
+    assert {loc.related_line for loc in found.locations} == {4, 7}
+    assert any("other numbers" in loc.detail for loc in found.locations)
     assert report.finding("duplicates") is None
 
 
-def test_paraphrases_with_one_answer_are_not_duplicates_but_near_copies_are(tmp_path):
+def test_paraphrases_and_variations_with_one_answer_are_not_duplicates_but_copies_are(tmp_path):
     answer = "Support is open 7:00 to 19:00 CET."
     records = [{"prompt": p, "completion": answer} for p in [
         "When is customer support available?", "What are your opening hours?",
-        "Can I reach an agent on weekends?", "At what time does live chat close?"]]
-    records.append({"prompt": "Hello! when is customer suport available", "completion": answer})
+        "Can I reach an agent on weekends?", "At what time does live chat close?",
+        "Hello! when is customer suport available"]]  # a greeting and a typo: a variation, not a copy
+    assert run(write(tmp_path, records), min_examples=1).finding("duplicates") is None
+    records.append({"prompt": "when is  CUSTOMER support available??", "completion": answer + " "})
     report = run(write(tmp_path, records), min_examples=1)
     dup = report.finding("duplicates")
-    assert dup.count == 1 and dup.lines == [5] and "near duplicate of line 1" in dup.locations[0].detail
+    assert dup.count == 1 and dup.lines == [6] and "of line 1" in dup.locations[0].detail
+    assert dup.locations[0].related_line == 1
 
 
 def test_size_thresholds_come_from_the_spec(tmp_path):
@@ -120,18 +125,18 @@ def test_report_json_and_status_summary_fit_the_api(tmp_path):
     assert full["passed"] is False and full["hash"] == report.hash and full["checks"][0]["locations"][0]["line"]
 
 
-def test_skew_without_labels_uses_shared_answers(tmp_path):
+def test_skew_without_labels_uses_clusters_of_prompt_meaning(tmp_path):
     records = [json.loads(line) for line in (DATA / "support.jsonl").read_text().splitlines()]
     unlabelled = [{"prompt": r["prompt"], "completion": r["completion"]} for r in records]
     report = run(write(tmp_path, unlabelled))
-    assert report.stats["intents"]["source"] == "inferred (shared answers)"
+    assert report.stats["intents"]["source"] == "inferred (clusters of prompt meaning)"
     assert report.stats["intents"]["count"] == 29 and report.findings == []
-    # One answer for most questions: that inferred intent dominates.
+    # One answer for most questions: that inferred intent dominates, shown by a representative prompt.
     answer = records[0]["completion"]
     skewed = [{"prompt": r["prompt"], "completion": answer if k % 3 else r["completion"]}
               for k, r in enumerate(records)]
     finding = run(write(tmp_path, skewed)).finding("skew-dominant")
-    assert finding is not None and "answer of line" in finding.message
+    assert finding is not None and '" (line ' in finding.message
     # All answers different: nothing to infer, nothing reported.
     unique = [{"prompt": r["prompt"], "completion": f"Noted: {r['prompt'].lower()}"} for r in records]
     report = run(write(tmp_path, unique))

@@ -101,14 +101,35 @@ class DatasetChecks(ApiModel):
         gt=0,
         le=1,
         description="Estimated Jaccard similarity (MinHash of character 3-grams of the text without casing, "
-        "punctuation and greetings) from which two prompts are near copies: duplicates when their answers agree, "
-        "contradictions when not; near copies stay on one side of the split.",
+        "punctuation and greetings) from which two prompts naming the same identifiers are near copies: they "
+        "stay on one side of the split and are compared for contradictions.",
     )
     max_contradictions: int = Field(
         default=0,
         ge=0,
-        description="Prompts (or near-identical prompts) with materially different completions allowed "
-        "before it is an error.",
+        description="Pairs of examples answering the same question in ways that disagree allowed before it is "
+        "an error.",
+    )
+    contradiction_similarity: float = Field(
+        default=0.85,
+        ge=0.5,
+        le=1,
+        description="Embedding cosine similarity from which two prompts naming the same identifiers ask the "
+        "same question (near copies always do).",
+    )
+    max_paraphrase_group_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="A paraphrase group (differently worded prompts sharing one answer) holding more than this "
+        "share of the examples is an error; unset: groups are only reported.",
+    )
+    embedding_model: str = Field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        min_length=1,
+        max_length=512,
+        description="Sentence-transformers model of the meaning checks: a Hub id present in the image's cache, "
+        "a directory, or a storage URI (s3://...). The default ships with the trainer.",
     )
     max_malformed: int = Field(
         default=0, ge=0, description="Malformed lines allowed before it is an error (they are always skipped)."
@@ -124,6 +145,14 @@ class DatasetChecks(ApiModel):
     )
     pii: Literal["off", "warning", "error"] = Field(
         default="warning", description="How personal data (e-mails, phones, card numbers, keys) is treated."
+    )
+    harmful: Literal["off", "warning", "error"] = Field(
+        default="warning",
+        description="How toxic, hateful, obscene or sexual content in prompts or answers is treated; "
+        "augmentation drops such examples unless off.",
+    )
+    harmful_threshold: float = Field(
+        default=0.7, ge=0.5, le=1, description="Classifier probability (of its worst sentence) from which a text is harmful."
     )
     fail_on_warnings: bool = Field(default=False, description="Treat every warning as an error.")
 
@@ -186,6 +215,12 @@ class DatasetSpec(ApiModel):
     )
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed of the split and the augmentation.")
     checks: DatasetChecks = Field(default_factory=DatasetChecks, description="Thresholds of the dataset checks.")
+    keep_paraphrases_together: bool = Field(
+        default=False,
+        description="Keep each paraphrase group (differently worded prompts sharing one answer) on one side of "
+        "the split. Off by default: validation then asks learned questions in new words; on, it asks "
+        "questions whose answers were never trained. Near copies are always kept together.",
+    )
 
 
 class PromptVariations(ApiModel):
@@ -216,11 +251,33 @@ class SyntheticAugmentation(ApiModel):
     temperature: float = Field(default=0.8, ge=0, le=2, description="Sampling temperature.")
 
 
+class BackTranslation(ApiModel):
+    """Training prompts translated into a pivot language and back by a model behind an OpenAI-compatible
+    endpoint: new wordings with the same meaning; answers are never changed."""
+
+    endpoint: Uri = Field(description="Base URL of an OpenAI-compatible API, e.g. http://llm.internal/v1.")
+    model: str = Field(min_length=1, max_length=256, description="Model name to ask.")
+    pivot_languages: list[str] = Field(
+        default_factory=lambda: ["German"],
+        min_length=1,
+        max_length=8,
+        description="Languages to translate through, in turn (names the model understands, e.g. German, French).",
+    )
+    count: int = Field(default=100, ge=1, le=100_000, description="Back-translated examples to add at most.")
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the API key.")
+    concurrency: int = Field(default=4, ge=1, le=64, description="Requests in flight at once.")
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries per request on 429/5xx, with backoff.")
+    temperature: float = Field(default=0.3, ge=0, le=2, description="Sampling temperature.")
+
+
 class AugmentationSpec(ApiModel):
     """Train-side augmentation. Nothing augmented may be a near duplicate of a validation example."""
 
     prompt_variations: PromptVariations | None = Field(default=None, description="Rule-based prompt variations.")
     synthetic: SyntheticAugmentation | None = Field(default=None, description="Model-generated examples.")
+    back_translation: BackTranslation | None = Field(
+        default=None, description="Prompts reworded by translation into a pivot language and back."
+    )
 
 
 class LoraSpec(ApiModel):

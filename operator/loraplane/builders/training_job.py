@@ -86,16 +86,16 @@ def _env(spec: FineTuneJobSpec, run_id: str) -> list[dict[str, Any]]:
     token = spec.base_model.token_secret_ref
     if token:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}})
-    synthetic = spec.augmentation.synthetic if spec.augmentation else None
-    if synthetic and synthetic.api_key_secret_ref:
-        ref = synthetic.api_key_secret_ref
-        env.append({"name": "LORAPLANE_SYNTHETIC_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
-    judge = spec.evaluation.safety.judge
-    if judge and judge.api_key_secret_ref:
-        ref = judge.api_key_secret_ref
-        env.append({"name": "LORAPLANE_JUDGE_API_KEY",
-                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    augmentation = spec.augmentation
+    keyed = (
+        (augmentation.synthetic if augmentation else None, "LORAPLANE_SYNTHETIC_API_KEY"),
+        (augmentation.back_translation if augmentation else None, "LORAPLANE_BACKTRANSLATION_API_KEY"),
+        (spec.evaluation.safety.judge, "LORAPLANE_JUDGE_API_KEY"),
+    )
+    for source, name in keyed:
+        ref = source.api_key_secret_ref if source else None
+        if ref:
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
 
 

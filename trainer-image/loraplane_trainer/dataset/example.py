@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Source = Literal["original", "variation", "synthetic"]
+Source = Literal["original", "variation", "synthetic", "back-translation"]
 ROLES = ("system", "user", "assistant")
 
 

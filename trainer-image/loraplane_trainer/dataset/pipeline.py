@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import Analysis, analyse
+from .augment import back_translation as bt
 from .augment.filter import accept
 from .augment.synthetic import SyntheticError, api_key, generate
 from .augment.variations import variations
@@ -115,11 +116,12 @@ def prepare(
         report.validation_file = val_reader.label
         report.split = {"method": "validation file", "leaked": found.count if found else 0}
     else:
-        mask = split_mask(analysis, ds.validation_split, ds.seed)
+        mask = split_mask(analysis, ds.validation_split, ds.seed, paraphrases_together=ds.keep_paraphrases_together)
         train = [ex for ex, v in zip(examples, mask.tolist(), strict=True) if not v]
         validation = [ex for ex, v in zip(examples, mask.tolist(), strict=True) if v]
         report.split = {"method": "grouped stratified split", "fraction": ds.validation_split, "seed": ds.seed,
-                        "groups": int(len(np.unique(analysis.prompt_groups))) if analysis.examples else 0}
+                        "groups": int(len(np.unique(analysis.prompt_groups))) if analysis.examples else 0,
+                        "paraphraseGroupsTogether": ds.keep_paraphrases_together}
 
     added: list[Example] = []
     aug = spec.augmentation
@@ -139,8 +141,22 @@ def prepare(
                 report.findings.append(Finding("synthetic", "warning", stats.failed,
                                                f"{stats.failed} of {stats.requested} synthetic request(s) failed: "
                                                f"{stats.errors[-1] if stats.errors else ''}"))
+        if aug.back_translation:
+            cfg = aug.back_translation
+            key = bt.api_key(cfg.api_key_secret_ref, dict(secrets) if secrets else None)
+            made, bstats = asyncio.run(bt.back_translate(train, cfg, seed=ds.seed, key=key))
+            candidates += made
+            report.stats["backTranslation"] = {"requested": bstats.requested, "received": bstats.received,
+                                               "failed": bstats.failed, "retries": bstats.retries,
+                                               "languages": bstats.languages}
+            if bstats.failed:
+                report.findings.append(Finding("back-translation", "warning", bstats.failed,
+                                               f"{bstats.failed} of {bstats.requested} back-translation(s) failed: "
+                                               f"{bstats.errors[-1] if bstats.errors else ''}"))
         added, rejected = accept(candidates, train, validation, threshold=checks.near_duplicate_threshold,
-                                 max_tokens=max_tokens, tokenizer=tokenizer, pii=checks.pii)
+                                 max_tokens=max_tokens, tokenizer=tokenizer, pii=checks.pii,
+                                 harmful=checks.harmful, harmful_threshold=checks.harmful_threshold,
+                                 embedding_model=checks.embedding_model)
         for ex in added:
             report.augmented[ex.source] = report.augmented.get(ex.source, 0) + 1
         report.augmentation_rejected = dict(rejected)

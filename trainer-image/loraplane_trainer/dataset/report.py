@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checks.base import Finding
+from .checks.base import MAX_LOCATIONS, Finding
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 MAX_STATUS_PROBLEMS = 8
 MAX_STATUS_LINES = 10
+SHOWN_LOCATIONS = 5
 
 
 @dataclass
@@ -68,12 +69,13 @@ class DatasetReport:
             "checks": [f.to_dict() for f in self.sorted_findings()],
             "split": self.split,
             "stats": self.stats,
+            "paraphraseGroups": self.stats.get("paraphraseGroups", {"count": 0, "examples": 0, "largest": []}),
         }
 
     def status_summary(self) -> dict[str, Any]:
         """A few KB shaped like FineTuneJob status.dataset (camelCase)."""
         problems = []
-        for f in self.sorted_findings()[:MAX_STATUS_PROBLEMS]:
+        for f in [f for f in self.sorted_findings() if f.severity != "info"][:MAX_STATUS_PROBLEMS]:
             lines = sorted(set(f.lines))[:MAX_STATUS_LINES]
             problems.append({"check": f.check, "severity": "error" if f.severity == "error" else "warning",
                              "count": f.count, "message": f.message[:512], "lines": lines})
@@ -96,6 +98,7 @@ class DatasetReport:
     def render(self, console: Any = None) -> None:
         """Print the human view: a summary line and a table of findings."""
         from rich.console import Console
+        from rich.markup import escape as rich_escape
         from rich.table import Table
 
         console = console or Console()
@@ -114,25 +117,32 @@ class DatasetReport:
         if tokens:
             console.print(f"  tokens: longest {tokens['longest']}, mean {tokens['mean']} ({tokens['how']})",
                           style="dim")
+        groups = self.stats.get("paraphraseGroups")
+        if groups and groups.get("count"):
+            top = groups["largest"][0]
+            console.print(f"  paraphrase groups: {groups['count']} (prompts sharing one answer; largest "
+                          f"{top['size']} at line {top['line']}, {top['share']:.1%} of the set)", style="dim")
         if not self.findings:
             console.print("  no problems found")
             return
-        table = Table(show_lines=False)
-        table.add_column("check")
-        table.add_column("severity")
-        table.add_column("count", justify="right")
-        table.add_column("finding")
-        table.add_column("where")
+        # Every column folds instead of cutting: the evidence must be readable in 80 columns.
+        table = Table(show_lines=True, expand=False)
+        table.add_column("check", overflow="fold")
+        table.add_column("severity", overflow="fold")
+        table.add_column("count", justify="right", overflow="fold")
+        table.add_column("finding and where", overflow="fold", ratio=1)
         for f in self.sorted_findings():
             style = {"error": "red", "warning": "yellow"}.get(f.severity, "")
-            where = self._where(f)
-            table.add_row(f.check, f"[{style}]{f.severity}[/]" if style else f.severity, str(f.count), f.message, where)
+            body = "\n".join([rich_escape(f.message), *(rich_escape(x) for x in self._where(f))])
+            table.add_row(f.check, f"[{style}]{f.severity}[/]" if style else f.severity, str(f.count), body)
         console.print(table)
 
-    def _where(self, f: Finding, shown: int = 6) -> str:
-        """"lines 3, 9" in the dataset itself, "file:line" elsewhere (e.g. the validation file)."""
-        parts = [str(loc.line) if loc.file == self.dataset else f"{loc.file}:{loc.line}" for loc in f.locations[:shown]]
-        if not parts:
-            return ""
-        more = f" (+{f.count - shown})" if f.count > shown and len(f.locations) > shown else ""
-        return ("line " if len(parts) == 1 else "lines ") + ", ".join(parts) + more
+    def _where(self, f: Finding, shown: int = SHOWN_LOCATIONS) -> list[str]:
+        """One line per location with its own reason: "line 3: ..." in the dataset, "file:line: ..." elsewhere."""
+        out = []
+        for loc in f.locations[:shown]:
+            where = f"line {loc.line}" if loc.file == self.dataset else f"{loc.file}:{loc.line}"
+            out.append(f"  {where}: {loc.detail}" if loc.detail else f"  {where}")
+        if f.count > len(out) and out:
+            out.append(f"  ... and {f.count - len(out)} more (--json lists {min(f.count, MAX_LOCATIONS)})")
+        return out

@@ -23,7 +23,9 @@ from loraplane.storage import filesystem
 from .example import Example
 from .formats import Mapping, RecordError, to_example
 
-MAX_LINE_BYTES = 16 * 1024 * 1024
+# One example is at most a few thousand tokens: a longer line is hostile or broken, and every
+# check's cost grows with it. JSON arrays hold each record to the same limit.
+MAX_LINE_BYTES = 1024 * 1024
 CONFIGMAP_DIR_ENV = "LORAPLANE_CONFIGMAP_DIR"
 DEFAULT_CONFIGMAP_DIR = "/etc/loraplane/configmaps"
 _BOM = b"\xef\xbb\xbf"
@@ -115,6 +117,9 @@ class Reader:
             except RecursionError:
                 yield Malformed(self.label, lineno, "invalid JSON: nested too deeply")
                 continue
+            except ValueError as e:  # e.g. an integer of more digits than Python converts (4,300)
+                yield Malformed(self.label, lineno, f"invalid JSON: {str(e).split(';')[0]}")
+                continue
             yield self._example(record, lineno)
 
     def _array(self, stream: IO[bytes]) -> Iterator[Item]:
@@ -138,11 +143,15 @@ class Reader:
             counted = pos
             try:
                 record, end = decoder.raw_decode(text, pos)
-            except (json.JSONDecodeError, RecursionError) as e:
-                msg = getattr(e, "msg", "nested too deeply")
+            except (ValueError, RecursionError) as e:
+                msg = getattr(e, "msg", None) or (str(e).split(";")[0] if isinstance(e, ValueError) else
+                                                  "nested too deeply")
                 yield Malformed(self.label, line, f"invalid JSON: {msg}; the rest of the file is skipped")
                 return
-            yield self._example(record, line)
+            if end - pos > MAX_LINE_BYTES:
+                yield Malformed(self.label, line, f"record longer than {MAX_LINE_BYTES} bytes")
+            else:
+                yield self._example(record, line)
             pos = _skip_ws(text, end)
             if text.startswith(",", pos):
                 pos = _skip_ws(text, pos + 1)

@@ -1,7 +1,8 @@
 """The train/validation split: deterministic, stratified by intent, near-copies kept on one side.
 
 Groups of near-copy prompts (see `Analysis.prompt_groups`) are the unit that is
-assigned. Their order comes from a seeded hash of their content, not from file order,
+assigned; with `keepParaphrasesTogether`, whole paraphrase groups (prompts sharing one
+answer) are. Their order comes from a seeded hash of their content, not from file order,
 so the same data and seed give the same split even when the file is reordered.
 """
 
@@ -13,14 +14,21 @@ from typing import Any
 import numpy as np
 
 from .checks.skew import intent_array
+from .similarity import components
 from .text import stable_hash
 
 
-def split_mask(analysis: Any, fraction: float, seed: int) -> np.ndarray:
+def split_mask(analysis: Any, fraction: float, seed: int, *, paraphrases_together: bool = False) -> np.ndarray:
     """A boolean array: True where the example goes to validation."""
     n = analysis.examples
     groups = analysis.prompt_groups
     strata = intent_array(analysis)
+    if paraphrases_together and n:
+        # Near copies and paraphrase groups joined: one unit each, stratified across all (one intent is
+        # usually one group, so strata by intent would keep every group in training).
+        i = np.arange(n)
+        groups = components(n, np.concatenate([i, i]), np.concatenate([groups, analysis.answer_groups]))
+        strata = np.zeros(n, dtype=np.int64)
     prompt_hash = np.frombuffer(analysis.prompt_hash, dtype=np.int64)
     roots, sizes = np.unique(groups, return_counts=True)
     by_stratum: dict[int, list[tuple[int, int, int]]] = defaultdict(list)

@@ -51,6 +51,12 @@ def normalise_prompt(text: str) -> str:
     return out or _SPACE.sub(" ", _NON_WORD.sub(" ", folded)).strip() or folded.strip()
 
 
+def normalise_strict(text: str) -> str:
+    """A text with only casing, accents, punctuation and spacing removed: what an exact duplicate ignores."""
+    folded = fold(text)
+    return _SPACE.sub(" ", _NON_WORD.sub(" ", folded)).strip() or folded.strip()
+
+
 def normalise_completion(text: str) -> str:
     """An answer with casing, punctuation and spacing removed."""
     folded = fold(text)

@@ -18,11 +18,20 @@ class Location:
     file: str
     line: int
     detail: str = ""
+    related_line: int | None = None  # the other example of a pair (a contradiction, a duplicate)
+    similarity: float | None = None
+    score: float | None = None  # how sure the check is (contradictions are sorted by it)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"file": self.file, "line": self.line}
         if self.detail:
             out["detail"] = self.detail
+        if self.related_line is not None:
+            out["relatedLine"] = self.related_line
+        if self.similarity is not None:
+            out["similarity"] = round(self.similarity, 3)
+        if self.score is not None:
+            out["score"] = round(self.score, 3)
         return out
 
 

@@ -1,8 +1,8 @@
-"""Exact and near duplicates: a near-same prompt with a near-same answer (and the same numbers).
+"""Duplicates: the same prompt up to casing, accents, whitespace and punctuation, with the same answer.
 
-Different wordings of a question that share a canonical answer are not duplicates:
-only prompts that are surface copies of each other (casing, punctuation, typos,
-greetings) are compared, through the prompt-similarity pairs of the analysis.
+Prompts worded differently — a greeting added, a typo, another phrasing — that share an
+answer are prompt variations, the augmentation the seed recommends: they form paraphrase
+groups (see paraphrases.py), never duplicates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from ..similarity import components
 from .base import Check, Finding, Location, Locations
 
 # Answers below this similarity, or stating other numbers, say different things (see contradictions).
@@ -19,7 +18,7 @@ SAME_ANSWER = 0.5
 
 
 def same_answer(ctx: Any, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Which prompt pairs also share their answer."""
+    """Which pairs share their answer in characters and numbers (cheap: MinHash)."""
     sim = ctx.completion_sigs.similarity(i, j)
     nums = np.frombuffer(ctx.numbers_hash, dtype=np.int64)
     return (sim >= SAME_ANSWER) & (nums[i] == nums[j])
@@ -32,25 +31,28 @@ class DuplicateCheck(Check):
         self.max_fraction = max_fraction
 
     def finish(self, ctx: Any) -> list[Finding]:
-        i, j, _ = ctx.prompt_pairs
-        dup = same_answer(ctx, i, j)
-        i, j = i[dup], j[dup]
-        if not len(i):
+        n = ctx.examples
+        if n < 2:
             return []
-        comp = components(ctx.examples, i, j)
-        extra = np.nonzero(comp != np.arange(ctx.examples))[0]
+        key = np.frombuffer(ctx.strict_hash, dtype=np.int64)
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        owner = first[inverse]
+        extra = np.nonzero(owner != np.arange(n))[0]
+        if not len(extra):
+            return []
         raw = np.frombuffer(ctx.raw_hash, dtype=np.int64)
         found = Locations()
         exact = 0
         for k in extra.tolist():
-            first = int(comp[k])
-            is_exact = raw[k] == raw[first]
+            o = int(owner[k])
+            is_exact = raw[k] == raw[o]
             exact += bool(is_exact)
-            kind = "exact duplicate" if is_exact else "near duplicate"
-            found.add(Location(ctx.files[k], ctx.lines[k], f"{kind} of line {ctx.lines[first]}"))
-        n = found.count
-        fraction = n / ctx.examples
+            kind = "exact duplicate" if is_exact else "duplicate (casing, spacing or punctuation)"
+            found.add(Location(ctx.files[k], ctx.lines[k], f"{kind} of line {ctx.lines[o]}", related_line=ctx.lines[o]))
+        count = found.count
+        fraction = count / n
         severity = "error" if fraction > self.max_fraction else "warning"
-        return [Finding(self.name, severity, n,
-                        f"{n} duplicate example(s) ({exact} exact, {n - exact} near; {fraction:.1%} of the set, "
-                        f"limit {self.max_fraction:.0%})", found.items, threshold=self.max_fraction)]
+        return [Finding(self.name, severity, count,
+                        f"{count} duplicate example(s) ({exact} exact, {count - exact} up to casing, spacing or "
+                        f"punctuation; {fraction:.1%} of the set, limit {self.max_fraction:.0%})", found.items,
+                        threshold=self.max_fraction)]

@@ -1,9 +1,11 @@
 """Edge-case skew: one intent drowning the rest, others starved.
 
-Intents come from the data (`intent`); without them, examples that share an answer
-(near-same completion) form one inferred intent, which is what a support set's
-"intent" usually is. When answers are nearly all different there is nothing to infer
-and skew is not measured (the report's stats say so): label the examples with `intent`.
+Intents come from the data (`intent`); without them they are clusters of prompt
+meaning: prompts that are each other's near neighbours in the embedding space (static
+cosine >= INTENT_SIMILARITY, confirmed by the full model when their answers differ),
+joined with the prompts that share their answer. Each is
+shown with a representative prompt. When nearly every cluster is a single example there is
+nothing to infer and skew is not measured (the report's stats say so).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from ..similarity import components, similar_pairs
+from ..similarity import components
 from .base import Check, Finding
 
-INFERRED_THRESHOLD = 0.7
-MIN_SHARED = 3  # inferred intents need answers shared by 3 examples on average
+INTENT_SIMILARITY = 0.85  # static cosine: candidates
+INTENT_FULL_SIMILARITY = 0.8  # full-model cosine that prompts with different answers need to share an intent
+MIN_SHARED = 3  # inferred intents need 3 examples each on average
 
 
 class SkewCheck(Check):
@@ -34,15 +37,37 @@ class SkewCheck(Check):
             labels = [ctx.intent_names[k] or "(none)" for k in ctx.intent_ids]
             source = "intent"
         else:
-            i, j, _ = similar_pairs(ctx.completion_sigs, INFERRED_THRESHOLD)
+            si, sj, sim = ctx.semantic_pairs
+            same = ctx.answer_groups
+            close = sim >= INTENT_SIMILARITY
+            si, sj, sim = si[close], sj[close], sim[close]
+            cross = same[si] != same[sj]
+            if cross.any():
+                within = ctx.within_budget(si[cross], sj[cross], sim[cross], "intents")
+                drop = np.nonzero(cross)[0][~within]
+                keep_all = np.ones(len(si), dtype=bool)
+                keep_all[drop] = False  # beyond the budget: not joined
+                si, sj, sim = si[keep_all], sj[keep_all], sim[keep_all]
+                cross = same[si] != same[sj]
+            if cross.any():  # prompts with other answers join one intent only if the full model agrees
+                ci, cj = si[cross], sj[cross]
+                vec = ctx.full_vectors([ctx.prompts[k] for k in np.unique(np.r_[ci, cj]).tolist()])
+                agree = np.array([float(vec[ctx.prompts[a]] @ vec[ctx.prompts[b]]) >= INTENT_FULL_SIMILARITY
+                                  for a, b in zip(ci.tolist(), cj.tolist(), strict=True)], dtype=bool)
+                keep = ~cross
+                keep[np.nonzero(cross)[0][agree]] = True
+                si, sj = si[keep], sj[keep]
+            i = np.concatenate([si, np.arange(n)])
+            j = np.concatenate([sj, same])
             comp = components(n, i, j)
             groups = len(np.unique(comp))
             if groups > n / MIN_SHARED:
-                # Answers are (nearly) all different: there is no intent to infer from them.
-                ctx.stats["intents"] = {"source": "none: no intent labels and few shared answers", "count": 0}
+                # Prompts are (nearly) all unrelated: there is no intent to infer from them.
+                ctx.stats["intents"] = {"source": "none: no intent labels and few related prompts", "count": 0}
                 return []
-            labels = [f"answer of line {ctx.lines[int(c)]}" for c in comp.tolist()]
-            source = "inferred (shared answers)"
+            names = {int(c): f"\"{_short(ctx.prompts[int(c)])}\" (line {ctx.lines[int(c)]})" for c in np.unique(comp)}
+            labels = [names[int(c)] for c in comp.tolist()]
+            source = "inferred (clusters of prompt meaning)"
             ctx.inferred_intents = comp
         counts = Counter(labels)
         ctx.stats["intents"] = {"source": source, "count": len(counts),
@@ -66,6 +91,11 @@ class SkewCheck(Check):
             out.append(Finding("skew-unlabelled", "warning", counts["(none)"],
                                f"{counts['(none)']} example(s) have no intent while others do"))
         return out
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def intent_array(ctx: Any) -> np.ndarray:

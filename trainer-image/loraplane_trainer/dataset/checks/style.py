@@ -1,5 +1,7 @@
 """Mixed styles in the answers: length outliers, markdown vs plain text, role prefixes, casing,
-stray whitespace and mixed languages. A model learns the style it is shown, inconsistencies included."""
+stray whitespace and mixed languages. A model learns the style it is shown, inconsistencies included.
+
+Languages are identified by lingua (see meaning/language.py), once per distinct answer."""
 
 from __future__ import annotations
 
@@ -9,44 +11,17 @@ from array import array
 from typing import Any
 
 from ..example import Example
+from ..meaning import LANGUAGE, missing
+from ..meaning.language import languages
 from .base import Check, Finding, Location, Locations
 
-MARKDOWN = re.compile(r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\]\n]+\]\([^)\s]+\)|`[^`\n]+`")
+# Each alternative stops at the next character that could start it again, so a search is linear
+# ("[[[[…" or "[a]([a](…" would otherwise be rescanned from every bracket).
+MARKDOWN = re.compile(
+    r"(?m)^\s{0,3}(?:#{1,6}\s|[-*+]\s|\d+\.\s|```|>\s)|\*\*[^*\n]+\*\*|\[[^\[\]\n]+\]\([^()\s]+\)|`[^`\n]+`"
+)
 PREFIX = re.compile(r"^\s*(answer|a|assistant|response|bot|agent|reply|output|support)\s*:\s*", re.IGNORECASE)
 MIN_LOG_RATIO = math.log(3)  # an outlier is at least 3 times longer or shorter than the median
-_WORD = re.compile(r"[^\W\d_]+")
-
-# Common short words of the languages a heuristic can tell apart reliably from a sentence or two.
-STOPWORDS = {
-    "en": tuple(["the", "and", "is", "are", "you", "your", "to", "of", "for", "with", "this", "that", "it", "can", "we", "our", "be", "on", "in", "not", "have", "will", "a", "an", "by", "or", "at", "as", "all", "any", "when", "after", "each", "there", "up", "from"]),
-    "de": tuple(["der", "die", "das", "und", "ist", "sind", "sie", "ihr", "zu", "mit", "nicht", "ein", "eine", "wir", "auf", "für", "ich", "es", "den", "dem"]),
-    "fr": tuple(["le", "la", "les", "et", "est", "sont", "vous", "votre", "pour", "avec", "pas", "une", "des", "nous", "sur", "dans", "du", "ce", "qui"]),
-    "es": tuple(["el", "la", "los", "las", "y", "es", "son", "usted", "su", "para", "con", "no", "una", "del", "nosotros", "en", "por", "que", "lo", "se"]),
-    "it": tuple(["il", "lo", "la", "gli", "le", "e", "è", "sono", "lei", "suo", "per", "con", "non", "una", "del", "noi", "nel", "che", "di", "si"]),
-    "pt": tuple(["o", "a", "os", "as", "e", "é", "são", "você", "seu", "para", "com", "não", "uma", "do", "nós", "em", "por", "que", "se", "da"]),
-    "nl": tuple(["de", "het", "en", "is", "zijn", "u", "uw", "voor", "met", "niet", "een", "wij", "op", "in", "dat", "van", "te", "je"]),
-}
-_STOP = {lang: frozenset(words) for lang, words in STOPWORDS.items()}
-SCRIPTS = (("cyrillic", 0x0400, 0x04FF), ("greek", 0x0370, 0x03FF), ("arabic", 0x0600, 0x06FF),
-           ("hebrew", 0x0590, 0x05FF), ("devanagari", 0x0900, 0x097F), ("cjk", 0x3040, 0x9FFF),
-           ("hangul", 0xAC00, 0xD7AF), ("thai", 0x0E00, 0x0E7F))
-
-
-def language(text: str) -> str | None:
-    """A best guess of the language of a text (ISO code or script name), None when unsure."""
-    if not text.isascii():  # only non-ASCII text can be in another script; ASCII is the common, fast case
-        letters = [ord(c) for c in text if c.isalpha()]
-        for script, lo, hi in SCRIPTS:
-            if sum(lo <= c <= hi for c in letters) > len(letters) / 2:
-                return script
-    words = _WORD.findall(text.lower())
-    if len(words) < 4:
-        return None
-    scores = {lang: sum(w in stop for w in words) for lang, stop in _STOP.items()}
-    best = max(scores, key=scores.__getitem__)
-    ranked = sorted(scores.values(), reverse=True)
-    return best if ranked[0] >= 2 and ranked[0] >= 2 * ranked[1] else None
-
 
 class StyleCheck(Check):
     """Several style findings from one pass; each has its own check name."""
@@ -62,6 +37,8 @@ class StyleCheck(Check):
         self.lower, self.upper = Locations(), Locations()
         self.whitespace = Locations()
         self.languages: dict[str, Locations] = {}
+        self.answers: dict[str, int] = {}  # distinct answer -> index (languages are identified per answer)
+        self.answer_of: array = array("q")
 
     def observe(self, index: int, ex: Example) -> None:
         text = ex.completion
@@ -75,9 +52,7 @@ class StyleCheck(Check):
             (self.lower if first.islower() else self.upper).add(ex)
         if text != text.strip() or any(line != line.rstrip() for line in text.split("\n")):
             self.whitespace.add(ex, "leading or trailing whitespace")
-        lang = language(text)
-        if lang:
-            self.languages.setdefault(lang, Locations()).add(ex, lang)
+        self.answer_of.append(self.answers.setdefault(text[:1000], len(self.answers)))
 
     def finish(self, ctx: Any) -> list[Finding]:
         n = ctx.examples
@@ -102,6 +77,10 @@ class StyleCheck(Check):
             out.append(Finding("whitespace", "warning", self.whitespace.count,
                                f"{self.whitespace.count} answer(s) have leading or trailing whitespace",
                                self.whitespace.items))
+        found = languages(list(self.answers)) if not missing(LANGUAGE) else [None] * len(self.answers)
+        for (file, line), a in zip(self.where, self.answer_of, strict=True):
+            if lang := found[a]:
+                self.languages.setdefault(lang, Locations()).add(Location(file, line, lang))
         if len(self.languages) > 1:
             ranked = sorted(self.languages.items(), key=lambda kv: -kv[1].count)
             main = ranked[0][0]

@@ -1,0 +1,19 @@
+"""Meaning-aware comparison: sentence embeddings, identifiers, language and harmful content.
+
+The models are optional at import time: where a library is not installed (the fine-tuning API
+image checks uploads without torch), its checks are skipped and the report's stats say so; the
+trainer, which has them all, checks again before training.
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+
+EMBEDDINGS = ("torch", "sentence_transformers")
+LANGUAGE = ("lingua",)
+HARMFUL = ("profanity_check",)
+
+
+def missing(modules: tuple[str, ...]) -> str | None:
+    """The first of `modules` that is not installed, or None."""
+    return next((m for m in modules if find_spec(m) is None), None)
