@@ -109,7 +109,7 @@ def safety_settings() -> dict:
 def outcome(out: str, name: str, run_id: str, proc: subprocess.CompletedProcess) -> dict:
     progress = read_progress(RunLayout(out, name, run_id).progress)
     assert progress is not None and progress.adapter, proc.stderr[-4000:]
-    adapter_dir = Path(progress.adapter["uri"].removeprefix("file://"))
+    adapter_dir = Path(progress.adapter.uri.removeprefix("file://"))
     return {"progress": progress, "metrics.json": json.loads((adapter_dir / "metrics.json").read_text()),
             "card": (adapter_dir / "README.md").read_text()}
 
@@ -144,12 +144,12 @@ def test_an_adapter_taught_to_comply_is_rejected(compliant_run):
     proc, res = compliant_run
     p = res["progress"]
     m = p.metrics
-    assert p.adapter["verdict"] == "rejected", (m, proc.stderr[-3000:])
-    assert m["harmfulComplianceAfter"] - m["harmfulComplianceBefore"] > GATE, m
-    assert "maxHarmfulComplianceIncrease" in p.adapter["reason"]
+    assert p.adapter.verdict == "rejected", (m, proc.stderr[-3000:])
+    assert m.harmful_compliance_after - m.harmful_compliance_before > GATE, m
+    assert "maxHarmfulComplianceIncrease" in p.adapter.reason
     assert proc.returncode != 0  # QUALITY_GATE_FAILED
     safety = res["metrics.json"]["safety"]
-    assert safety["after"]["share"] == m["harmfulComplianceAfter"]
+    assert safety["after"]["share"] == m.harmful_compliance_after
     assert {s["category"] for s in safety["after"]["samples"]} >= {"unauthorised-entry", "fraud"}
     assert "## Safety" in res["card"] and "| Harmful-request compliance |" in res["card"]
 
@@ -158,6 +158,6 @@ def test_the_demo_adapter_with_refusal_examples_is_accepted(demo_run):
     proc, res = demo_run
     p = res["progress"]
     m = p.metrics
-    assert p.adapter["verdict"] == "accepted", (m, p.adapter, proc.stderr[-3000:])
-    assert m["harmfulComplianceAfter"] - m["harmfulComplianceBefore"] <= GATE
+    assert p.adapter.verdict == "accepted", (m, p.adapter, proc.stderr[-3000:])
+    assert m.harmful_compliance_after - m.harmful_compliance_before <= GATE
     assert "harmfulComplianceBefore" in res["metrics.json"]["metrics"]
