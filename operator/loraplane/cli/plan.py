@@ -6,14 +6,13 @@ from pathlib import Path
 
 import click
 import yaml
-from pydantic import ValidationError
 from rich.console import Console
 
-from ..api.finetunejob import FineTuneJob
 from ..planning import ShapeUnknown, make_plan, model_shape
 from ..planning.dataset import dataset_size
 from ..planning.plan import ASSUMPTIONS
 from ..planning.report import plan_table
+from .job_file import read_finetunejob
 
 
 def _prices(path: Path | None) -> dict[str, float]:
@@ -31,14 +30,7 @@ def _prices(path: Path | None) -> dict[str, float]:
               help="YAML mapping of GPU key (rtx3090, l4, a100-40gb, a100-80gb, h100-pcie, h100, h200) to $/GPU-hour.")
 def plan_command(job_file: Path, prices: Path | None) -> None:
     """Predict a FineTuneJob's peak memory per GPU, where it fits, how long it takes and what it costs."""
-    try:
-        data = yaml.safe_load(job_file.read_text())
-        job = FineTuneJob.model_validate({k: v for k, v in data.items() if k != "status"})
-    except (yaml.YAMLError, AttributeError) as exc:
-        raise click.ClickException(f"{job_file}: not a YAML object: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise click.ClickException(f"{job_file}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    _, job = read_finetunejob(job_file)
     base = job.spec.base_model
     try:
         shape = model_shape(base.name, base.uri, base.revision)

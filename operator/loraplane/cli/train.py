@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import click
-import yaml
-from pydantic import ValidationError
 
 from ..api.finetunejob import FineTuneJob
 from ..storage import RunLayout
 from ..storage.layout import EVALUATION_ROWS
 from ..storage.uris import is_local, local_path
+from .job_file import read_finetunejob
 from .processes import python_module
 
 DEFAULT_OUTPUT = "file://./loraplane-out"
@@ -62,14 +61,7 @@ def _fmt(v) -> str:
 def train_command(job_file: Path, output: str, max_steps: int | None, epochs: int | None, run_id: str | None,
                   python: str | None) -> None:
     """Train a FineTuneJob locally: dataset checks, LoRA training, evaluation, publishing."""
-    try:
-        data = yaml.safe_load(job_file.read_text())
-        job = FineTuneJob.model_validate({k: v for k, v in data.items() if k != "status"})
-    except (yaml.YAMLError, AttributeError) as exc:
-        raise click.ClickException(f"{job_file}: not a YAML object: {exc}") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise click.ClickException(f"{job_file}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc
+    data, job = read_finetunejob(job_file)
 
     output = _absolute_output(output)
     if output != job.spec.output.uri:
