@@ -293,7 +293,7 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
         await reset(stack, adapters, vllm_server.served_name, traffic)
         before_500 = metric((await client.get(f"{stack.router_url}/metrics")).text, rm.REQUESTS,
                             variant=CANARY, code="500")
-        proxy.failing.add(CANARY)
+        proxy.failing.add(f"default/{MODEL}/{CANARY}")  # vLLM knows it by its LoRA name
         try:
             canary = LocalCanary(rollout, stable=STABLE, canary=CANARY, model=MODEL,
                                  source=RouterMetricsSource(f"{stack.router_url}/metrics"),
@@ -330,4 +330,4 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
             assert traffic.answers == [(200, STABLE)] * 20, Counter(traffic.answers)
             assert proxy.injected[CANARY] == injected
         finally:
-            proxy.failing.discard(CANARY)
+            proxy.failing.discard(f"default/{MODEL}/{CANARY}")

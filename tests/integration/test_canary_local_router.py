@@ -130,7 +130,7 @@ async def test_local_canary_promotes_then_rolls_back_against_the_real_router(sta
     # Start (20%), the step passed (50%), promotion.
     assert [o.action for o in good.history] == [Action.ADVANCE, Action.ADVANCE, Action.PROMOTE]
 
-    upstream.failing.add("v3")
+    upstream.failing.add("default/bot/v3")  # vLLM knows it by its LoRA name
     bad = LocalCanary(ROLLOUT, stable="v2", canary="v3", model="bot", source=source, router=router)
     assert await drive(bad, url, time.monotonic() + 60) is Action.ROLLBACK
     weights = {v.name: v.weight for v in load_routing_table(routing).variants}

@@ -221,7 +221,7 @@ async def test_answers_name_the_public_model_and_keep_the_variant_in_a_header(st
     async with stack.http.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True}) as r:
         text = await r.text()
         assert '"model":"bot"' in text and "stable" not in text and "canary" not in text
-    assert upstream.requests[0][0]["model"] in ("stable", "canary")  # vLLM is asked for the variant
+    assert upstream.requests[0][0]["model"] in ("default/bot/stable", "default/bot/canary")  # vLLM: the LoRA name
 
 
 async def test_the_cache_is_per_credential(stack):

@@ -135,7 +135,7 @@ async def test_rewrites_model_tags_variant_and_counts_usage(harness):
         variant = r.headers["x-loraplane-variant"]
         assert r.headers["x-request-id"].endswith(f"-{variant}")
         assert (await r.json())["choices"][0]["message"]["content"] == "hello"
-    assert stub.requests[0]["model"] == variant
+    assert stub.requests[0]["model"] == f"default/bot/{variant}"  # the LoRA name: namespace/chatbot/variant
     text = router.metrics.exposition().decode()
     assert f'loraplane_router_requests_total{{code="200",model="bot",variant="{variant}"}} 1.0' in text
     assert f'loraplane_router_tokens_total{{kind="completion",model="bot",variant="{variant}"}} 3.0' in text
@@ -181,7 +181,7 @@ async def test_deterministic_requests_are_cached_per_variant(harness):
         assert r.headers.get("x-loraplane-cache") is None and (await r.json())["model"] == "canary"
     async with http.post(f"{url}/v1/chat/completions", json={**body, "model": "stable", "temperature": 0.5}) as r:
         assert r.status == 200
-    assert [b["model"] for b in stub.requests] == ["stable", "canary", "stable"]
+    assert [b["model"] for b in stub.requests] == ["default/bot/stable", "default/bot/canary", "default/bot/stable"]
     text = router.metrics.exposition().decode()
     assert 'loraplane_router_cache_requests_total{model="bot",result="hit",variant="stable"} 2.0' in text
     assert 'loraplane_router_cache_requests_total{model="bot",result="miss",variant="canary"} 1.0' in text

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from loraplane.pool_routing import PoolRouting
 from loraplane.routing import RoutingTable
 
 from ..table_watch import TableWatcher
@@ -191,8 +192,9 @@ class Router:
         if watcher.table is not None:
             self.cache.configure(watcher.table.cache)
 
-    def on_table(self, table: RoutingTable) -> None:
-        self.cache.configure(table.cache)
+    def on_table(self, pool: PoolRouting) -> None:
+        if pool.only is not None:
+            self.cache.configure(pool.only.cache)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
