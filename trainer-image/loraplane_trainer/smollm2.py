@@ -32,8 +32,23 @@ def default_cache_dir() -> Path:
 def ensure_smollm2(target: Path | None = None) -> Path:
     """Build (once) and return a Hugging Face directory of SmolLM2-135M-Instruct."""
     target = Path(target or default_cache_dir())
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+    if _complete(target):
         return target
+    from filelock import FileLock
+
+    # Parallel test workers (and two demos at once) build it once: the others wait and reuse it.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if _complete(target):
+            return target
+        return _build(target)
+
+
+def _complete(target: Path) -> bool:
+    return (target / "config.json").exists() and (target / "model.safetensors").exists()
+
+
+def _build(target: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     pkg = gguf_package_dir()
