@@ -137,10 +137,10 @@ async def test_rewrites_model_tags_variant_and_counts_usage(harness):
         assert (await r.json())["choices"][0]["message"]["content"] == "hello"
     assert stub.requests[0]["model"] == f"default/bot/{variant}"  # the LoRA name: namespace/chatbot/variant
     text = router.metrics.exposition().decode()
-    assert f'loraplane_router_requests_total{{code="200",model="bot",variant="{variant}"}} 1.0' in text
-    assert f'loraplane_router_tokens_total{{kind="completion",model="bot",variant="{variant}"}} 3.0' in text
+    assert f'loraplane_router_requests_total{{chatbot="bot",code="200",model="bot",namespace="default",variant="{variant}"}} 1.0' in text
+    assert f'loraplane_router_tokens_total{{chatbot="bot",kind="completion",model="bot",namespace="default",variant="{variant}"}} 3.0' in text
     # 3 completion tokens / 100 tokens per GPU-second * 3.6 per GPU-hour / 3600 s
-    assert f'loraplane_router_estimated_cost_total{{model="bot",variant="{variant}"}} 3e-05' in text
+    assert f'loraplane_router_estimated_cost_total{{chatbot="bot",model="bot",namespace="default",variant="{variant}"}} 3e-05' in text
 
 
 async def test_sticky_user_keeps_variant_and_pinning_wins(harness):
@@ -183,8 +183,8 @@ async def test_deterministic_requests_are_cached_per_variant(harness):
         assert r.status == 200
     assert [b["model"] for b in stub.requests] == ["default/bot/stable", "default/bot/canary", "default/bot/stable"]
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_cache_requests_total{model="bot",result="hit",variant="stable"} 2.0' in text
-    assert 'loraplane_router_cache_requests_total{model="bot",result="miss",variant="canary"} 1.0' in text
+    assert 'loraplane_router_cache_requests_total{chatbot="bot",model="bot",namespace="default",result="hit",variant="stable"} 2.0' in text
+    assert 'loraplane_router_cache_requests_total{chatbot="bot",model="bot",namespace="default",result="miss",variant="canary"} 1.0' in text
 
 
 async def test_bad_table_is_rejected_and_last_good_stays(harness, tmp_path, caplog):
@@ -297,8 +297,8 @@ async def test_stream_passes_each_event_through_at_once_and_strips_injected_usag
     assert b'"two"' in rest and rest.endswith(b"data: [DONE]\n\n")
     assert b'"usage":{' not in rest
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_tokens_total{kind="completion",model="bot",variant="canary"} 2.0' in text
-    assert 'loraplane_router_time_to_first_token_seconds_count{model="bot",variant="canary"} 1.0' in text
+    assert 'loraplane_router_tokens_total{chatbot="bot",kind="completion",model="bot",namespace="default",variant="canary"} 2.0' in text
+    assert 'loraplane_router_time_to_first_token_seconds_count{chatbot="bot",model="bot",namespace="default",variant="canary"} 1.0' in text
 
 
 async def test_client_disconnect_cancels_the_upstream_request(harness):
@@ -350,7 +350,7 @@ async def test_feedback_is_attributed_to_the_variant(harness):
     async with http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 9}) as r:
         assert r.status == 400 and "score 9" in (await r.json())["error"]["message"]
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_feedback_score_sum{model="bot",variant="canary"} 0.75' in text
+    assert 'loraplane_router_feedback_score_sum{chatbot="bot",model="bot",namespace="default",variant="canary"} 0.75' in text
     async with http.get(f"{url}/v1/models") as r:
         assert [m["id"] for m in (await r.json())["data"]] == ["bot", "stable", "canary"]
 
