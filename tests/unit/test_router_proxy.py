@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,8 @@ from loraplane_server.router.app import Router
 from loraplane_server.router.metrics import RouterMetrics
 from loraplane_server.router.pool import UpstreamPool
 from loraplane_server.table_watch import TableWatcher
+
+from tests.support.stub_upstream import Stub, completion, free_port, serve
 
 TABLE = {
     "model": "bot",
@@ -32,60 +33,6 @@ TABLE = {
     "promptTokenWeight": 0.0,
 }
 CHAT = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-
-
-def completion(model: str, text: str = "hello") -> dict:
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stub:
-    """A fake vLLM: records requests; `handler` decides the answer."""
-
-    def __init__(self, handler=None) -> None:
-        self.requests: list[dict] = []
-        self.handler = handler or self.ok
-        self.cancelled = asyncio.Event()
-
-    async def ok(self, request: web.Request, body: dict) -> web.StreamResponse:
-        return web.json_response(completion(body["model"]))
-
-    async def _entry(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        try:
-            return await self.handler(request, body)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-
-    async def health(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._entry)
-        app.router.add_post("/v1/completions", self._entry)
-        app.router.add_get("/health", self.health)
-        return app
 
 
 @pytest.fixture
