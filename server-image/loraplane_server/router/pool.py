@@ -100,6 +100,8 @@ class UpstreamPool:
         self.upstreams: list[Upstream] = []
         self.tenants: dict[str, Tenant] = {}
         self._clock = clock
+        # The placement policy (a benchmark swaps in a random one as its baseline).
+        self.place = place
         self._redispatch: asyncio.TimerHandle | None = None
         self._on_queue_change = on_queue_change or (lambda _u: None)
         self.set_urls(urls)
@@ -142,7 +144,7 @@ class UpstreamPool:
         state = self.tenants.setdefault(tenant, Tenant())
         state.weight, state.last_seen = weight, self._clock()
         slots, places = self.limits(tenant)
-        best = candidates[place(adapter, {url: u.outstanding for url, u in candidates.items()},
+        best = candidates[self.place(adapter, {url: u.outstanding for url, u in candidates.items()},
                                 self.affinity_replicas, self.load_factor)]
         if best.in_flight < self.max_in_flight and state.in_flight < slots:
             # Waiters still queued here are held back by their own shares (dispatch runs on every change).
