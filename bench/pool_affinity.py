@@ -60,7 +60,7 @@ def make_adapters(base_dir: Path, out: Path, n: int) -> list[Path]:
         paths.append(path)
         if (path / "adapter_config.json").exists():
             continue
-        base = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
         config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
                             init_lora_weights=False)
         model = get_peft_model(base, config)

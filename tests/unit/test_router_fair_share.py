@@ -18,7 +18,7 @@ from loraplane.routing import RoutingTable
 from loraplane_server.router.app import Router
 from loraplane_server.router.fair_share import next_tenant, share_limit
 from loraplane_server.router.metrics import RouterMetrics
-from loraplane_server.router.pool import UpstreamPool
+from loraplane_server.router.pool import QueueFull, UpstreamPool
 from loraplane_server.table_watch import TableWatcher
 
 from tests.support.stub_upstream import Stub, completion, serve
@@ -125,3 +125,31 @@ async def test_a_flood_at_four_times_its_share_gets_429s_while_b_keeps_its_laten
     text = router.metrics.exposition().decode()
     assert 'loraplane_router_rejected_requests_total{chatbot="a",model="a",namespace="team",reason="over_share"}' in text
     assert 'reason="over_share"' not in text.split('chatbot="b"', 1)[-1].split("\n", 1)[0]
+
+
+async def test_a_chatbot_alone_uses_the_whole_pool_and_a_newcomer_gets_the_next_freed_slots():
+    pool = UpstreamPool(["http://vllm-0:8000"], max_in_flight=4, queue_size=4, active_window=0.2)
+    a = [await pool.acquire(tenant="a") for _ in range(4)]  # alone: every slot
+    b_waiting = asyncio.ensure_future(pool.acquire(tenant="b"))
+    a_waiting = asyncio.ensure_future(pool.acquire(tenant="a"))
+    await asyncio.sleep(0)
+    assert not b_waiting.done() and not a_waiting.done()
+    pool.release(a.pop(), "a")
+    await asyncio.sleep(0)
+    assert b_waiting.done() and not a_waiting.done()  # b is furthest below its share
+    pool.release(a.pop(), "a")
+    await asyncio.sleep(0)
+    # a holds its share (2 of 4) while b is active: the freed slot stays free for b.
+    assert not a_waiting.done() and pool.upstreams[0].in_flight == 3
+    b = [await b_waiting, await asyncio.wait_for(pool.acquire(tenant="b"), 1)]
+    # Over its share of slots and of the queue (2 of 4 places), a is refused at once.
+    queued = asyncio.ensure_future(pool.acquire(tenant="a"))
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull) as refused:
+        await pool.acquire(tenant="a")
+    assert refused.value.reason == "over_share"
+    for u in b:
+        pool.release(u, "b")
+    # Once b has been idle for the active window, a may use the whole pool again.
+    await asyncio.wait_for(asyncio.gather(a_waiting, queued), 2)
+    assert (pool.tenants["a"].in_flight, pool.tenants["a"].queued, pool.tenants["b"].in_flight) == (4, 0, 0)
