@@ -65,7 +65,8 @@ _DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 5
 
 
 def build_network_policies(owner: Mapping[str, Any], vllm_component: str, router_component: str,
-                           vllm_port: int, router_port: int, sync_metrics_port: int) -> list[dict[str, Any]]:
+                           vllm_port: int, router_port: int, sync_metrics_port: int,
+                           router_admin_port: int | None = None) -> list[dict[str, Any]]:
     """Ingress to vLLM only from this chatbot's routers; router egress only to its vLLM pods and DNS."""
     name = owner["metadata"]["name"]
     vllm = selector_labels(owner, vllm_component)
@@ -93,7 +94,10 @@ def build_network_policies(owner: Mapping[str, Any], vllm_component: str, router
             "podSelector": {"matchLabels": router},
             "policyTypes": ["Ingress", "Egress"],
             # Clients come from anywhere the cluster allows; the router itself is the chatbot's front door.
-            "ingress": [{"ports": [{"protocol": "TCP", "port": router_port}]}],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": router_port}]},
+                        # /metrics and /pool/residency: for Prometheus and the operator. A separate port, so a
+                        # cluster policy can close it to tenants' pods without closing the users' port.
+                        *([{"ports": [{"protocol": "TCP", "port": router_admin_port}]}] if router_admin_port else [])],
             "egress": [
                 {"to": [{"podSelector": {"matchLabels": vllm}}], "ports": [{"protocol": "TCP", "port": vllm_port}]},
                 _DNS,

@@ -1,0 +1,63 @@
+"""Writing a controller's children: server-side apply of ours, foreign objects left alone, leftovers deleted."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from .. import kube
+from ..builders.common import owner_selector
+
+# Kinds of children that exist only when the spec asks for them: deleted when it stops asking.
+OPTIONAL = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+            ("monitoring.coreos.com/v1", "ServiceMonitor"))
+
+
+def _owned_by(live: Mapping[str, Any], owner_uid: str) -> bool:
+    return owner_uid in [r.get("uid") for r in live["metadata"].get("ownerReferences") or []]
+
+
+async def apply_child(child: dict[str, Any], owner_uid: str, create_only: bool = False) -> str | None:
+    """Server-side apply one child of ours; returns a problem, if any. A foreign object of that name is left alone.
+
+    `create_only`: created once, never applied again (a shared pool's routing ConfigMap, whose keys the
+    chatbots write: applying the whole would fight them).
+    """
+    client = kube.client()
+    meta = child["metadata"]
+    try:
+        if create_only:
+            with contextlib.suppress(kube.AlreadyExists):
+                await client.create(child)
+            return None
+        if child["kind"] == "Secret":
+            # Generated once (the keys): created, never applied again, or every pass would rotate them.
+            # Not read back either: the operator may create Secrets but needs no right to read them.
+            with contextlib.suppress(kube.AlreadyExists):
+                await client.create(child)
+            return None
+        live = await client.get_or_none(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
+        if live is not None and not _owned_by(live, owner_uid):
+            owner = next((r["kind"] for r in meta.get("ownerReferences") or []), "object")
+            return f"{child['kind']} {meta['name']} exists and is not owned by this {owner}"
+        await client.apply(child)
+    except kube.NotFound:
+        # The kind is not served here (a ServiceMonitor without prometheus-operator).
+        return f"{child['kind']} {meta['name']}: the API server does not serve {child['apiVersion']}"
+    return None
+
+
+async def delete_unwanted(owner: Mapping[str, Any], wanted: set[tuple[str, str]]) -> None:
+    """Delete optional children of this owner (by its labels and ownerReference) that the spec no longer asks for."""
+    client = kube.client()
+    ns = owner["metadata"]["namespace"]
+    for api_version, kind in OPTIONAL:
+        try:
+            found = await client.list(api_version, kind, ns, owner_selector(owner))
+        except kube.NotFound:
+            continue  # the kind is not served here
+        for live in found:
+            name = live["metadata"]["name"]
+            if (kind, name) not in wanted and _owned_by(live, owner["metadata"]["uid"]):
+                await client.delete(api_version, kind, ns, name)
