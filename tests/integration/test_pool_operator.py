@@ -230,3 +230,47 @@ def test_api_keys_reach_the_pool_only_as_digests(cluster, operator):
     cluster.create(chatbot("team-a", "no-secret", "keyed", auth={"apiKeySecretRef": {"name": "missing"}}))
     table = cluster.wait_for(lambda: routing(cluster, "keyed").get("team-a.no-secret.yaml"))
     assert table["apiKeySha256"] == ["0" * 64]
+
+
+INFERENCE_POOL_CRD = {
+    # The Gateway API Inference Extension's CRD, as far as the emulator needs it (its schema is the GIE's own).
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "inferencepools.inference.networking.k8s.io"},
+    "spec": {"group": "inference.networking.k8s.io", "scope": "Namespaced",
+             "names": {"kind": "InferencePool", "plural": "inferencepools", "singular": "inferencepool",
+                       "listKind": "InferencePoolList"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]},
+}
+
+
+def test_an_inference_pool_is_emitted_where_the_cluster_serves_one(cluster, operator):
+    cluster.create(pool("plain", {"from": "Same"}))
+    cluster.wait_for(lambda: cluster.get_or_none("apps/v1", "Deployment", POOL_NS, "plain-vllm"))
+    assert not _served(cluster)  # no InferencePool API: the pool converges without one
+
+    cluster.call(cluster.emulator.add_crd, INFERENCE_POOL_CRD)
+    # Discovered on the next pass: the pool made before the API was served gets one too.
+    cluster.wait_for(lambda: cluster.get_or_none("inference.networking.k8s.io/v1", "InferencePool", POOL_NS, "plain"))
+    cluster.create(pool("gie", {"from": "Same"}))
+    ip = cluster.wait_for(lambda: cluster.get_or_none("inference.networking.k8s.io/v1", "InferencePool",
+                                                      POOL_NS, "gie"))
+    vllm = cluster.get("apps/v1", "Deployment", POOL_NS, "gie-vllm")
+    assert ip["spec"]["selector"]["matchLabels"] == vllm["spec"]["selector"]["matchLabels"]
+    assert ip["spec"]["targetPorts"] == [{"number": 8000}]
+    assert ip["spec"]["endpointPickerRef"] == {"kind": "Service", "name": "gie-epp", "portNumber": 9002,
+                                               "failureMode": "FailClose"}
+    assert ip["metadata"]["ownerReferences"][0]["kind"] == "ModelPool"
+
+    cluster.patch(API, "ModelPool", POOL_NS, "gie", {"spec": {"inferencePool": {"enabled": False}}})
+    cluster.wait_for(lambda: cluster.get_or_none("inference.networking.k8s.io/v1", "InferencePool",
+                                                 POOL_NS, "gie") is None, message="InferencePool removed")
+
+
+def _served(cluster) -> bool:
+    try:
+        cluster.call(cluster.emulator.type_for, "inference.networking.k8s.io/v1", "InferencePool")
+    except KeyError:
+        return False
+    return True

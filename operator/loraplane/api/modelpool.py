@@ -10,6 +10,7 @@ from .base import (
     SERVICE_NAME_RULE,
     ApiModel,
     Condition,
+    DnsLabel,
     LabelSelector,
     ObjectMeta,
     SecretRef,
@@ -83,6 +84,21 @@ class PoolAutoscalingSpec(ApiModel):
     )
 
 
+class InferencePoolSettings(ApiModel):
+    """The Gateway API Inference Extension InferencePool emitted for this pool, where the cluster serves one."""
+
+    enabled: bool = Field(
+        default=True, description="Emit an inference.networking.k8s.io/v1 InferencePool selecting the vLLM pods."
+    )
+    endpoint_picker_name: DnsLabel | None = Field(
+        default=None, description="Service of the Endpoint Picker (EPP) the gateway asks; unset: <pool>-epp."
+    )
+    endpoint_picker_port: int = Field(default=9002, ge=1, le=65535, description="Port of the Endpoint Picker.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailClose", description="What the gateway does when the Endpoint Picker does not answer."
+    )
+
+
 class ModelPoolSpec(ApiModel):
     """Desired state of a ModelPool."""
 
@@ -107,6 +123,9 @@ class ModelPoolSpec(ApiModel):
         default=None, description="Secret with object-storage credentials for adapter sync (pool's namespace)."
     )
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus integration.")
+    inference_pool: InferencePoolSettings = Field(
+        default_factory=InferencePoolSettings, description="Gateway API Inference Extension integration."
+    )
 
 
 class AttachedChatbot(StatusModel):

@@ -61,3 +61,20 @@ async def delete_unwanted(owner: Mapping[str, Any], wanted: set[tuple[str, str]]
             name = live["metadata"]["name"]
             if (kind, name) not in wanted and _owned_by(live, owner["metadata"]["uid"]):
                 await client.delete(api_version, kind, ns, name)
+
+
+async def serves(api_version: str, plural: str) -> bool:
+    """Whether the API server serves `plural` of `api_version` (asked through discovery)."""
+    try:
+        found = await kube.client().request("GET", f"/apis/{api_version}")
+    except kube.ApiError:
+        return False  # the group/version is not served at all
+    return any(r.get("name") == plural for r in found.get("resources") or [])
+
+
+async def delete_owned(api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> None:
+    """Delete one child of ours if it is there (a foreign object of that name is left alone)."""
+    client = kube.client()
+    live = await client.get_or_none(api_version, kind, namespace, name)
+    if live is not None and _owned_by(live, owner_uid):
+        await client.delete(api_version, kind, namespace, name)

@@ -5,7 +5,8 @@ attached, changed its claim or went away) runs the same idempotent `reconcile_po
 settle which chatbots the pool accepts (`tenancy.settle` over the `chatbots_by_pool`
 index), apply the children (the same builders as a private pool's), create the routing
 ConfigMap once and remove from it the keys of chatbots no longer accepted (each accepted
-chatbot writes its own key), read residency from the router's admin port, write status.
+chatbot writes its own key), emit an InferencePool where the cluster serves the Gateway
+API Inference Extension, read residency from the router's admin port, write status.
 
 Annotations:
 
@@ -27,9 +28,12 @@ from pydantic import ValidationError
 
 from .. import API_VERSION, config, kube, metrics
 from ..api.modelpool import ModelPool
+from ..builders import inference_pool as gie
 from ..builders.isolation import build_keys_secret
 from ..builders.routing_table import build_routing_configmap, removal_patch, routing_configmap_name
 from ..builders.serving import (
+    VLLM,
+    VLLM_PORT,
     ServingPool,
     build_serving_children,
     derive_pool_max_loras,
@@ -44,7 +48,7 @@ from ..status.modelpool import PoolObserved, compute_pool_status
 from ..tenancy import Claim, accepted
 from .attachment import pool_verdicts
 from .chatbotdeployment import record_failure
-from .children import apply_child, delete_unwanted
+from .children import apply_child, delete_owned, delete_unwanted, serves
 
 RESOURCE = ("loraplane.io", "v1alpha1", "modelpools")
 CHATBOTS = ("loraplane.io", "v1alpha1", "chatbotdeployments")
@@ -111,6 +115,7 @@ async def _reconcile_valid(obj: Mapping[str, Any], pool: ModelPool, claims: list
     if p := await apply_child(build_routing_configmap(obj), uid, create_only=True):
         problems.append(p)
     await delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
+    problems += await _write_inference_pool(obj, pool)
     cm = await client.get_or_none("v1", "ConfigMap", namespace, routing_configmap_name(name))
     wanted = {table_file(ns, n) for ns, n in keep}
     stale = sorted(k for k in ((cm or {}).get("data") or {}) if k not in wanted)
@@ -131,6 +136,18 @@ async def _reconcile_valid(obj: Mapping[str, Any], pool: ModelPool, claims: list
     if patch:
         await client.patch_merge(API_VERSION, KIND, namespace, name, {"status": patch}, subresource="status")
     return new
+
+
+async def _write_inference_pool(obj: Mapping[str, Any], pool: ModelPool) -> list[str]:
+    """The pool's InferencePool, where the cluster serves the Gateway API Inference Extension."""
+    if not await serves(gie.API_VERSION, gie.PLURAL):
+        return []
+    child = gie.build_inference_pool(obj, pool.spec, VLLM, VLLM_PORT)
+    uid = obj["metadata"]["uid"]
+    if child is None:
+        await delete_owned(gie.API_VERSION, gie.KIND, pool.metadata.namespace or "default", pool.metadata.name, uid)
+        return []
+    return [p] if (p := await apply_child(child, uid)) else []
 
 
 # ---------------------------------------------------------------- kopf wiring
