@@ -351,12 +351,15 @@ async def _reconcile_on_pool(obj: Mapping[str, Any], cbd: ChatbotDeployment, run
                 name, cbd.spec, result.variants, result.weights, result.retained,
                 TableOwner(namespace=namespace, base_model=served_base_model(pool.spec.base_model, ref.name),
                            api_key_sha256=digests))
-            try:
-                await client.patch_merge("v1", "ConfigMap", pool_ns, cm, table_patch(table))
-            except kube.NotFound:
+            live_cm = await client.get_or_none("v1", "ConfigMap", pool_ns, cm)
+            patch = table_patch(table)
+            if live_cm is None:
                 problems.append(f"ModelPool {pool_ns}/{ref.name} has no routing ConfigMap yet")
+            elif (live_cm.get("data") or {}).get(key) != patch["data"][key]:
+                await client.patch_merge("v1", "ConfigMap", pool_ns, cm, patch)  # only this chatbot's key
         else:
-            with contextlib.suppress(kube.NotFound):
+            live_cm = await client.get_or_none("v1", "ConfigMap", pool_ns, cm)
+            if key in ((live_cm or {}).get("data") or {}):
                 await client.patch_merge("v1", "ConfigMap", pool_ns, cm, removal_patch([key]))
         vllm = await client.get_or_none("apps/v1", "Deployment", pool_ns, vllm_name(ref.name))
         ready = int(((vllm or {}).get("status") or {}).get("readyReplicas") or 0)

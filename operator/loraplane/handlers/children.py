@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,13 +64,21 @@ async def delete_unwanted(owner: Mapping[str, Any], wanted: set[tuple[str, str]]
                 await client.delete(api_version, kind, ns, name)
 
 
-async def serves(api_version: str, plural: str) -> bool:
-    """Whether the API server serves `plural` of `api_version` (asked through discovery)."""
+_DISCOVERED: dict[tuple[str, str], tuple[float, bool]] = {}
+
+
+async def serves(api_version: str, plural: str, max_age: float = 15.0) -> bool:
+    """Whether the API server serves `plural` of `api_version` (discovery, asked again after `max_age` s)."""
+    seen = _DISCOVERED.get((api_version, plural))
+    if seen is not None and time.monotonic() - seen[0] < max_age:
+        return seen[1]
     try:
         found = await kube.client().request("GET", f"/apis/{api_version}")
+        served = any(r.get("name") == plural for r in found.get("resources") or [])
     except kube.ApiError:
-        return False  # the group/version is not served at all
-    return any(r.get("name") == plural for r in found.get("resources") or [])
+        served = False  # the group/version is not served at all
+    _DISCOVERED[(api_version, plural)] = (time.monotonic(), served)
+    return served
 
 
 async def delete_owned(api_version: str, kind: str, namespace: str, name: str, owner_uid: str) -> None:

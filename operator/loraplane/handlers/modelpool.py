@@ -140,7 +140,7 @@ async def _reconcile_valid(obj: Mapping[str, Any], pool: ModelPool, claims: list
 
 async def _write_inference_pool(obj: Mapping[str, Any], pool: ModelPool) -> list[str]:
     """The pool's InferencePool, where the cluster serves the Gateway API Inference Extension."""
-    if not await serves(gie.API_VERSION, gie.PLURAL):
+    if not await serves(gie.API_VERSION, gie.PLURAL, max_age=config.current().canary_tick_seconds):
         return []
     child = gie.build_inference_pool(obj, pool.spec, VLLM, VLLM_PORT)
     uid = obj["metadata"]["uid"]
