@@ -107,3 +107,21 @@ def test_pool_children_are_named_after_the_pool_and_carry_its_capacity():
 def test_pool_examples_parse():
     for doc in yaml.safe_load_all((EXAMPLES / "pool-chatbots.yaml").read_text()):
         assert ChatbotDeployment.model_validate(doc).spec.pool_ref.name == "shared-smollm"
+
+
+def test_the_admin_port_opens_only_to_the_configured_namespaces_and_the_vllm_hpa():
+    raw = load("modelpool.yaml")
+    raw["spec"]["autoscaling"] = {"enabled": True, "minReplicas": 2, "maxReplicas": 6}
+    raw["spec"]["monitoring"] = {"serviceMonitor": True}
+    pool = ModelPool.model_validate(raw)
+    owner = {**raw, "metadata": {**raw["metadata"], "uid": "u3"}}
+    cfg = OperatorConfig(admin_namespaces=("loraplane-system", "monitoring"))
+    by = {(c["kind"], c["metadata"]["name"]): c for c in build_serving_children(owner, pool.spec, cfg)}
+    admin = by[("NetworkPolicy", "shared-smollm-router")]["spec"]["ingress"][1]
+    assert admin["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["loraplane-system", "monitoring"]
+    hpa = by[("HorizontalPodAutoscaler", "shared-smollm-vllm")]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"], hpa["scaleTargetRef"]["name"]) == (2, 6, "shared-smollm-vllm")
+    assert "replicas" not in by[("Deployment", "shared-smollm-vllm")]["spec"]  # the HPA's
+    endpoints = by[("ServiceMonitor", "shared-smollm-metrics")]["spec"]["endpoints"]
+    assert endpoints[0] == {"port": "admin", "path": "/metrics", "interval": "15s", "honorLabels": True}
+    assert OperatorConfig.from_env({"LORAPLANE_ADMIN_NAMESPACES": "a, b"}).admin_namespaces == ("a", "b")

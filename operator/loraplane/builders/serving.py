@@ -527,7 +527,8 @@ def build_serving_children(
         build_router_deployment(owner, pool, cfg),
         build_router_service(owner),
         *build_pdbs(owner, pool),
-        *build_network_policies(owner, VLLM, ROUTER, VLLM_PORT, ROUTER_PORT, SYNC_METRICS_PORT, ROUTER_ADMIN_PORT),
+        *build_network_policies(owner, VLLM, ROUTER, VLLM_PORT, ROUTER_PORT, SYNC_METRICS_PORT, ROUTER_ADMIN_PORT,
+                                cfg.admin_namespaces),
     ]
     for optional in (build_vllm_hpa(owner, pool), build_router_hpa(owner, pool), build_service_monitor(owner, pool)):
         if optional is not None:
