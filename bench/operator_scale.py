@@ -60,6 +60,16 @@ def pooled_chatbot(i: int, pools: int) -> dict:
                      "adapters": [{"name": "v1", "uri": f"memory://adapters/bot-{i:04d}/v1/"}]}}
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Stop the operator; one with hundreds of daemons to cancel may take long on a busy machine."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
 def start_operator(cluster: Cluster, namespace: str) -> subprocess.Popen:
     env = {**os.environ, "LORAPLANE_API_SERVER": cluster.url, "LORAPLANE_PROGRESS_INTERVAL_SECONDS": "30"}
     return subprocess.Popen([str(ROOT / ".venv" / "bin" / "loraplane-operator"), "--standalone", "-n", namespace,
@@ -93,8 +103,7 @@ def pools_scenario(cluster: Cluster, pools: int, chatbots: int) -> tuple[float, 
         elapsed = time.perf_counter() - start
         rss = peak_rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
     return baseline, elapsed, rss
 
 
@@ -126,8 +135,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         rss = peak_rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop(proc)
     try:
         pool_baseline, pool_elapsed, pool_rss = pools_scenario(cluster, args.pools, args.chatbots)
     finally:
