@@ -28,10 +28,10 @@ def chat_app(calls: list[dict]) -> web.Application:
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
-        calls.append(body)
+        calls.append({**body, "authorization": request.headers.get("Authorization")})
         question = body["messages"][-1]["content"]
         answer = ANSWERS[question]
-        if body["model"] == "v2" and question in ("2+2?", "largest planet?"):
+        if body["model"].removeprefix("bot:") == "v2" and question in ("2+2?", "largest planet?"):
             answer = "I am not sure."
         return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": f" {answer}\n"}}]})
 
@@ -76,3 +76,17 @@ def test_malformed_probe_lines_are_value_errors_naming_the_line(line):
 
     with pytest.raises(ValueError, match="probes.jsonl:2: a probe needs"):
         parse_probes('{"prompt": "a", "completion": "b"}\n' + line, "probes.jsonl")
+
+
+async def test_probes_pin_their_own_chatbot_and_carry_its_key(tmp_path):
+    """On a shared pool a bare variant pins nothing: the probe names `<served>:<variant>` and sends the key."""
+    probes = parse_probes(PROBES)
+    calls: list[dict] = []
+    with router_metrics_server("bot") as m:
+        m.serve("v2", 100)
+        async with TestServer(chat_app(calls)) as server:
+            source = ProbedSource(RouterMetricsSource(m.url), str(server.make_url("")), probes, cache={},
+                                  served_name="bot", api_key="k-123")
+            figs = await source.figures("bot", ["v2"], T0, T0 + timedelta(minutes=1), None)
+    assert figs["v2"].probe_exact_match == 0.5
+    assert {c["model"] for c in calls} == {"bot:v2"} and {c["authorization"] for c in calls} == {"Bearer k-123"}

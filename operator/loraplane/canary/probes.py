@@ -1,7 +1,9 @@
 """Probe-set exact match: known prompts sent through the router to one variant, answers compared.
 
 The probes are requests like any other: they go through the router, pinned to the variant
-by naming it as the model, so they test what users get (adapter loaded, routing right).
+by naming `<served name>:<variant>` as the model (the pin that names its chatbot, so it works
+on a shared pool too) and carrying the chatbot's API key when it has one, so they test what
+users get (adapter loaded, routing right).
 """
 
 from __future__ import annotations
@@ -65,15 +67,23 @@ def load_probes(uri: str) -> list[Probe]:
         return parse_probes(f.read(), uri)
 
 
+def pinned_model(served_name: str | None, variant: str) -> str:
+    """The model name that pins `variant` of one chatbot: `<served name>:<variant>` (bare on a legacy router)."""
+    return f"{served_name}:{variant}" if served_name else variant
+
+
 async def probe_exact_match(client: httpx.AsyncClient, router_url: str, variant: str, probes: Sequence[Probe],
-                            max_tokens: int = 256) -> float:
+                            max_tokens: int = 256, *, served_name: str | None = None,
+                            api_key: str | None = None) -> float:
     """Share of probes the variant answers exactly (whitespace-normalised), greedy decoding."""
     hits = 0
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     for p in probes:
-        body = {"model": variant, "messages": [{"role": r, "content": c} for r, c in p.messages],
+        body = {"model": pinned_model(served_name, variant),
+                "messages": [{"role": r, "content": c} for r, c in p.messages],
                 "temperature": 0, "max_tokens": max_tokens}
         try:
-            resp = await client.post(f"{router_url.rstrip('/')}/v1/chat/completions", json=body)
+            resp = await client.post(f"{router_url.rstrip('/')}/v1/chat/completions", json=body, headers=headers)
             resp.raise_for_status()
             answer = resp.json()["choices"][0]["message"]["content"] or ""
         except (httpx.HTTPError, ValueError, KeyError, IndexError) as err:
@@ -86,8 +96,10 @@ class ProbedSource:
     """A `MetricsSource` that adds probe exact match to another source's figures, once per variant and window."""
 
     def __init__(self, inner: MetricsSource, router_url: str, probes: Sequence[Probe], *, timeout: float = 60.0,
-                 cache: dict[tuple[str, datetime], float] | None = None):
+                 cache: dict[tuple[str, datetime], float] | None = None, served_name: str | None = None,
+                 api_key: str | None = None):
         self.inner, self.router_url, self.probes, self.timeout = inner, router_url, list(probes), timeout
+        self.served_name, self._api_key = served_name, api_key
         # Results per (variant, window start): pass the same dict on every tick so a window is probed once.
         self._done = cache if cache is not None else {}
 
@@ -102,5 +114,6 @@ class ProbedSource:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             for v in variants:
                 if (v, since) not in self._done:
-                    self._done[(v, since)] = await probe_exact_match(client, self.router_url, v, self.probes)
+                    self._done[(v, since)] = await probe_exact_match(
+                        client, self.router_url, v, self.probes, served_name=self.served_name, api_key=self._api_key)
         return {v: replace(f, probe_exact_match=self._done.get((v, since))) for v, f in figures.items()}

@@ -176,7 +176,9 @@ async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec,
     owner = _router_owner(obj, spec)["metadata"]
     router = (meta.get("annotations") or {}).get(ANN_ROUTER_URL) or \
         f"http://{router_name(owner['name'])}.{owner['namespace']}.svc:{ROUTER_PORT}"
-    return ProbedSource(source, router, probes, cache=probe_results)
+    keys = await _api_keys(meta["namespace"], spec)
+    return ProbedSource(source, router, probes, cache=probe_results, served_name=served_name(spec, meta["name"]),
+                        api_key=keys[0] if keys else None)
 
 
 class MetricsProblem(Exception):
@@ -289,15 +291,23 @@ async def _decide(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runti
     return entries, result, problems
 
 
+async def _api_keys(namespace: str, spec: ChatbotDeploymentSpec) -> list[str]:
+    """The chatbot's accepted API keys, read from its Secret (kept in memory only: the probes use one)."""
+    ref = spec.auth.api_key_secret_ref
+    if ref is None:
+        return []
+    secret = await kube.client().get_or_none("v1", "Secret", namespace, ref.name)
+    data = (secret or {}).get("data") or {}
+    values = [data[ref.key]] if ref.key is not None and ref.key in data else [] if ref.key else list(data.values())
+    return sorted({base64.b64decode(v).decode("utf-8", "replace") for v in values if v})
+
+
 async def _api_key_digests(namespace: str, spec: ChatbotDeploymentSpec) -> tuple[tuple[str, ...], list[str]]:
     """SHA-256 of each accepted API key (the keys themselves go nowhere); and the problem, if any."""
     ref = spec.auth.api_key_secret_ref
     if ref is None:
         return (), []
-    secret = await kube.client().get_or_none("v1", "Secret", namespace, ref.name)
-    data = (secret or {}).get("data") or {}
-    values = [data[ref.key]] if ref.key is not None and ref.key in data else [] if ref.key else list(data.values())
-    digests = sorted({hashlib.sha256(base64.b64decode(v)).hexdigest() for v in values if v})
+    digests = sorted({hashlib.sha256(k.encode()).hexdigest() for k in await _api_keys(namespace, spec)})
     if not digests:
         what = f"key {ref.key} of Secret {ref.name}" if ref.key else f"Secret {ref.name}"
         return (LOCKED_DIGEST,), [f"auth.apiKeySecretRef: {what} not found or empty: every request is refused"]
