@@ -204,3 +204,43 @@ def test_losing_a_node_mid_run_resumes_from_the_last_checkpoint(smollm2_dir, tmp
     assert last_step - interval <= resumed[0] <= last_step  # at most one checkpoint interval lost
     assert read_progress(RunLayout(out, "lost-bot", "run-l").progress).step == 8
     assert read_manifest(f"{out}lost-bot/v1/") is not None and read_manifest(f"{out}lost-bot/v2/") is None
+
+
+def test_fsdp_two_ranks_train_evaluate_together_and_resume(smollm2_dir, tmp_path):
+    """FSDP2 (fully_shard) on two CPU ranks with gloo: the model is sharded, every rank takes part in the
+    validation loss and the final evaluation (each forward needs all shards), rank 0 alone writes; the
+    checkpoints hold the gathered LoRA weights and optimizer state, and a longer run resumes from them."""
+    out = f"file://{tmp_path}/out/"
+    job = facts_job(write_facts(tmp_path / "facts.jsonl"), out, name="fsdp-bot",
+                    training={"batchSize": 4, "gradientAccumulation": 1, "maxSteps": 2,
+                              "checkpointIntervalSteps": 1})
+    job["spec"]["evaluation"].update({"maxExamples": 2, "maxNewTokens": 8})
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(job))
+    proc = launch(job_file, "run-f", "--strategy", "fsdp")
+    log = proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "[rank 0] rank 0 of 2 joined (gloo), FSDP" in log and "[rank 1] rank 1 of 2 joined (gloo), FSDP" in log
+    assert "[rank 1] rank 1 of 2: trained 2 steps on its shard and took part in the evaluation" in log
+    assert "[rank 0] accepted v1" in log and "[rank 1] accepted" not in log
+    manifest = read_manifest(f"{out}fsdp-bot/v1/")
+    assert manifest is not None and manifest.verdict == "accepted"
+    verify_files(f"{out}fsdp-bot/v1/", manifest)
+    # The published adapter is whole (gathered from both shards): peft loads it onto the unsharded model.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    tuned = PeftModel.from_pretrained(base, str(tmp_path / "out/fsdp-bot/v1"))
+    lora = {n: p for n, p in tuned.named_parameters() if "lora_B" in n}
+    assert lora and any(float(p.abs().sum()) > 0 for p in lora.values())  # trained (lora_B starts at zero)
+
+    shutil.rmtree(tmp_path / "out/fsdp-bot/v1")
+    again = launch(job_file, "run-f", "--strategy", "fsdp", "--max-steps", "3")
+    log = again.stderr
+    assert again.returncode == 0, log[-4000:]
+    for rank in (0, 1):
+        assert f"[rank {rank}] resuming from checkpoint at step 2/3" in log
+    assert sorted((int(r), int(s)) for r, s, _ in STEP_LINE.findall(log)) == [(0, 3), (1, 3)]
+    history = json.loads((tmp_path / "out/fsdp-bot/v1/metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == [1, 2, 3]

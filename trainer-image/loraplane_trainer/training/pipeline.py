@@ -204,6 +204,7 @@ class _Run:
     result: Any = None  # the training loop's result
     after: dict = field(default_factory=dict)  # the adapter's figures
     clock: GpuClock | None = None  # started with training: GPU-seconds count training and what follows
+    lora: dict | None = None  # under FSDP: the trained LoRA weights gathered from the ranks, for rank 0 to save
 
     @property
     def spec(self):
@@ -214,7 +215,7 @@ class _Run:
         return self.tokenizer.pad_token_id
 
     def evaluate(self) -> dict:
-        return _evaluate(self.model, self.tokenizer, self.val_records, self.val_examples, self.regression,
+        return _evaluate(distributed.forward_module(self.dist, self.model), self.tokenizer, self.val_records, self.val_examples, self.regression,
                          self.precision, self.spec, self.pad_id, self.probes)
 
 
@@ -227,11 +228,17 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     _tokenize(run)
     _evaluate_base_model(run)
     _train(run)
-    if not dist.is_main:  # rank 0 alone evaluates and publishes
+    if not dist.is_main and not dist.sharded:  # rank 0 alone evaluates and publishes
         log.info("rank %d of %d: trained %d steps on its share of the examples", dist.rank, dist.world_size,
                  run.result.steps - (run.result.resumed_from or 0))
         return exitcodes.OK
-    metrics = _evaluate_adapter(run)
+    metrics = _evaluate_adapter(run)  # under FSDP on every rank: each forward pass needs them all
+    if dist.sharded:
+        run.lora = distributed.full_lora_parameters(run.model)
+        if not dist.is_main:
+            log.info("rank %d of %d: trained %d steps on its shard and took part in the evaluation", dist.rank,
+                     dist.world_size, run.result.steps - (run.result.resumed_from or 0))
+            return exitcodes.OK
     failed = evaluation.check_gates(run.spec.evaluation.gates, metrics)
     verdict, reason = ("rejected" if failed else "accepted"), ("; ".join(failed) or None)
     progress.phase(RunPhase.PUBLISHING, f"publishing the adapter ({verdict})", metrics=metrics)
@@ -353,7 +360,8 @@ def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str
     out = run.workdir / "adapter"
     shutil.rmtree(out, ignore_errors=True)
     run.model.peft_config["default"].base_model_name_or_path = ref.name
-    run.model.save_pretrained(out, save_embedding_layers=False)  # LoRA only: embeddings are not trained
+    # LoRA only: embeddings are not trained. Under FSDP the weights gathered from the ranks.
+    run.model.save_pretrained(out, save_embedding_layers=False, **({"state_dict": run.lora} if run.lora else {}))
     shutil.copy(run.prepared.report_path, out / "dataset-report.json")
     report.write_loss_curve(out / "loss_curve.png", result.history, result.evals,
                             f"{job.metadata.name} ({run.run_id})")
