@@ -193,8 +193,11 @@ def shard(model):
 
 
 def forward_module(ctx: Context, model):
-    """What evaluation runs forward on: the sharded root under FSDP, the model itself otherwise."""
-    return model.get_base_model() if ctx.sharded and ctx.enabled else model
+    """What evaluation runs forward on: the sharded root under FSDP, the model itself otherwise (and before
+    training, when the model is not yet peft's nor sharded)."""
+    if ctx.sharded and ctx.enabled and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
 
 
 def _model_key(peft_key: str, adapter: str = "default") -> str:
@@ -233,10 +236,18 @@ def load_lora(ctx: Context, model, state: dict) -> None:
     if not (ctx.sharded and ctx.enabled):
         set_peft_model_state_dict(model, state)
         return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    import torch
+    from torch.distributed.tensor import DTensor, distribute_tensor
 
-    set_model_state_dict(model, {_model_key(k): v for k, v in state.items()},
-                         options=StateDictOptions(full_state_dict=True, strict=False))
+    full = {_model_key(k): v for k, v in state.items()}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in full]
+    if missing:
+        raise KeyError(f"LoRA weights missing from the checkpoint: {', '.join(missing[:3])}")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in full:
+                t = full[name].to(device=p.device, dtype=p.dtype)
+                p.copy_(distribute_tensor(t, p.device_mesh, p.placements) if isinstance(p, DTensor) else t)
 
 
 def optimizer_state(ctx: Context, model, optimizer) -> dict:
