@@ -306,7 +306,9 @@ def _evaluate_base_model(run: _Run) -> None:
             write_atomic(saved, json.dumps(run.before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
                  run.before["perplexity"], run.before["exactMatch"], run.before["regressionPerplexity"])
-    distributed.barrier(run.dist)  # the other ranks wait while rank 0 evaluates the base model
+    # The other ranks wait while rank 0 evaluates the base model, and take its figures (FSDP evaluates the
+    # adapter on every rank, against them).
+    run.before = distributed.share(run.dist, run.before)
 
 
 def _train(run: _Run) -> None:
