@@ -95,7 +95,9 @@ def test_fsdp_two_ranks_train_evaluate_together_and_resume(smollm2_dir, tmp_path
     job = facts_job(write_facts(tmp_path / "facts.jsonl"), out, name="fsdp-bot",
                     training={"batchSize": 4, "gradientAccumulation": 1, "maxSteps": 2,
                               "checkpointIntervalSteps": 1})
-    job["spec"]["evaluation"].update({"maxExamples": 2, "maxNewTokens": 8})
+    # Every generated token gathers every layer from both ranks: few answers, no safety probes.
+    job["spec"]["evaluation"].update({"maxExamples": 2, "maxNewTokens": 8, "safety": {"enabled": False}})
+    job["spec"]["dataset"]["checks"]["harmful"] = "off"
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps(job))
     proc = launch(job_file, "run-f", "--strategy", "fsdp")
