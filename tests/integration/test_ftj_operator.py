@@ -301,3 +301,68 @@ def test_a_job_that_cannot_fit_is_refused_before_any_pod(env):
                             "the plan's predicted cost")
     assert float(plan) >= 0
     assert status_of(cluster, "planned-bot")["plan"]["fits"] is True
+
+
+def test_several_nodes_run_as_a_jobset_whose_status_the_ftj_reads(env):
+    """resources.nodes 2: a JobSet (not a Job) with the run's pod, read back as the Job is; FSDP when the plan
+    shards; deleting the FineTuneJob deletes the set. The emulated JobSet controller runs real trainers in
+    tests/e2e/test_ftj_jobset_e2e.py; here the test writes the set's status as that controller would."""
+    from loraplane.builders.training_jobset import validate_jobset
+
+    from tests.support.jobset_controller import serve_jobsets
+
+    cluster, _ = env
+    serve_jobsets(cluster)
+    # Llama-2-70B on two nodes of 8 x H100: a replica does not fit one GPU, so the plan shards it (FSDP).
+    obj = ftj("multi-bot", baseModel={"name": "meta-llama/Llama-2-70b-hf"},
+              resources={"gpus": 8, "nodes": 2, "gpuType": "NVIDIA-H100-80GB-HBM3", "queue": "team-a",
+                         "pricePerGpuHour": 3.78})
+    obj["spec"]["training"]["batchSize"] = 1
+    obj = cluster.create(obj)
+    uid = obj["metadata"]["uid"]
+    js = cluster.wait_for(lambda: cluster.get_or_none("jobset.x-k8s.io/v1alpha2", "JobSet", NS, "multi-bot-train-1"),
+                          30, "the JobSet")
+    validate_jobset(js)
+    assert cluster.get_or_none("batch/v1", "Job", NS, "multi-bot-train-1") is None
+    assert js["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert js["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a" and js["spec"]["suspend"] is True
+    command = js["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--nnodes") + 1] == "2" and command[command.index("--nproc-per-node") + 1] == "8"
+    assert command[command.index("--strategy") + 1] == "fsdp"
+    assert command[command.index("--rdzv-endpoint") + 1].startswith("multi-bot-train-1-node-0-0.multi-bot-train-1.")
+    status = wait_phase(cluster, "multi-bot", "Pending")
+    assert "Kueue" in status["message"] and status["plan"]["strategy"] == "FSDP" and status["plan"]["nodes"] == 2
+
+    # Kueue admits the set, JobSet makes its Job, the pods run: Training, with the set's restarts as attempts.
+    cluster.patch("jobset.x-k8s.io/v1alpha2", "JobSet", NS, "multi-bot-train-1", {"spec": {"suspend": False}})
+    child = cluster.create({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": "multi-bot-train-1-node-0", "namespace": NS,
+        "labels": {"jobset.sigs.k8s.io/jobset-name": "multi-bot-train-1"},
+        "ownerReferences": [{"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "name": "multi-bot-train-1",
+                             "uid": js["metadata"]["uid"], "controller": True}]},
+        "spec": js["spec"]["replicatedJobs"][0]["template"]["spec"]})
+    cluster.set_job_status(NS, child["metadata"]["name"], active=2)
+    cluster.patch("jobset.x-k8s.io/v1alpha2", "JobSet", NS, "multi-bot-train-1",
+                  {"status": {"restarts": 1, "restartsCountTowardsMax": 0}}, subresource="status")
+    write_progress("multi-bot", f"{uid}-1", phase="Training", step=10, total_steps=100)
+    wait_phase(cluster, "multi-bot", "Training")
+    status = cluster.wait_for(lambda: (s := status_of(cluster, "multi-bot")).get("attempts") == 2 and s, 30,
+                              "the set's restart counted as an attempt")
+    assert status["startTime"]
+
+    publish("multi-bot", "v1")
+    write_progress("multi-bot", f"{uid}-1", phase="Succeeded", step=100, total_steps=100,
+                   adapter={"version": "v1", "uri": "s3://adapters/multi-bot/v1/", "verdict": "accepted"})
+    cluster.patch("jobset.x-k8s.io/v1alpha2", "JobSet", NS, "multi-bot-train-1", {"status": {
+        "terminalState": "Completed", "conditions": [{"type": "Completed", "status": "True", "reason": "AllJobsCompleted",
+                                                      "message": "jobset completed successfully",
+                                                      "lastTransitionTime": "2026-12-01T10:00:00Z"}]}},
+        subresource="status")
+    status = wait_phase(cluster, "multi-bot", "Succeeded")
+    assert status["adapter"]["version"] == "v1" and status["completionTime"] == "2026-12-01T10:00:00Z"
+
+    cluster.delete(API, "FineTuneJob", NS, "multi-bot")
+    cluster.wait_for(lambda: cluster.get_or_none("jobset.x-k8s.io/v1alpha2", "JobSet", NS, "multi-bot-train-1") is None,
+                     30, "the JobSet to be collected with its FineTuneJob")
+    cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "multi-bot-train-1-node-0") is None, 30,
+                     "the set's Job to be collected")

@@ -127,6 +127,10 @@ def test_chart_installs_with_default_values(cluster, tmp_path):
     assert {"finetunejobs/status", "chatbotdeployments/status"} <= {res for r in rules for res in r["resources"]}
     # Secrets: created (the chatbots' keys) everywhere, read nowhere unless granted per namespace.
     assert {v for r in rules if "secrets" in r["resources"] for v in r["verbs"]} == {"create"}
+    # Multi-node training: JobSets, no more than the training Jobs get (no update, no status).
+    jobsets = [r for r in rules if "jobset.x-k8s.io" in r["apiGroups"]]
+    assert [r["resources"] for r in jobsets] == [["jobsets"]]
+    assert set(jobsets[0]["verbs"]) == {"get", "list", "watch", "create", "patch", "delete"}
     # Helm installed the CRDs from crds/ (the emulator reports them Established).
     crds = cluster.list("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     assert {"finetunejobs.loraplane.io", "kopfpeerings.kopf.dev"} <= {c["metadata"]["name"] for c in crds}

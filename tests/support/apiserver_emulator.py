@@ -327,6 +327,10 @@ class ApiServerEmulator(kmock.KubernetesScaffold):
         if raw.path.rstrip("/") == "/api/v1":  # kmock's scaffold names the core group version "/v1"
             return aiohttp.web.json_response(self._core_discovery())
         parsed = self._parse(raw.path)
+        parts = raw.path.strip("/").split("/")
+        if parsed is None and len(parts) > (4 if parts[0] == "apis" else 3):
+            # A resource of a group/version nobody serves (e.g. no JobSet CRD): 404, as the API server answers.
+            return ApiError(404, "NotFound", "the server could not find the requested resource").response()
         if parsed is None:
             return await super().__call__(raw)  # discovery: /api, /apis/<group>/<version>, /version
         rtype, namespace, name, subresource = parsed

@@ -9,6 +9,8 @@ command (`python` is this interpreter) and writes the Job's status as the Job
 controller would: active while it runs, Complete on exit 0, Failed with reason
 PodFailurePolicy when the exit code matches a FailJob rule, BackoffLimitExceeded
 otherwise. Not emulated: images, resources, users, retries, node selection.
+`prepare_pod` is the kubelet part alone, which the emulated JobSet controller
+(`tests.support.jobset_controller`) uses for each of its indexed pods.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +37,19 @@ def _rewrite(value: str, mounts: dict[str, Path]) -> str:
     return value
 
 
-def run_job(cluster, namespace: str, name: str, workdir: Path, *, volume_dirs: dict[str, Path] | None = None,
-            extra_env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the Job's (only) container to completion and record the result in the Job's status.
+@dataclass(frozen=True)
+class PodProcess:
+    """A pod's (only) container as a local command: arguments, environment and working directory."""
 
-    volume_dirs maps a volume name to a directory to use instead of a fresh one (e.g. a warm model cache).
-    """
-    job = cluster.get("batch/v1", "Job", namespace, name)
-    pod: dict[str, Any] = job["spec"]["template"]["spec"]
+    container: dict[str, Any]
+    command: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def prepare_pod(cluster, namespace: str, pod: dict[str, Any], workdir: Path, *,
+                volume_dirs: dict[str, Path] | None = None, extra_env: dict[str, str] | None = None) -> PodProcess:
+    """Materialise a pod spec's volumes under workdir and resolve its container's command and env."""
     (container,) = pod["containers"]
     volumes: dict[str, Path] = {}
     for vol in pod.get("volumes") or []:
@@ -66,15 +74,27 @@ def run_job(cluster, namespace: str, name: str, workdir: Path, *, volume_dirs: d
     command = [_rewrite(arg, mounts) for arg in container["command"]]
     if command[0] == "python":
         command[0] = sys.executable
+    return PodProcess(container, command, env, workdir)
+
+
+def run_job(cluster, namespace: str, name: str, workdir: Path, *, volume_dirs: dict[str, Path] | None = None,
+            extra_env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run the Job's (only) container to completion and record the result in the Job's status.
+
+    volume_dirs maps a volume name to a directory to use instead of a fresh one (e.g. a warm model cache).
+    """
+    job = cluster.get("batch/v1", "Job", namespace, name)
+    pod = prepare_pod(cluster, namespace, job["spec"]["template"]["spec"], workdir, volume_dirs=volume_dirs,
+                      extra_env=extra_env)
     cluster.set_job_status(namespace, name, active=1, ready=1)
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    proc = subprocess.run(pod.command, env=pod.env, capture_output=True, text=True, timeout=timeout, cwd=workdir)
     fail_fast = {code for rule in (job["spec"].get("podFailurePolicy") or {}).get("rules", [])
                  if rule["action"] == "FailJob" for code in rule.get("onExitCodes", {}).get("values", [])}
     if proc.returncode == 0:
         cluster.set_job_status(namespace, name, succeeded=1, condition="Complete")
     elif proc.returncode in fail_fast:
         cluster.set_job_status(namespace, name, failed=1, condition="Failed", reason="PodFailurePolicy",
-                               message=f"Container {container['name']} failed with exit code {proc.returncode}")
+                               message=f"Container {pod.container['name']} failed with exit code {proc.returncode}")
     else:
         cluster.set_job_status(namespace, name, failed=1, condition="Failed", reason="BackoffLimitExceeded",
                                message="Job has reached the specified backoff limit")

@@ -95,7 +95,7 @@ def test_gpu_labels(gpu, key):
     ("meta-llama/Llama-2-7b-hf", 1, "NVIDIA-A100-PCIE-40GB", "none", True),
     ("meta-llama/Llama-2-7b-hf", 1, "NVIDIA-GeForce-RTX-3090", "4bit", True),
     ("meta-llama/Meta-Llama-3-8B", 1, "NVIDIA-A100-SXM4-80GB", "none", True),
-    ("meta-llama/Llama-2-70b-hf", 2, "NVIDIA-H100-80GB-HBM3", "none", False),  # DDP: a full replica per GPU
+    ("meta-llama/Llama-2-7b-hf", 1, "NVIDIA-L4", "none", False),
     ("meta-llama/Llama-2-70b-hf", 1, "NVIDIA-A100-SXM4-80GB", "4bit", True),  # QLoRA 70B on one 80 GB GPU
     ("meta-llama/Llama-2-70b-hf", 1, "NVIDIA-L4", "4bit", False),
 ])
@@ -107,6 +107,35 @@ def test_fit_of_the_jobs_own_resources(model, gpus, gpu, quant, fits):
     if not fits:  # the plan names what would fit
         assert any(f.fits for f in plan.by_gpu)
         assert "fits:" in plan.summary()
+
+
+def test_auto_shards_when_a_replica_does_not_fit_and_names_the_nodes_it_needs():
+    model, h100 = "meta-llama/Llama-2-70b-hf", "NVIDIA-H100-80GB-HBM3"
+    shape = model_shape(model)
+    ddp = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 8, "resources.gpuType": h100,
+                            "resources.strategy": "DDP", "training.batchSize": 1}), shape)
+    assert ddp.job.strategy is Strategy.DDP and ddp.fits is False  # a full 70B replica per GPU
+    auto = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 8, "resources.gpuType": h100,
+                             "training.batchSize": 1}), shape)
+    assert auto.job.strategy is Strategy.FSDP and auto.fits is True and auto.nodes_needed == 1
+    # One GPU per node, on one node: does not fit; the plan says how many such nodes it needs.
+    one = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.gpuType": h100,
+                            "training.batchSize": 1}), shape)
+    need = one.nodes_needed
+    assert one.fits is False and need is not None and need > 1
+    assert f"asks 1 node(s), needs {need}" in one.summary()
+    fewer = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.nodes": need // 2,
+                              "resources.gpuType": h100, "training.batchSize": 1}), shape)
+    assert fewer.fits is False and fewer.nodes_needed == need
+    enough = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.nodes": need,
+                               "resources.gpuType": h100, "training.batchSize": 1}), shape)
+    assert enough.fits is True and enough.job.strategy is Strategy.FSDP and enough.job.gpus == need
+    status = plan_status(enough)
+    assert status["nodes"] == need and status["nodesNeeded"] == need and status["strategy"] == "FSDP"
+    # A 7B model fits one GPU: Auto keeps a replica per GPU (DDP), over nodes too.
+    small = make_plan(spec(**{"resources.gpus": 1, "resources.nodes": 2, "resources.gpuType": h100}),
+                      model_shape("meta-llama/Llama-2-7b-hf"))
+    assert small.job.strategy is Strategy.DDP and small.fits
 
 
 def test_70b_proposes_fsdp_or_qlora_per_gpu():

@@ -21,7 +21,7 @@ def _saved(tmp_path):
     optimizer.step()
     scheduler.step()
     store = CheckpointStore(f"file://{tmp_path}/ckpt")
-    store.save(3, {"w": layer.weight.detach()}, optimizer, scheduler, {"history": []})
+    store.save(3, {"w": layer.weight.detach()}, optimizer.state_dict(), scheduler, {"history": []})
     return store
 
 

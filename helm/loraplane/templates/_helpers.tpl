@@ -32,6 +32,10 @@ app.kubernetes.io/component: operator
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [jobset.x-k8s.io]
+  # Training runs on several nodes (resources.nodes > 1); the JobSet controller makes their Jobs and pods.
+  resources: [jobsets]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [configmaps, services]
   verbs: [get, list, watch, create, patch, update, delete]

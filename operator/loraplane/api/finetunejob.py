@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -394,10 +395,28 @@ class EvaluationSpec(ApiModel):
     gates: QualityGates = Field(default_factory=QualityGates, description="Quality gates.")
 
 
+class ParallelStrategy(StrEnum):
+    """How several GPUs (or nodes) share the training: each holds a replica (DDP) or a shard (FSDP)."""
+
+    AUTO = "Auto"
+    DDP = "DDP"
+    FSDP = "FSDP"
+
+
 class ResourcesSpec(ApiModel):
     """Where and on what the training pod runs."""
 
     gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per pod; more than 1 trains with torchrun.")
+    nodes: int = Field(
+        default=1, ge=1, le=64,
+        description="Pods (nodes) of the run, each with `gpus` GPUs. One is a batch/v1 Job; more are a "
+                    "jobset.x-k8s.io JobSet with torch's c10d rendezvous at the first pod.",
+    )
+    strategy: ParallelStrategy = Field(
+        default=ParallelStrategy.AUTO,
+        description="Auto: DDP (a model replica per GPU) when the plan says the model fits one GPU, else "
+                    "FSDP (weights and LoRA state sharded over every GPU of the run). DDP or FSDP forces one.",
+    )
     gpu_type: LabelValue | None = Field(
         default=None, description="Value of the nvidia.com/gpu.product node label to require."
     )
@@ -565,7 +584,10 @@ class PlanStatus(StatusModel):
     strategy: str | None = Field(default=None, max_length=32, description="single GPU, DDP, FSDP, QLoRA.")
     gpu: str | None = Field(default=None, max_length=64, description="The GPU type the job asks for.")
     gpus: int | None = Field(default=None, ge=0, description="GPUs in all.")
-    nodes: int | None = Field(default=None, ge=0, description="Nodes.")
+    nodes: int | None = Field(default=None, ge=0, description="Nodes the job asks for (resources.nodes).")
+    nodes_needed: int | None = Field(
+        default=None, ge=0, description="Fewest nodes of resources.gpus GPUs of the asked type on which it fits."
+    )
     memory_gib: PlanMemory | None = Field(default=None, description="Predicted peak memory per GPU.")
     fits: bool | None = Field(default=None, description="Whether it fits the GPU asked for.")
     fits_on: list[str] = Field(

@@ -11,6 +11,7 @@ writes progress, checkpoints and the adapter to object storage.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from .. import exitcodes
@@ -20,6 +21,7 @@ from .common import (
     GPU_RESOURCE,
     LABEL_GENERATION,
     LABEL_RUN,
+    MAX_NAME,
     child_metadata,
     child_name,
     container_resources,
@@ -42,9 +44,14 @@ TERMINATION_GRACE_SECONDS = 120
 RUN_AS_USER = 10001  # the trainer image's user
 
 
-def job_name(ftj_name: str, generation: int, suffix: str | None = None) -> str:
-    """`<name>-train-<generation>[-<suffix>]`: one Job per generation (and per scheduled rerun)."""
-    return child_name(ftj_name, "train", generation, *([suffix] if suffix else []))
+# A JobSet's pods are named `<jobset>-<replicated job>-<job index>-<pod index>`, which must stay a DNS label.
+JOBSET_POD_SUFFIX = len("-node-0-") + 2
+
+
+def job_name(ftj_name: str, generation: int, suffix: str | None = None, nodes: int = 1) -> str:
+    """`<name>-train-<generation>[-<suffix>]`: one Job (or JobSet) per generation (and per scheduled rerun)."""
+    max_length = MAX_NAME if nodes == 1 else MAX_NAME - JOBSET_POD_SUFFIX
+    return child_name(ftj_name, "train", generation, *([suffix] if suffix else []), max_length=max_length)
 
 
 def job_document(ftj: FineTuneJob, run: RunStatus) -> dict[str, Any]:
@@ -144,42 +151,69 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def training_command(res: ResourcesSpec, run_id: str) -> list[str]:
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where the nodes of a multi-node run meet: torch's c10d rendezvous on the first pod."""
+
+    nodes: int
+    endpoint: str  # host:port
+
+
+def training_command(res: ResourcesSpec, run_id: str, *, sharded: bool = False,
+                     rendezvous: Rendezvous | None = None) -> list[str]:
     """The trainer's command; with several GPUs it starts one process per GPU (torchrun's launcher, in the
-    trainer, which keeps the trainer's exit codes that the podFailurePolicy reads; torchrun itself exits 1)."""
+    trainer, which keeps the trainer's exit codes that the podFailurePolicy reads; torchrun itself exits 1).
+    `--strategy fsdp` when the plan shards the model (`sharded`); on several nodes every pod joins the
+    rendezvous and takes its node rank from JOB_COMPLETION_INDEX."""
     command = ["python", "-m", "loraplane_trainer", "run", "--job", f"{JOB_DIR}/{JOB_FILE}"]
-    if res.gpus > 1:
+    if rendezvous is not None:
+        command += ["--nnodes", str(rendezvous.nodes), "--nproc-per-node", str(max(1, res.gpus)),
+                    "--rdzv-endpoint", rendezvous.endpoint]
+    elif res.gpus > 1:
         command += ["--nproc-per-node", str(res.gpus)]
+    if sharded:
+        command += ["--strategy", "fsdp"]
     return [*command, "--run-id", run_id]
 
 
-def training_job(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig) -> dict[str, Any]:
-    """The batch/v1 Job of one training run."""
+def _node_selector(res: ResourcesSpec) -> dict[str, str]:
+    node_selector = dict(res.node_selector)
+    if res.gpu_type:
+        node_selector[GPU_PRODUCT_LABEL] = res.gpu_type
+    return node_selector
+
+
+def training_labels(ftj: FineTuneJob, run: RunStatus) -> dict[str, Any]:
+    """The metadata of a run's Job or JobSet: owner, names, run labels, the Kueue queue."""
+    run_labels = _run_labels(run)
+    if ftj.spec.resources.queue:
+        run_labels[KUEUE_QUEUE_LABEL] = ftj.spec.resources.queue
+    return child_metadata(owner_of(ftj), run.job_name, COMPONENT, run_labels, {RUN_ID_ANNOTATION: run.run_id})
+
+
+def training_pod_template(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig, command: list[str],
+                          ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The trainer's pod template, the same for a Job and for each pod of a JobSet."""
     spec = ftj.spec
     res = spec.resources
-    run_labels = _run_labels(run)
-    if res.queue:
-        run_labels[KUEUE_QUEUE_LABEL] = res.queue
-    meta = child_metadata(owner_of(ftj), run.job_name, COMPONENT, run_labels, {RUN_ID_ANNOTATION: run.run_id})
     volumes, mounts = _volumes(spec, run.job_name, cfg)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": cfg.trainer_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "command": training_command(res, run.run_id),
+        "command": command,
         "env": _env(spec, run.run_id),
         "volumeMounts": mounts,
         "securityContext": {**restricted_security_context(), "readOnlyRootFilesystem": True},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if ports:
+        container["ports"] = ports
     if spec.output.credentials_secret_ref:
         container["envFrom"] = [{"secretRef": {"name": spec.output.credentials_secret_ref.name}}]
     resources = container_resources(cpu=res.cpu, memory=res.memory, gpus=res.gpus)
     if resources:
         container["resources"] = resources
-    node_selector = dict(res.node_selector)
-    if res.gpu_type:
-        node_selector[GPU_PRODUCT_LABEL] = res.gpu_type
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -195,6 +229,7 @@ def training_job(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig) -> dict[
         "containers": [container],
         "volumes": volumes,
     }
+    node_selector = _node_selector(res)
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     tolerations = _tolerations(res)
@@ -206,18 +241,30 @@ def training_job(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig) -> dict[
         pod_spec["priorityClassName"] = res.priority_class_name
     if cfg.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in cfg.image_pull_secrets]
+    labels = {k: v for k, v in training_labels(ftj, run)["labels"].items() if k != KUEUE_QUEUE_LABEL}
+    return {"metadata": {"labels": labels, "annotations": {RUN_ID_ANNOTATION: run.run_id}}, "spec": pod_spec}
+
+
+def starts_suspended(spec: FineTuneJobSpec) -> bool:
+    """Kueue admits a queued workload by unsuspending it; a paused FineTuneJob starts its workload suspended."""
+    return bool(spec.resources.queue or spec.suspend)
+
+
+def training_job(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig, *, sharded: bool = False) -> dict[str, Any]:
+    """The batch/v1 Job of one training run on one node."""
+    spec = ftj.spec
+    res = spec.resources
+    meta = training_labels(ftj, run)
+    template = training_pod_template(ftj, run, cfg, training_command(res, run.run_id, sharded=sharded))
+    template["metadata"]["labels"] = dict(meta["labels"])  # Kueue reads the queue from the Job; pods keep it too
     job_spec: dict[str, Any] = {
         "backoffLimit": res.backoff_limit,
         "podFailurePolicy": pod_failure_policy(),
         "ttlSecondsAfterFinished": cfg.job_ttl_seconds_after_finished,
-        "template": {
-            "metadata": {"labels": dict(meta["labels"]), "annotations": {RUN_ID_ANNOTATION: run.run_id}},
-            "spec": pod_spec,
-        },
+        "template": template,
     }
     if res.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = res.active_deadline_seconds
-    # Kueue admits a queued Job by unsuspending it; a paused FineTuneJob starts its Job suspended too.
-    if res.queue or spec.suspend:
+    if starts_suspended(spec):
         job_spec["suspend"] = True
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

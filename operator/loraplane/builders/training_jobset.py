@@ -1,16 +1,23 @@
 """The training run of a FineTuneJob on several nodes: a `jobset.x-k8s.io/v1alpha2` JobSet.
 
-Pure, like `training_job`: the pod is the one the single-node Job runs, inside one indexed replicated
-job of `nodes` pods (parallelism = completions = nodes). JobSet's headless Service
+Pure, like `training_job`, and built from the same pod template: one indexed replicated job of
+`resources.nodes` pods (parallelism = completions = nodes). JobSet's headless Service
 (`network.enableDNSHostnames`) gives pod i the name `<jobset>-node-0-<i>.<jobset>`; every pod runs
 
     python -m loraplane_trainer run ... --nnodes N --nproc-per-node G --rdzv-endpoint <pod 0>:29400
 
-and takes its node rank from `JOB_COMPLETION_INDEX` (set by the indexed Job), node 0 hosting torchrun's
-c10d rendezvous. Failures: the child Job's podFailurePolicy fails it at once on exit 42 (bad input) or 43
-(quality gate), and the JobSet's rule `FailJobSet` on reason `PodFailurePolicy` ends the whole set; any
-other failure (a lost node, an OOM, a crash) restarts the set (`maxRestarts` = backoffLimit), and the
-trainer resumes from its last checkpoint in object storage.
+and takes its node rank from `JOB_COMPLETION_INDEX` (set by the indexed Job), node 0 hosting torch's
+c10d rendezvous.
+
+Failures keep the single-node Job's meaning. The child Job's podFailurePolicy fails it at once
+(backoffLimit 0) and says which rule fired in its failure message ("... matching FailJob rule at
+index <i>"); the JobSet's failurePolicy reads that message:
+
+- rule 0, a pod with condition DisruptionTarget (evicted, preempted, its node drained):
+  `RestartJobSetAndIgnoreMaxRestarts`: the whole set restarts, free, and resumes from the checkpoint;
+- rule 1, exit 42 (bad input) or 43 (quality gate): `FailJobSet`: retrying cannot help;
+- anything else (a lost node, an OOM, a crash): JobSet's default `RestartJobSet`, counted against
+  `maxRestarts` = resources.backoffLimit; the trainer resumes from its last checkpoint.
 
 Field names follow JobSet's v1alpha2 API; `validate_jobset` checks the object against the JobSet models
 the `kubeflow-trainer-api` package ships (Kubeflow Trainer's generated types).
@@ -18,19 +25,29 @@ the `kubeflow-trainer-api` package ships (Kubeflow Trainer's generated types).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
+from .. import exitcodes
 from ..api.finetunejob import FineTuneJob, RunStatus
 from ..config import OperatorConfig
-from .training_job import CONTAINER, KUEUE_QUEUE_LABEL, training_job
+from .training_job import (
+    CONTAINER,
+    Rendezvous,
+    starts_suspended,
+    training_command,
+    training_labels,
+    training_pod_template,
+)
 
 JOBSET_API = "jobset.x-k8s.io/v1alpha2"
 REPLICATED_JOB = "node"
 RENDEZVOUS_PORT = 29400
-# What the child Job reports when its podFailurePolicy's FailJob rule fired (exit 42 or 43).
+# The label JobSet puts on its Jobs and pods, naming the set.
+JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
+# What the child Job reports when its podFailurePolicy's FailJob rule fired, and the rule's index in its message.
 POD_FAILURE_POLICY_REASON = "PodFailurePolicy"
+EVICTED_RULE, FATAL_EXIT_RULE = 0, 1
 
 
 def rendezvous_endpoint(jobset_name: str, namespace: str) -> str:
@@ -38,48 +55,58 @@ def rendezvous_endpoint(jobset_name: str, namespace: str) -> str:
     return f"{jobset_name}-{REPLICATED_JOB}-0-0.{jobset_name}.{namespace}.svc:{RENDEZVOUS_PORT}"
 
 
-def training_jobset(ftj: Mapping[str, Any], cfg: OperatorConfig, name: str, run_id: str, nodes: int) -> dict[str, Any]:
-    """The JobSet of one training run on `nodes` nodes of `resources.gpus` GPUs each."""
-    if nodes < 2:
+def node_pod_failure_policy() -> dict[str, Any]:
+    """The child Job's rules: both fail the Job at once; their index tells the JobSet which one fired."""
+    rules: list[dict[str, Any]] = [{}, {}]
+    rules[EVICTED_RULE] = {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    rules[FATAL_EXIT_RULE] = {"action": "FailJob", "onExitCodes": {
+        "containerName": CONTAINER, "operator": "In",
+        "values": [exitcodes.BAD_INPUT, exitcodes.QUALITY_GATE_FAILED]}}
+    return {"rules": rules}
+
+
+def jobset_failure_policy(max_restarts: int) -> dict[str, Any]:
+    """Evictions restart the set for free, bad input and a rejected adapter fail it, the rest restart it."""
+    def on_rule(index: int) -> dict[str, Any]:
+        return {"onJobFailureReasons": [POD_FAILURE_POLICY_REASON],
+                "onJobFailureMessagePatterns": [f"matching FailJob rule at index {index}$"]}
+
+    return {"maxRestarts": max_restarts, "rules": [
+        {"name": "evicted", "action": "RestartJobSetAndIgnoreMaxRestarts", **on_rule(EVICTED_RULE)},
+        {"name": "badInputOrRejected", "action": "FailJobSet", **on_rule(FATAL_EXIT_RULE)},
+    ]}
+
+
+def training_jobset(ftj: FineTuneJob, run: RunStatus, cfg: OperatorConfig, *, sharded: bool = False) -> dict[str, Any]:
+    """The JobSet of one training run on resources.nodes nodes of resources.gpus GPUs each."""
+    spec = ftj.spec
+    res = spec.resources
+    if res.nodes < 2:
         raise ValueError("a JobSet is for two nodes or more; one node is a batch/v1 Job (training_job)")
-    typed = FineTuneJob.model_validate(ftj)
-    run = RunStatus(generation=typed.metadata.generation or 1, spec_hash="", run_id=run_id, job_name=name)
-    job = training_job(typed, run, cfg)
-    meta = job["metadata"]
-    gpus = max(1, typed.spec.resources.gpus)
-    job_spec = copy.deepcopy(job["spec"])
-    suspend = job_spec.pop("suspend", None)
-    backoff = job_spec.pop("backoffLimit", 3)
-    job_spec.pop("ttlSecondsAfterFinished", None)
-    job_spec.update(parallelism=nodes, completions=nodes, completionMode="Indexed", backoffLimit=0)
-    container = next(c for c in job_spec["template"]["spec"]["containers"] if c["name"] == CONTAINER)
-    command = [a for a in container["command"]]
-    if "--nproc-per-node" in command:  # the single-node flag, replaced by the multi-node ones
-        i = command.index("--nproc-per-node")
-        del command[i:i + 2]
-    at = command.index("--run-id")
-    command[at:at] = ["--nnodes", str(nodes), "--nproc-per-node", str(gpus),
-                      "--rdzv-endpoint", rendezvous_endpoint(name, meta["namespace"])]
-    container["command"] = command
-    container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
-    labels = dict(meta["labels"])
-    spec: dict[str, Any] = {
+    meta = training_labels(ftj, run)
+    rendezvous = Rendezvous(res.nodes, rendezvous_endpoint(run.job_name, meta["namespace"]))
+    command = training_command(res, run.run_id, sharded=sharded, rendezvous=rendezvous)
+    ports = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+    job_spec: dict[str, Any] = {
+        "parallelism": res.nodes, "completions": res.nodes, "completionMode": "Indexed", "backoffLimit": 0,
+        "podFailurePolicy": node_pod_failure_policy(),
+        "template": training_pod_template(ftj, run, cfg, command, ports),
+    }
+    if res.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = res.active_deadline_seconds
+    js_spec: dict[str, Any] = {
         "network": {"enableDNSHostnames": True, "publishNotReadyAddresses": True},
         "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {
-            "metadata": {"labels": {k: v for k, v in labels.items() if k != KUEUE_QUEUE_LABEL}},
+            "metadata": {"labels": dict(job_spec["template"]["metadata"]["labels"])},
             "spec": job_spec,
         }}],
-        "failurePolicy": {
-            "maxRestarts": backoff,
-            "rules": [{"name": "bad-input-or-rejected", "action": "FailJobSet",
-                       "onJobFailureReasons": [POD_FAILURE_POLICY_REASON]}],
-        },
+        "failurePolicy": jobset_failure_policy(res.backoff_limit),
         "successPolicy": {"operator": "All", "targetReplicatedJobs": [REPLICATED_JOB]},
         "ttlSecondsAfterFinished": cfg.job_ttl_seconds_after_finished,
     }
-    if suspend:
-        spec["suspend"] = True
-    return {"apiVersion": JOBSET_API, "kind": "JobSet", "metadata": meta, "spec": spec}
+    if starts_suspended(spec):
+        js_spec["suspend"] = True
+    return {"apiVersion": JOBSET_API, "kind": "JobSet", "metadata": meta, "spec": js_spec}
 
 
 def validate_jobset(obj: Mapping[str, Any]) -> None:

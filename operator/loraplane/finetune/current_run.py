@@ -33,7 +33,7 @@ def make_run(ftj: FineTuneJob, generation: int, digest: str, suffix: str | None 
     meta = ftj.metadata
     return RunStatus(generation=generation, spec_hash=digest, suffix=suffix,
                      run_id=run_id(meta.uid or "", generation, suffix),
-                     job_name=job_name(meta.name, generation, suffix))
+                     job_name=job_name(meta.name, generation, suffix, ftj.spec.resources.nodes))
 
 
 def current_run(ftj: FineTuneJob, suffix: str | None = None) -> RunStatus:

@@ -35,6 +35,11 @@ class JobPlan:
     def refuses(self) -> bool:
         return self.plan is not None and self.plan.fits is False
 
+    @property
+    def sharded(self) -> bool:
+        """The plan trains the job with FSDP (the trainer is told so: `--strategy fsdp`)."""
+        return self.plan is not None and self.plan.job is not None and self.plan.job.strategy.sharded
+
 
 @functools.lru_cache(maxsize=512)
 def _plan(spec_json: str, creds_json: str) -> JobPlan:

@@ -1,4 +1,5 @@
-"""The FineTuneJob controller: one training Job per run, status from the Job, its pods and progress.json.
+"""The FineTuneJob controller: one training Job (or, on several nodes, JobSet) per run, status from it,
+its pods and progress.json.
 
 Every trigger (create, spec change, resume, the progress poll, a due schedule) runs
 the same idempotent `reconcile`: read the object fresh, work out the run it asks for
@@ -7,8 +8,9 @@ read the Job, its pods and the run's progress.json, compute the whole status
 (`loraplane.status.finetunejob`) and write what changed, once. A restarted operator
 rebuilds everything from status and the Jobs it owns.
 
-Training Jobs are created once per run, not applied: a Job's pod template is
-immutable, and with a Kueue queue Kueue owns `spec.suspend`.
+Training Jobs and JobSets are created once per run, not applied: their pod templates
+are immutable, and with a Kueue queue Kueue owns `spec.suspend`. A JobSet is read
+through `status.jobset.jobset_as_job`, so the status code sees one kind of run.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from .. import API_VERSION, config, kube, metrics
 from ..api.finetunejob import FineTuneJob, RunStatus
 from ..api.states import FineTuneJobPhase, Reason
 from ..builders.common import is_owned_by, owner_of, owner_selector
-from ..builders.training_job import COMPONENT, job_config_map, training_job
+from ..builders.training_job import COMPONENT, job_config_map
+from ..builders.training_workload import JOB, JOBSET, KINDS, WorkloadKind, training_workload, workload_kind
 from ..finetune import plan_gate, runs, schedule
 from ..finetune.current_run import current_run
 from ..status import status_diff
 from ..status.finetunejob import TERMINAL, Observed, compute_status
+from ..status.jobset import jobset_as_job, jobset_finished
 
 RESOURCE = ("loraplane.io", "v1alpha1", "finetunejobs")
 KIND = "FineTuneJob"
@@ -65,6 +69,8 @@ def _typed(body: Mapping[str, Any]) -> FineTuneJob:
 
 
 def _job_finished(job: Mapping[str, Any]) -> bool:
+    if job.get("kind") == JOBSET.kind:
+        return jobset_finished(job)
     return any(
         c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
         for c in (job.get("status") or {}).get("conditions") or []
@@ -81,38 +87,54 @@ async def _credentials(ftj: FineTuneJob) -> dict[str, str]:
     return runs.secret_env(await kube.client().get_or_none("v1", "Secret", ftj.metadata.namespace, ref.name))
 
 
-async def _ensure_job(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus, logger: Any) -> dict[str, Any]:
-    """Create the run's ConfigMap and Job; an existing one (a restart, a lost response) is adopted."""
+async def _ensure_job(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus, plan: plan_gate.JobPlan,
+                      logger: Any) -> dict[str, Any]:
+    """Create the run's ConfigMap and Job (JobSet); an existing one (a restart, a lost response) is adopted."""
     client = kube.client()
+    kind = workload_kind(ftj.spec)
     with contextlib.suppress(kube.AlreadyExists):
         await client.create(job_config_map(ftj, run))
     try:
-        job = await client.create(training_job(ftj, run, config.current()))
+        job = await client.create(training_workload(ftj, run, config.current(), sharded=plan.sharded))
     except kube.Unprocessable as err:
-        raise JobRefused(f"the API server refused the training Job: {err.message}") from err
+        raise JobRefused(f"the API server refused the training {kind.kind}: {err.message}") from err
+    except kube.NotFound as err:  # the JobSet CRD is not installed
+        raise JobRefused(f"resources.nodes > 1 needs JobSet ({kind.api_version}), which this cluster does not "
+                         f"serve: {err.message}") from err
     except kube.AlreadyExists:
-        job = await client.get("batch/v1", "Job", ftj.metadata.namespace, run.job_name)
+        job = await client.get(kind.api_version, kind.kind, ftj.metadata.namespace, run.job_name)
         owners = {r.get("uid") for r in job["metadata"].get("ownerReferences") or []}
         if ftj.metadata.uid not in owners:
-            raise kopf.PermanentError(f"a Job named {run.job_name} exists and is not owned by this FineTuneJob") from None
+            raise kopf.PermanentError(
+                f"a {kind.kind} named {run.job_name} exists and is not owned by this FineTuneJob") from None
         return job
-    kopf.event(body, type="Normal", reason="JobCreated", message=f"training Job {run.job_name} created for run {run.run_id}")
-    logger.info("created Job %s (run %s)", run.job_name, run.run_id)
+    kopf.event(body, type="Normal", reason="JobCreated",
+               message=f"training {kind.kind} {run.job_name} created for run {run.run_id}")
+    logger.info("created %s %s (run %s)", kind.kind, run.job_name, run.run_id)
     return job
 
 
+async def _list_owned(kind: WorkloadKind, ns: str, selector: str) -> list[dict[str, Any]]:
+    """A kind's training workloads by label; none when the cluster does not serve the kind (no JobSet CRD)."""
+    try:
+        return await kube.client().list(kind.api_version, kind.kind, ns, selector)
+    except kube.NotFound:
+        return []
+
+
 async def _stop_superseded(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus) -> list[str]:
-    """Delete the still-running Jobs of older runs (found by owner and label); returns their names."""
+    """Delete the still-running Jobs and JobSets of older runs (found by owner and label); returns their names."""
     client = kube.client()
     stopped = []
     ns = ftj.metadata.namespace
-    for job in await client.list("batch/v1", "Job", ns, owner_selector(owner_of(ftj), COMPONENT)):
-        name = job["metadata"]["name"]
-        if not is_owned_by(job, owner_of(ftj)):
-            continue  # a label match only: another object's Job (labels are not proof of ownership)
-        if name != run.job_name and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
-            await client.delete("batch/v1", "Job", ns, name, propagation="Background")
-            stopped.append(name)
+    for kind in KINDS:
+        for job in await _list_owned(kind, ns, owner_selector(owner_of(ftj), COMPONENT)):
+            name = job["metadata"]["name"]
+            if not is_owned_by(job, owner_of(ftj)):
+                continue  # a label match only: another object's Job (labels are not proof of ownership)
+            if name != run.job_name and not _job_finished(job) and not job["metadata"].get("deletionTimestamp"):
+                await client.delete(kind.api_version, kind.kind, ns, name, propagation="Background")
+                stopped.append(name)
     return stopped
 
 
@@ -121,8 +143,18 @@ async def _sync_suspend(ftj: FineTuneJob, job: dict[str, Any]) -> dict[str, Any]
     want, has = ftj.spec.suspend, bool((job.get("spec") or {}).get("suspend"))
     if want == has or (want and _job_finished(job)) or (not want and ftj.spec.resources.queue):
         return job  # with a queue, Kueue owns suspend
-    return await kube.client().patch_merge("batch/v1", "Job", job["metadata"]["namespace"], job["metadata"]["name"],
-                                           {"spec": {"suspend": want}})
+    kind = JOBSET if job.get("kind") == JOBSET.kind else JOB
+    return await kube.client().patch_merge(kind.api_version, kind.kind, job["metadata"]["namespace"],
+                                           job["metadata"]["name"], {"spec": {"suspend": want}})
+
+
+async def _as_job(kind: WorkloadKind, workload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's workload as the status code reads it: a Job as it is, a JobSet with its child Jobs' facts."""
+    if workload is None or kind is JOB:
+        return workload
+    meta = workload["metadata"]
+    children = await kube.client().list("batch/v1", "Job", meta["namespace"], kind.pod_selector(meta["name"]))
+    return jobset_as_job(workload, children)
 
 
 # ---------------------------------------------------------------- observe
@@ -147,20 +179,25 @@ async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
     """Bring the run's Job to what the spec asks, then read everything the status is computed from."""
     client = kube.client()
     ns, stored = ftj.metadata.namespace, body.get("status") or {}
-    job = await client.get_or_none("batch/v1", "Job", ns, run.job_name)
+    kind = workload_kind(ftj.spec)
+    try:
+        job = await client.get_or_none(kind.api_version, kind.kind, ns, run.job_name)
+    except kube.NotFound:  # the kind itself is not served (no JobSet CRD): created below, refused there
+        job = None
     finished_before = stored.get("runId") == run.run_id and stored.get("phase") in TERMINAL
     plan = await asyncio.to_thread(plan_gate.job_plan, body["spec"], await _credentials(ftj))
     refused = job is None and plan.refuses  # before any pod: it cannot fit what it asks for
     if job is None and not ftj.spec.suspend and not finished_before and not refused:
-        job = await _ensure_job(body, ftj, run, logger)
+        job = await _ensure_job(body, ftj, run, plan, logger)
         for name in await _stop_superseded(body, ftj, run):
             kopf.event(body, type="Normal", reason="RunSuperseded",
                        message=f"stopped Job {name}: the spec changed, run {run.run_id} replaces it")
     elif job is not None:
         job = await _sync_suspend(ftj, job)
+    job = await _as_job(kind, job)
     pods: tuple = ()
     if job is not None and stored.get("phase") != FineTuneJobPhase.SUCCEEDED:  # pods tell OOM, image pull errors
-        pods = tuple(await client.list("v1", "Pod", ns, f"job-name={run.job_name}"))
+        pods = tuple(await client.list("v1", "Pod", ns, kind.pod_selector(run.job_name)))
     progress = adapter = None
     if job is not None or finished_before:
         progress, adapter = await _read_run(ftj, run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..api.finetunejob import FineTuneJobSpec
+from ..api.finetunejob import FineTuneJobSpec, ParallelStrategy
 from .gpus import GIB, GPUS, GpuType, find_gpu
 from .memory import MemoryEstimate, Strategy, estimate_memory, lora_params
 from .shape import ModelShape
@@ -87,6 +87,7 @@ class Plan:
     by_gpu: tuple[GpuFit, ...]  # the smallest way to run it on each GPU of the table
     checkpointing: MemoryEstimate | None = None  # the job's strategy with gradient checkpointing
     notes: tuple[str, ...] = field(default_factory=tuple)
+    nodes_needed: int | None = None  # nodes of resources.gpus GPUs of the asked type the job needs to fit
 
     @property
     def fits(self) -> bool | None:
@@ -97,11 +98,13 @@ class Plan:
         if self.job is None:
             return f"{self.shape.params / 1e9:.2f}B parameters; " + "; ".join(self.notes)
         j = self.job
-        need = f"needs {j.memory.total / GIB:.1f} GiB per GPU ({j.strategy}, {j.gpus} x {j.gpu.label})"
+        need = f"needs {j.memory.total / GIB:.1f} GiB per GPU ({j.strategy}, {j.gpus} x {j.gpu.label}" + \
+            (f" on {j.nodes} nodes)" if j.nodes > 1 else ")")
         if j.fits:
             return need
         options = ", ".join(f"{f.gpus} x {f.gpu.key} {f.strategy}" for f in self.by_gpu if f.fits) or "none in the table"
-        return f"{need}, has {j.gpu.memory_gib * HEADROOM:.1f} GiB usable; fits: {options}"
+        asked = f"; asks {j.nodes} node(s), needs {self.nodes_needed}" if self.nodes_needed else ""
+        return f"{need}, has {j.gpu.memory_gib * HEADROOM:.1f} GiB usable{asked}; fits: {options}"
 
 
 def flops_per_token(shape: ModelShape, context: int, *, target_fraction: float, checkpointing: bool) -> float:
@@ -150,11 +153,30 @@ def _precision(spec: FineTuneJobSpec) -> str:
     return "bf16" if spec.training.precision == "auto" else spec.training.precision
 
 
-def job_strategy(spec: FineTuneJobSpec, world: int) -> Strategy:
-    """What the trainer runs for this spec: QLoRA for 4-bit, else one GPU or DDP (a replica per GPU)."""
+def job_strategy(spec: FineTuneJobSpec, world: int, *, replica_fits: bool = True) -> Strategy:
+    """What the trainer runs for this spec on `world` GPUs: a replica per GPU (one GPU, DDP, QLoRA) unless
+    resources.strategy asks for FSDP, or is Auto and a replica does not fit one GPU (`replica_fits`)."""
+    choice = spec.resources.strategy
+    shard = world > 1 and (choice is ParallelStrategy.FSDP or (choice is ParallelStrategy.AUTO and not replica_fits))
     if spec.lora.quantization == "4bit":
-        return Strategy.QLORA
+        return Strategy.QLORA_FSDP if shard else Strategy.QLORA
+    if shard:
+        return Strategy.FSDP
     return Strategy.DDP if world > 1 else Strategy.SINGLE
+
+
+def nodes_needed(shape: ModelShape, spec: FineTuneJobSpec, gpu: GpuType, micro: int, targets: int,
+                 context: int, max_nodes: int = 64) -> int | None:
+    """The fewest nodes of resources.gpus GPUs of this type on which the job fits (sharding when it must)."""
+    per_node = max(1, spec.resources.gpus)
+    nodes = 1
+    while nodes <= max_nodes:
+        world = per_node * nodes
+        strategy = job_strategy(spec, world, replica_fits=False)
+        if _fit(shape, spec, gpu, strategy, world, nodes, micro, targets, None, context, None).fits:
+            return nodes
+        nodes *= 2
+    return None
 
 
 def smallest_fit(shape: ModelShape, spec: FineTuneJobSpec, gpu: GpuType, micro: int, targets: int,
@@ -187,7 +209,7 @@ def make_plan(spec: FineTuneJobSpec, shape: ModelShape, data: DatasetSize | None
     prices = prices or {}
     notes: list[str] = [f"model {shape.params / 1e9:.2f}B parameters ({shape.source})"]
     requested = find_gpu(res.gpu_type, gpus)
-    nodes = getattr(res, "nodes", 1) or 1
+    nodes = res.nodes
 
     def price(gpu: GpuType) -> float:
         if requested is not None and gpu.key == requested.key and res.price_per_gpu_hour is not None:
@@ -196,6 +218,7 @@ def make_plan(spec: FineTuneJobSpec, shape: ModelShape, data: DatasetSize | None
 
     job = None
     checkpointed = None
+    needed = None
     if res.gpus == 0:
         notes.append("resources.gpus is 0: a CPU run, not planned against GPUs")
     elif requested is None:
@@ -203,16 +226,16 @@ def make_plan(spec: FineTuneJobSpec, shape: ModelShape, data: DatasetSize | None
                      else "no resources.gpuType: the fit is not checked")
     else:
         world = res.gpus * nodes
-        strategy = job_strategy(spec, world)
+        replica = _fit(shape, spec, requested, job_strategy(spec, 1), 1, 1, micro, targets, None, context, None)
+        strategy = job_strategy(spec, world, replica_fits=replica.fits)
         job = _fit(shape, spec, requested, strategy, world, nodes, micro, targets, tokens, context, price(requested))
+        needed = job.nodes if job.fits else nodes_needed(shape, spec, requested, micro, targets, context)
         if not strategy.quantized:
             checkpointed = _fit(shape, spec, requested, strategy, world, nodes, micro, targets, tokens, context,
                                 price(requested), checkpointing=True).memory
     if tokens is None:
         notes.append("dataset size unknown: no time or cost")
     by_gpu = tuple(smallest_fit(shape, spec, g, micro, targets, tokens, context, price(g)) for g in gpus)
-    if any(f.strategy.sharded for f in by_gpu):
-        notes.append("FSDP rows are what would fit; the trainer runs one GPU, DDP and QLoRA today")
     return Plan(shape=shape, lora_params=lora_params(shape, spec.lora.r, spec.lora.target_modules),
                 tokens_per_micro_batch=micro, train_tokens=tokens, job=job, by_gpu=by_gpu,
-                checkpointing=checkpointed, notes=tuple(notes))
+                checkpointing=checkpointed, notes=tuple(notes), nodes_needed=needed)

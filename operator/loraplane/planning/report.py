@@ -30,7 +30,8 @@ def plan_status(plan: Plan) -> dict[str, Any]:
     }
     if job is not None:
         m = job.memory
-        fields.update(strategy=str(job.strategy), gpu=job.gpu.label, gpus=job.gpus, nodes=job.nodes, fits=job.fits)
+        fields.update(strategy=str(job.strategy), gpu=job.gpu.label, gpus=job.gpus, nodes=job.nodes, fits=job.fits,
+                      nodes_needed=plan.nodes_needed)
         fields["memoryGib"] = PlanMemory(
             total=_gib(m.total), weights=_gib(m.weights), lora=_gib(m.lora + m.gradients + m.optimizer),
             activations=_gib(m.activations + m.logits),

@@ -73,11 +73,13 @@ class CheckpointStore:
             for fname in [f for f in files if f != marker] + [marker]:
                 self.fs.put_file(str(Path(tmp, fname)), f"{target}/{fname}")
 
-    def save(self, step: int, adapter: dict[str, torch.Tensor], optimizer, scheduler, state: dict[str, Any]) -> str:
+    def save(self, step: int, adapter: dict[str, torch.Tensor], optimizer: dict[str, Any], scheduler,
+             state: dict[str, Any]) -> str:
+        """`optimizer` is the optimizer's state dict (under FSDP its full form, gathered from the ranks)."""
         name = f"step-{step:08d}"
         files = {
             "adapter_model.safetensors": save_safetensors({k: v.detach().cpu().contiguous() for k, v in adapter.items()}),
-            "optimizer.pt": _torch_bytes(optimizer.state_dict()),
+            "optimizer.pt": _torch_bytes(optimizer),
             "scheduler.pt": _torch_bytes(scheduler.state_dict()),
             "rng.pt": _torch_bytes(rng_state()),
             STATE_FILE: json.dumps({**state, "step": step}, indent=1).encode(),

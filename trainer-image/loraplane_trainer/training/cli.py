@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 import yaml
-from loraplane.api.finetunejob import FineTuneJob
+from loraplane.api.finetunejob import FineTuneJob, ParallelStrategy
 from loraplane.storage import run_id as make_run_id
 from pydantic import ValidationError
 
@@ -65,9 +65,12 @@ def load_job(path: Path, *, output: str | None = None, max_steps: int | None = N
                    "node 0 hosts the rendezvous.")
 @click.option("--rdzv-endpoint", default=None,
               help="host:port of the c10d rendezvous on node 0 (needed with --nnodes > 1).")
+@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default=None,
+              help="Several processes: a model replica each (ddp) or the model sharded over them (fsdp, FSDP2). "
+                   "Default: spec.resources.strategy; Auto is ddp unless the operator's plan passes fsdp.")
 def run_command(job_path: Path, run_id: str | None, output: str | None, max_steps: int | None,
                 epochs: int | None, base_dir: str | None, nproc_per_node: int, nnodes: int, node_rank: int | None,
-                rdzv_endpoint: str | None) -> None:
+                rdzv_endpoint: str | None, strategy: str | None) -> None:
     """Validate the data, train a LoRA adapter, evaluate it and publish it."""
     setup_logging()
     if nnodes > 1 and not rdzv_endpoint:
@@ -88,7 +91,14 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
                 log.error("%s: %s", exc.reason, exc)
                 sys.exit(exc.exit_code)
             argv += ["--run-id", make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)]
-        log.info("starting %d training processes (node %d of %d)", nproc_per_node, node_rank, nnodes)
+        if strategy is None:
+            try:
+                chosen = load_job(job_path).spec.resources.strategy
+            except BadInput:
+                chosen = None  # the workers report it, with the trainer's exit code
+            strategy = distributed.FSDP if chosen is ParallelStrategy.FSDP else "ddp"
+        os.environ[distributed.STRATEGY_ENV] = strategy  # the workers inherit it
+        log.info("starting %d training processes (node %d of %d, %s)", nproc_per_node, node_rank, nnodes, strategy)
         run = argv[argv.index("--run-id") + 1]
         sys.exit(distributed.launch(nproc_per_node, argv, nnodes=nnodes, node_rank=node_rank,
                                     rdzv_endpoint=rdzv_endpoint, run_id=run))
@@ -106,8 +116,8 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
         for handler in logging.getLogger().handlers:  # which rank said what, in the one pod log
             handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [rank {dist.rank}] %(message)s",
                                                    "%Y-%m-%dT%H:%M:%S"))
-        log.info("rank %d of %d joined (%s)", dist.rank, dist.world_size,
-                 "nccl" if torch_cuda() else "gloo")
+        log.info("rank %d of %d joined (%s), %s", dist.rank, dist.world_size,
+                 "nccl" if torch_cuda() else "gloo", "FSDP" if dist.sharded else "DDP")
     try:
         code = run_job(job, run_id, base_dir=base_dir)
     finally:

@@ -1,9 +1,18 @@
-"""Several GPUs in one pod: one process per GPU started by torch's elastic launcher (what `torchrun` runs).
+"""Several GPUs (and nodes): one process per GPU started by torch's elastic launcher (what `torchrun` runs).
 
 Data parallel with PyTorch's DistributedDataParallel: every rank holds the whole model and trains on a
 share of each optimizer step's examples balanced by tokens (`balanced_shard`); DDP averages the LoRA
 gradients over the ranks in the step's one synchronised backward, so every rank applies the same update.
 Only rank 0 writes anything (progress.json, checkpoints, evaluation, the published adapter).
+
+With `--strategy fsdp` (LORAPLANE_STRATEGY=fsdp in the workers' environment) the model is sharded with
+FSDP2 (`torch.distributed.fsdp.fully_shard`) instead: each decoder layer is one unit, the model around
+them the root; the frozen base weights and the LoRA weights, gradients and AdamW state are split over
+the ranks and gathered one layer at a time. Everything that reads the weights then takes every rank:
+the validation loss and the post-training evaluation run on all ranks (same inputs, same answers; rank 0
+writes), and checkpoints gather the LoRA weights and optimizer state to full tensors on every rank
+(`lora_state`, `optimizer_state`, torch.distributed.checkpoint's full state dicts), which rank 0 writes
+in the same files as a one-process run (the optimizer state keyed by parameter name).
 
 Without WORLD_SIZE in the environment (or WORLD_SIZE=1) `context()` is the single-process `SINGLE` and
 every helper here is a no-op, so the one-process path does exactly what it did before.
@@ -21,11 +30,16 @@ from typing import Any
 WAIT = timedelta(hours=4)
 
 
+STRATEGY_ENV = "LORAPLANE_STRATEGY"
+FSDP = "fsdp"
+
+
 @dataclass(frozen=True)
 class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    sharded: bool = False  # FSDP2 rather than DDP
 
     @property
     def enabled(self) -> bool:
@@ -45,7 +59,8 @@ def context() -> Context:
     if world <= 1:
         return SINGLE
     return Context(rank=int(os.environ["RANK"]), world_size=world,
-                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                   sharded=os.environ.get(STRATEGY_ENV, "").lower() == FSDP)
 
 
 def init(ctx: Context) -> str | None:
@@ -130,25 +145,127 @@ def balanced_shard(ctx: Context, indices: list[int], lengths: list[int]) -> list
 
 
 def gradient_sync(ctx: Context, ddp, last: bool):
-    """Context for one micro-batch's forward and backward: DDP reduces only in the step's last one."""
+    """Context for one micro-batch's forward and backward: DDP (FSDP) reduces only in the step's last one."""
     import contextlib
 
+    if ctx.sharded:
+        ddp.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
     return contextlib.nullcontext() if last or not ctx.enabled else ddp.no_sync()
 
 
 def wrap(ctx: Context, model):
-    """The model under DistributedDataParallel (only the trainable LoRA parameters are reduced).
+    """The module to run forward on: DistributedDataParallel around the model (only the trainable LoRA
+    parameters are reduced), or under FSDP the sharded transformers model inside peft's wrapper.
 
     `init_sync=False`: the frozen base weights are identical on every rank (loaded from the same files);
     the LoRA weights, which peft initialises at random per rank, are broadcast by `broadcast_params`.
     """
     if not ctx.enabled:
         return model
+    if ctx.sharded:
+        return shard(model)
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [ctx.local_rank] if torch.cuda.is_available() else None
     return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False, init_sync=False)
+
+
+def _is_layer(module) -> bool:
+    return type(module).__name__.endswith("DecoderLayer")
+
+
+def shard(model):
+    """FSDP2 over a peft model: each decoder layer a unit, the transformers model (embeddings, norm, head) the
+    root, which is returned. peft's wrappers call the transformers model's `forward` directly, past FSDP's
+    hooks, so forward (training, evaluation, generation) goes through the returned root."""
+    from torch.distributed.fsdp import fully_shard
+
+    base = model.get_base_model()
+    layers = [m for m in base.modules() if _is_layer(m)]
+    if not layers:
+        raise RuntimeError(f"FSDP: no decoder layers found in {type(base).__name__}")
+    for layer in layers:
+        fully_shard(layer)
+    fully_shard(base)
+    return base
+
+
+def forward_module(ctx: Context, model):
+    """What evaluation runs forward on: the sharded root under FSDP, the model itself otherwise (and before
+    training, when the model is not yet peft's nor sharded)."""
+    if ctx.sharded and ctx.enabled and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def _model_key(peft_key: str, adapter: str = "default") -> str:
+    """peft's checkpoint key (`...q_proj.lora_A.weight`) as the module's parameter name (`...lora_A.default.weight`)."""
+    for part in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"):
+        peft_key = peft_key.replace(f".{part}.", f".{part}.{adapter}.")
+    return peft_key
+
+
+def full_lora_parameters(model) -> dict:
+    """The trainable (LoRA) parameters by module name, sharded ones gathered: a collective under FSDP (every
+    rank calls it; the parameters come in the same order on every rank)."""
+    from torch.distributed.tensor import DTensor
+
+    full = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            t = p.detach()
+            full[name] = (t.full_tensor() if isinstance(t, DTensor) else t).cpu().clone()
+    return full
+
+
+def lora_state(ctx: Context, model) -> dict:
+    """The LoRA weights as peft saves them, full tensors on the CPU (under FSDP: every rank must call it)."""
+    from peft import get_peft_model_state_dict
+
+    if not (ctx.sharded and ctx.enabled):
+        return {k: v.detach().clone().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    return get_peft_model_state_dict(model, state_dict=full_lora_parameters(model))
+
+
+def load_lora(ctx: Context, model, state: dict) -> None:
+    """Set the LoRA weights from peft's keys (as saved by `lora_state`), sharding them under FSDP."""
+    from peft import set_peft_model_state_dict
+
+    if not (ctx.sharded and ctx.enabled):
+        set_peft_model_state_dict(model, state)
+        return
+    import torch
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    full = {_model_key(k): v for k, v in state.items()}
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in full]
+    if missing:
+        raise KeyError(f"LoRA weights missing from the checkpoint: {', '.join(missing[:3])}")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in full:
+                t = full[name].to(device=p.device, dtype=p.dtype)
+                p.copy_(distribute_tensor(t, p.device_mesh, p.placements) if isinstance(p, DTensor) else t)
+
+
+def optimizer_state(ctx: Context, model, optimizer) -> dict:
+    """The optimizer's state dict; under FSDP its full form (parameter names as keys), gathered on every rank."""
+    if not (ctx.sharded and ctx.enabled):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_state(ctx: Context, model, optimizer, state: dict) -> None:
+    if not (ctx.sharded and ctx.enabled):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def _comm_device() -> str:

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from loraplane.api.finetunejob import TrainingSpec
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import get_scheduler
 
 from .chat import TokenizedExample
@@ -21,6 +20,10 @@ from .distributed import (
     balanced_shard,
     broadcast_params,
     gradient_sync,
+    load_lora,
+    load_optimizer_state,
+    lora_state,
+    optimizer_state,
     share,
     sum_scalars,
     wrap,
@@ -55,10 +58,6 @@ def plan(n_train: int, spec: TrainingSpec) -> tuple[int, int]:
     return steps_per_epoch, total
 
 
-def _adapter_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().cpu() for k, v in get_peft_model_state_dict(model).items()}
-
-
 def train(model, train_examples: list[TokenizedExample], val_examples: list[TokenizedExample], spec: TrainingSpec,
           precision: Precision, *, store: CheckpointStore, progress: ProgressWriter, clock: GpuClock,
           pad_id: int, dist: Context = SINGLE) -> TrainResult:
@@ -72,7 +71,8 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     per_step = spec.batch_size * spec.gradient_accumulation
     params = [p for p in model.parameters() if p.requires_grad]
     broadcast_params(dist, params)
-    ddp = wrap(dist, model)  # DDP under several ranks, the model itself in one process
+    ddp = wrap(dist, model)  # DDP or FSDP's root under several ranks, the model itself in one process
+    params = [p for p in model.parameters() if p.requires_grad]  # FSDP replaced them with sharded ones
     optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     scheduler = get_scheduler(spec.scheduler, optimizer, num_warmup_steps=math.ceil(spec.warmup_ratio * total),
                               num_training_steps=total)
@@ -83,8 +83,8 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     checkpoint = store.load_latest()
     best_weights = None
     if checkpoint is not None:
-        set_peft_model_state_dict(model, checkpoint["adapter"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_lora(dist, model, checkpoint["adapter"])
+        load_optimizer_state(dist, model, optimizer, checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
         state.update(checkpoint["state"])
@@ -101,14 +101,15 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
 
     def save_checkpoint() -> None:
         state["gpu_seconds"] = clock.gpu_seconds
+        adapter, optim = lora_state(dist, model), optimizer_state(dist, model, optimizer)  # FSDP: all ranks gather
         if dist.is_main:
-            store.save(state["step"], get_peft_model_state_dict(model), optimizer, scheduler, state)
+            store.save(state["step"], adapter, optim, scheduler, state)
 
     def evaluate() -> bool:
         """Validation loss; returns True when early stopping says stop."""
         loss = None
-        if dist.is_main:
-            loss = mean_loss(model, val_examples, precision, row_tokens=spec.max_tokens, pad_id=pad_id)
+        if dist.is_main or dist.sharded:  # FSDP: every rank takes part in the forward passes
+            loss = mean_loss(ddp if dist.sharded else model, val_examples, precision, row_tokens=spec.max_tokens, pad_id=pad_id)
         loss = share(dist, loss)
         step = state["step"]
         state["evals"].append({"step": step, "epoch": round(step / steps_per_epoch, 3), "evalLoss": loss})
@@ -117,7 +118,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         if best is None or loss < best - min_delta:
             state["best_eval_loss"], state["bad_evals"] = loss, 0
             nonlocal best_weights
-            best_weights = _adapter_state(model)
+            best_weights = lora_state(dist, model)
             if dist.is_main:
                 store.save_best(best_weights, {"step": step, "evalLoss": loss})
             log.info("step %d: validation loss %.4f (best)", step, loss)
@@ -209,7 +210,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
     if bar is not None:
         bar.close()
     if best_weights is not None:
-        set_peft_model_state_dict(model, best_weights)
+        load_lora(dist, model, best_weights)
     recent = [h["loss"] for h in state["history"][-steps_per_epoch:]]
     return TrainResult(
         steps=state["step"],

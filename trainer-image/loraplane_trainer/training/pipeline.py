@@ -204,6 +204,7 @@ class _Run:
     result: Any = None  # the training loop's result
     after: dict = field(default_factory=dict)  # the adapter's figures
     clock: GpuClock | None = None  # started with training: GPU-seconds count training and what follows
+    lora: dict | None = None  # under FSDP: the trained LoRA weights gathered from the ranks, for rank 0 to save
 
     @property
     def spec(self):
@@ -214,7 +215,7 @@ class _Run:
         return self.tokenizer.pad_token_id
 
     def evaluate(self) -> dict:
-        return _evaluate(self.model, self.tokenizer, self.val_records, self.val_examples, self.regression,
+        return _evaluate(distributed.forward_module(self.dist, self.model), self.tokenizer, self.val_records, self.val_examples, self.regression,
                          self.precision, self.spec, self.pad_id, self.probes)
 
 
@@ -227,11 +228,17 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     _tokenize(run)
     _evaluate_base_model(run)
     _train(run)
-    if not dist.is_main:  # rank 0 alone evaluates and publishes
+    if not dist.is_main and not dist.sharded:  # rank 0 alone evaluates and publishes
         log.info("rank %d of %d: trained %d steps on its share of the examples", dist.rank, dist.world_size,
                  run.result.steps - (run.result.resumed_from or 0))
         return exitcodes.OK
-    metrics = _evaluate_adapter(run)
+    metrics = _evaluate_adapter(run)  # under FSDP on every rank: each forward pass needs them all
+    if dist.sharded:
+        run.lora = distributed.full_lora_parameters(run.model)
+        if not dist.is_main:
+            log.info("rank %d of %d: trained %d steps on its shard and took part in the evaluation", dist.rank,
+                     dist.world_size, run.result.steps - (run.result.resumed_from or 0))
+            return exitcodes.OK
     failed = evaluation.check_gates(run.spec.evaluation.gates, metrics)
     verdict, reason = ("rejected" if failed else "accepted"), ("; ".join(failed) or None)
     progress.phase(RunPhase.PUBLISHING, f"publishing the adapter ({verdict})", metrics=metrics)
@@ -299,7 +306,9 @@ def _evaluate_base_model(run: _Run) -> None:
             write_atomic(saved, json.dumps(run.before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
                  run.before["perplexity"], run.before["exactMatch"], run.before["regressionPerplexity"])
-    distributed.barrier(run.dist)  # the other ranks wait while rank 0 evaluates the base model
+    # The other ranks wait while rank 0 evaluates the base model, and take its figures (FSDP evaluates the
+    # adapter on every rank, against them).
+    run.before = distributed.share(run.dist, run.before)
 
 
 def _train(run: _Run) -> None:
@@ -353,7 +362,8 @@ def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str
     out = run.workdir / "adapter"
     shutil.rmtree(out, ignore_errors=True)
     run.model.peft_config["default"].base_model_name_or_path = ref.name
-    run.model.save_pretrained(out, save_embedding_layers=False)  # LoRA only: embeddings are not trained
+    # LoRA only: embeddings are not trained. Under FSDP the weights gathered from the ranks.
+    run.model.save_pretrained(out, save_embedding_layers=False, **({"state_dict": run.lora} if run.lora else {}))
     shutil.copy(run.prepared.report_path, out / "dataset-report.json")
     report.write_loss_curve(out / "loss_curve.png", result.history, result.evals,
                             f"{job.metadata.name} ({run.run_id})")
