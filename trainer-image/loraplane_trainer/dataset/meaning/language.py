@@ -27,8 +27,8 @@ LANGUAGES = ("ENGLISH", "GERMAN", "FRENCH", "SPANISH", "ITALIAN", "PORTUGUESE", 
 MIN_RELATIVE_DISTANCE = 0.1
 LONG = 120  # letters from which trigram statistics alone are reliable (lingua's low-accuracy mode)
 MIN_LETTERS = 8  # "OK." or "Yes" says nothing about a language
-MAX_PRECISE = 5000  # distinct short texts the precise mode re-checks
-PREFIX = 400  # characters of a text that are looked at
+MAX_PRECISE = 2000  # distinct short texts the precise mode re-checks
+PREFIX = 240  # characters of a text that are looked at
 _WITH_DIGIT = re.compile(r"\S*\d\S*")
 
 
