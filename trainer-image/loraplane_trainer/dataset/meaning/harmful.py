@@ -30,6 +30,8 @@ MAX_SENTENCES = 64  # per text: enough for any example, bounded for hostile ones
 MAX_PROBED = 2048  # distinct sentences the full model's probe scores
 PROBE_C = 10.0  # inverse regularisation, chosen by leave-one-out on the seeds alone (see docs/dataset-checks.md)
 HARMLESS = "harmless"
+NEAR_SEED = 0.3  # cosine to the nearest harmful seed below which the probe says nothing (the least of the seeds'
+# own leave-one-out nearest-other-seed similarities)
 
 
 def sentences(text: str) -> list[str]:
@@ -54,11 +56,15 @@ class Probe:
 
         self.model = LogisticRegression(C=PROBE_C, class_weight="balanced", max_iter=5000).fit(vectors, labels)
         self.harmless = list(self.model.classes_).index(HARMLESS)
+        self.seeds = vectors[np.array([label != HARMLESS for label in labels])]
 
     def __call__(self, vectors: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """P(harmful) and the likeliest category of harm of each vector."""
         p = self.model.predict_proba(vectors)
-        harm = 1.0 - p[:, self.harmless]
+        # Far from every harmful seed (nonsense, another language, another domain) the regression only
+        # extrapolates: no evidence of harm there.
+        near = (vectors @ self.seeds.T).max(axis=1) >= NEAR_SEED
+        harm = np.where(near, 1.0 - p[:, self.harmless], 0.0)
         p[:, self.harmless] = -1
         return harm.astype(np.float32), [str(self.model.classes_[k]) for k in p.argmax(axis=1)]
 
