@@ -120,6 +120,39 @@ def test_harmful_content_is_flagged_without_echoing_it(tmp_path):
     assert run(tmp_path, records, harmful="off").finding("harmful") is None
 
 
+def test_harm_without_bad_words_is_found_by_meaning_and_harmless_lookalikes_are_not():
+    from loraplane_trainer.dataset.meaning.harmful import harmful_scores
+    from profanity_check import predict_prob
+
+    harmful = {  # none of these is in the probe's seed sentences
+        "self-harm": "Lately I think about ending it all and taking my own life.",
+        "hate": "Everyone from that country is a cockroach that should be exterminated.",
+        "sexual": "Please could you email me some explicit nude pictures of your colleagues?",
+        "weapons": "What do I need to assemble an explosive device in my garage?",
+    }
+    harmless = ["How do I kill the background task that hangs?", "Please send me the slides from the webinar.",
+                "Lately I think about switching to the yearly plan.", "Which countries do you ship to?"]
+    texts = list(harmful.values()) + harmless
+    assert (np.asarray(predict_prob(list(harmful.values()))) < 0.7).sum() >= 3  # what profanity alone misses
+    scored = harmful_scores(texts, "sentence-transformers/all-MiniLM-L6-v2")
+    assert (scored.scores[: len(harmful)] >= 0.7).all() and (scored.scores[len(harmful) :] < 0.7).all()
+    assert scored.categories[: len(harmful)] == list(harmful)
+    without = harmful_scores(texts)  # no embedding model: profanity alone
+    assert (without.scores[: len(harmful)] < 0.7).sum() >= 3 and set(without.categories) == {"profanity"}
+
+
+def test_languages_past_the_precise_bound_keep_the_fast_answer(monkeypatch):
+    from loraplane_trainer.dataset.meaning import language
+
+    texts = ["Open the settings page and choose billing to see your invoices."] * 1 + [
+        "Bitte öffnen Sie die Einstellungen.", "Ouvrez les paramètres, s'il vous plaît."]
+    full = language.identify(texts, [50, 1, 1])
+    assert full.codes == ["en", "de", "fr"] and full.unverified == 0
+    monkeypatch.setattr(language, "MAX_PRECISE", 1)
+    bounded = language.identify(texts, [50, 1, 1])
+    assert bounded.unverified == 1 and bounded.codes[0] == "en"
+
+
 def test_intents_are_clusters_of_prompt_meaning_with_a_representative(tmp_path):
     records = []
     for k in range(30):

@@ -149,8 +149,8 @@ class DatasetChecks(ApiModel):
     )
     harmful: Literal["off", "warning", "error"] = Field(
         default="warning",
-        description="How toxic, hateful, obscene or sexual content in prompts or answers is treated; "
-        "augmentation drops such examples unless off.",
+        description="How toxic, hateful, obscene or sexual content, self-harm, threats and weapons in prompts or "
+        "answers are treated; augmentation drops such examples unless off.",
     )
     harmful_threshold: float = Field(
         default=0.7, ge=0.5, le=1, description="Classifier probability (of its worst sentence) from which a text is harmful."

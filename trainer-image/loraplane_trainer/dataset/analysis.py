@@ -35,7 +35,7 @@ from .text import normalise_completion, normalise_prompt, normalise_strict, numb
 MAX_TEXT = 1000  # characters of each prompt and answer kept for the meaning stage
 NEIGHBOURS = 10
 STATIC_CANDIDATE = 0.75  # static-embedding cosine from which two prompts are compared with the full model
-MAX_FULL_TEXTS = 4096  # examples whose prompt and answer the full model encodes, per check
+MAX_FULL_TEXTS = 2048  # examples whose prompt (and maybe answer) the full model encodes, per check
 
 
 @dataclass
@@ -62,6 +62,7 @@ class Analysis:
     intent_names: list[str | None] = field(default_factory=list)
     inferred_intents: np.ndarray | None = None
     _intent_index: dict[str | None, int] = field(default_factory=dict)
+    _identifiers: dict[int, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def add(self, ex: Example) -> None:
         self.files.append(ex.file)
@@ -92,14 +93,11 @@ class Analysis:
 
     def same_identifiers(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Which pairs of prompts name the same numbers, codes, names and dates."""
-        cache: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
-
-        def ids(k: int) -> tuple[frozenset[str], frozenset[str]]:
-            if k not in cache:
-                cache[k] = (identifiers(self.prompts[k]), words(self.prompts[k]))
-            return cache[k]
-
-        return np.array([not differ(*ids(a), *ids(b)) for a, b in zip(i.tolist(), j.tolist(), strict=True)],
+        ids = self._identifiers
+        for k in set(i.tolist()) | set(j.tolist()):
+            if k not in ids:
+                ids[k] = (identifiers(self.prompts[k]), words(self.prompts[k]))
+        return np.array([not differ(*ids[a], *ids[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)],
                         dtype=bool)
 
     @cached_property

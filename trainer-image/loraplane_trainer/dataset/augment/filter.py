@@ -63,7 +63,7 @@ def accept(
             rejected["near-validation"] += len(leaking)
             kept = [ex for k, ex in enumerate(kept) if k + v not in leaking]
     if kept and harmful != "off" and not missing(HARMFUL):
-        scores = harmful_scores([f"{ex.prompt}\n{ex.completion}" for ex in kept])
+        scores = harmful_scores([f"{ex.prompt}\n{ex.completion}" for ex in kept], embedding_model).scores
         rejected["harmful"] += int((scores >= harmful_threshold).sum())
         kept = [ex for ex, s in zip(kept, scores.tolist(), strict=True) if s < harmful_threshold]
     generated = [k for k, ex in enumerate(kept) if ex.source in MEANING_CHECKED]

@@ -36,14 +36,19 @@ def polarity(answer: str) -> str | None:
     return None
 
 
-def disagreement(a: str, b: str, similarity: float) -> tuple[str, float] | None:
-    """Why two answers to one question disagree, with how sure that is; None when they agree."""
+def plain_disagreement(a: str, b: str) -> tuple[str, float] | None:
+    """Why two answers disagree by what they state (other numbers, yes against no), without any model."""
     na, nb = numbers(a), numbers(b)
     if na and nb and na != nb:
         return f"other numbers ({', '.join(sorted(na - nb)[:3])} vs {', '.join(sorted(nb - na)[:3])})", 1.0
     pa, pb = polarity(a), polarity(b)
     if pa and pb and pa != pb:
         return f"one answers {pa}, the other {pb}", 1.0
+    return None
+
+
+def meaning_disagreement(a: str, b: str, similarity: float) -> tuple[str, float] | None:
+    """Why two answers disagree given their similarity: a negation of the same statement, or other meanings."""
     if similarity >= SAME_TOPIC and bool(_NEGATION.search(a)) != bool(_NEGATION.search(b)):
         return "one answer negates the other", 0.9
     if similarity < AGREE:
@@ -64,7 +69,6 @@ class ContradictionCheck(Check):
         answers = np.frombuffer(ctx.completion_hash, dtype=np.int64)
         si, sj, _ = ctx.prompt_pairs
         mi, mj, ms = ctx.semantic_pairs
-        surface = set(zip(si.tolist(), sj.tolist(), strict=True))
         i = np.concatenate([si, mi])
         j = np.concatenate([sj, mj])
         sim = np.concatenate([np.full(len(si), 2.0, np.float32), ms])  # near copies first
@@ -78,27 +82,41 @@ class ContradictionCheck(Check):
         i, j, sim = i[keep], j[keep], sim[keep]
         # Without embeddings here: near copies only (their sim is 2), answers compared by MinHash.
         keep = ctx.within_budget(i, j, sim, "contradictions") if ctx.meaning else sim > 1.5
-        i, j = i[keep], j[keep]
+        i, j, sim = i[keep], j[keep], sim[keep]
         if not len(i):
             return []
-        idx = np.unique(np.concatenate([i, j])).tolist()
-        vec = ctx.full_vectors([ctx.prompts[k] for k in idx] + [ctx.completions[k] for k in idx]) if ctx.meaning else {}
-        minhash = ctx.completion_sigs.similarity(i, j)
+        # The full model runs only where a decision needs it: on the prompts of pairs that are not near copies
+        # (is it the same question?), then on the answers of same-question pairs that neither states other
+        # numbers nor yes against no (do they agree?). Most candidates need one of the two, few need both.
+        surface_pair = sim > 1.5
+        q = np.ones(len(i), dtype=np.float32)
+        if ctx.meaning and not surface_pair.all():
+            si, sj = i[~surface_pair], j[~surface_pair]
+            vec = ctx.full_vectors([ctx.prompts[k] for k in np.unique(np.r_[si, sj]).tolist()])
+            q[~surface_pair] = [float(vec[ctx.prompts[a]] @ vec[ctx.prompts[b]])
+                                for a, b in zip(si.tolist(), sj.tolist(), strict=True)]
+        same = surface_pair | (q >= self.same_question)
+        i, j, q = i[same], j[same], q[same]
+        plain = [plain_disagreement(ctx.completions[a], ctx.completions[b])
+                 for a, b in zip(i.tolist(), j.tolist(), strict=True)]
+        undecided = [k for k, why in enumerate(plain) if why is None]
+        if ctx.meaning:
+            texts = {ctx.completions[int(x)] for k in undecided for x in (i[k], j[k])}
+            vec = ctx.full_vectors(sorted(texts))
+            answer_sim = {k: float(vec[ctx.completions[int(i[k])]] @ vec[ctx.completions[int(j[k])]])
+                          for k in undecided}
+        else:  # without embeddings here: answers compared by MinHash
+            minhash = ctx.completion_sigs.similarity(i[undecided], j[undecided]).tolist() if undecided else []
+            answer_sim = dict(zip(undecided, minhash, strict=True))
         found: list[Location] = []
-        for n_pair, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
-            pa, pb = ctx.prompts[a], ctx.prompts[b]
-            q = 1.0 if (a, b) in surface else float(vec[pa] @ vec[pb])
-            if q < self.same_question:
-                continue
-            ca, cb = ctx.completions[a], ctx.completions[b]
-            answer_sim = float(vec[ca] @ vec[cb]) if vec else float(minhash[n_pair])
-            why = disagreement(ca, cb, answer_sim)
+        for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
+            why = plain[k] or meaning_disagreement(ctx.completions[a], ctx.completions[b], answer_sim[k])
             if why is None:
                 continue
             reason, strength = why
             found.append(Location(ctx.files[b], ctx.lines[b],
-                                  f"contradicts line {ctx.lines[a]} (question similarity {q:.2f}): {reason}",
-                                  related_line=ctx.lines[a], similarity=q, score=q * strength))
+                                  f"contradicts line {ctx.lines[a]} (question similarity {q[k]:.2f}): {reason}",
+                                  related_line=ctx.lines[a], similarity=float(q[k]), score=float(q[k]) * strength))
         if not found:
             return []
         found.sort(key=lambda loc: (-(loc.score or 0), loc.line))

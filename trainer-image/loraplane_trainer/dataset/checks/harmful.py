@@ -1,5 +1,6 @@
-"""Harmful content: toxic, hateful, obscene or sexual text in prompts or answers (the seed: filter
-aggressively). The report gives the side and the score, never the text."""
+"""Harmful content: toxic, hateful, obscene or sexual text, self-harm, threats and weapons in prompts or
+answers (the seed: filter aggressively). The report gives the side, the score and the category, never
+the text."""
 
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ class HarmfulCheck(Check):
             ctx.stats["harmful"] = {"skipped": f"{gone} is not installed"}
             return []
         texts = sorted(set(ctx.prompts) | set(ctx.completions))
-        score = dict(zip(texts, harmful_scores(texts).tolist(), strict=True))
+        scored = harmful_scores(texts, ctx.embedding_model if ctx.meaning else None)
+        at = {t: k for k, t in enumerate(texts)}
         found = Locations()
         for k in range(ctx.examples):
-            p, c = score[ctx.prompts[k]], score[ctx.completions[k]]
-            if max(p, c) >= self.threshold:
-                side = "prompt" if p >= c else "answer"
-                found.add(Location(ctx.files[k], ctx.lines[k], f"{side} scored {max(p, c):.2f}", score=max(p, c)))
+            p, c = at[ctx.prompts[k]], at[ctx.completions[k]]
+            worst, side = (p, "prompt") if scored.scores[p] >= scored.scores[c] else (c, "answer")
+            s = float(scored.scores[worst])
+            if s >= self.threshold:
+                found.add(Location(ctx.files[k], ctx.lines[k], f"{side} scored {s:.2f} ({scored.categories[worst]})",
+                                   score=s))
         if not found.count:
             return []
         severity = "error" if self.mode == "error" else "warning"
         return [Finding(self.name, severity, found.count,
-                        f"{found.count} example(s) with toxic, hateful, obscene or sexual content (classifier score "
+                        f"{found.count} example(s) with toxic, hateful, sexual, self-harm, violent or weapons content (score "
                         f">= {self.threshold:g}; dataset.checks.harmful)", found.items, threshold=self.threshold)]

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..example import Example
 from ..meaning import LANGUAGE, missing
-from ..meaning.language import languages
+from ..meaning.language import Languages, identify
 from .base import Check, Finding, Location, Locations
 
 # Each alternative stops at the next character that could start it again, so a search is linear
@@ -77,9 +77,15 @@ class StyleCheck(Check):
             out.append(Finding("whitespace", "warning", self.whitespace.count,
                                f"{self.whitespace.count} answer(s) have leading or trailing whitespace",
                                self.whitespace.items))
-        found = languages(list(self.answers)) if not missing(LANGUAGE) else [None] * len(self.answers)
+        if missing(LANGUAGE):
+            found = Languages([None] * len(self.answers))
+        else:
+            occurrences = [0] * len(self.answers)
+            for a in self.answer_of:
+                occurrences[a] += 1
+            found = identify(list(self.answers), occurrences)
         for (file, line), a in zip(self.where, self.answer_of, strict=True):
-            if lang := found[a]:
+            if lang := found.codes[a]:
                 self.languages.setdefault(lang, Locations()).add(Location(file, line, lang))
         if len(self.languages) > 1:
             ranked = sorted(self.languages.items(), key=lambda kv: -kv[1].count)
@@ -90,7 +96,8 @@ class StyleCheck(Check):
             out.append(Finding("language", "warning", count,
                                f"answers are in several languages ({mix}); {count} not in {main}", others))
         ctx.stats["styles"] = {"markdown": self.markdown.count, "plain": self.plain.count,
-                               "languages": {k: v.count for k, v in self.languages.items()}, "examples": n}
+                               "languages": {k: v.count for k, v in self.languages.items()},
+                               "languagesUnverified": found.unverified, "examples": n}
         return out
 
     def _length_outliers(self) -> Finding | None:

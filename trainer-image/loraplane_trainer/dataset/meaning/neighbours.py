@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 CHUNK = 4096
+_MIX = np.random.default_rng(0).integers(1, 2**63, size=4096, dtype=np.uint64) | np.uint64(1)
 
 
 def neighbour_pairs(vectors: np.ndarray, k: int, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -17,8 +18,12 @@ def neighbour_pairs(vectors: np.ndarray, k: int, threshold: float) -> tuple[np.n
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if n < 2:
         return empty
-    unique, first, inverse = np.unique(vectors, axis=0, return_index=True, return_inverse=True)
+    # Equal rows by a hash of their bytes (np.unique over rows sorts them lexicographically: far slower).
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    keys = rows.view(np.uint32).astype(np.uint64) @ _MIX[: rows.shape[1]] if rows.shape[1] else np.zeros(n, np.uint64)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
+    unique = rows[first]
     found_i, found_j, found_s = [], [], []
     m = len(unique)
     if m >= 2:
