@@ -121,7 +121,7 @@ async def test_split_over_1000_requests_is_90_10(stack):
     assert counts["stable"] + counts["canary"] == 1000
     # Answers name the public model, never the arm of the split (that stays in x-loraplane-variant).
     assert answered_by == {"stable": {MODEL}, "canary": {MODEL}}
-    text = httpx.get(f"{stack.router_url}/metrics").text
+    text = httpx.get(f"{stack.router_admin_url}/metrics").text
     hits = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("loraplane_router_cache_requests_total") and 'result="hit"' in line)
     # One miss per prompt and variant at most: concurrent identical requests wait for the first one's answer.
@@ -198,11 +198,12 @@ def test_feedback_and_metrics_show_both_variants(stack):
                    json=chat("Hello", model="canary", temperature=1.0, max_tokens=2))
     fb = httpx.post(f"{stack.endpoint}/feedback", json={"requestId": r.headers["x-request-id"], "score": "up"})
     assert fb.status_code == 200 and fb.json()["variant"] == "canary"
-    text = httpx.get(f"{stack.router_url}/metrics").text
+    text = httpx.get(f"{stack.router_admin_url}/metrics").text
+    bot, at = f'chatbot="{MODEL}"', f'model="{MODEL}",namespace="default"'  # labels sort by name
     for variant in ("stable", "canary"):
-        assert f'loraplane_router_requests_total{{code="200",model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_request_duration_seconds_count{{model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_tokens_total{{kind="completion",model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_estimated_cost_total{{model="{MODEL}",variant="{variant}"}}' in text
-    assert f'loraplane_router_time_to_first_token_seconds_count{{model="{MODEL}",variant="canary"}}' in text
-    assert f'loraplane_router_feedback_score_count{{model="{MODEL}",variant="canary"}} 1.0' in text
+        assert f'loraplane_router_requests_total{{{bot},code="200",{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_request_duration_seconds_count{{{bot},{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_tokens_total{{{bot},kind="completion",{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_estimated_cost_total{{{bot},{at},variant="{variant}"}}' in text
+    assert f'loraplane_router_time_to_first_token_seconds_count{{{bot},{at},variant="canary"}}' in text
+    assert f'loraplane_router_feedback_score_count{{{bot},{at},variant="canary"}} 1.0' in text

@@ -66,7 +66,7 @@ def serve_command(chatbot, adapters_root, given_model_dir, port, work_dir, vllm_
             f"  curl {endpoint}/chat/completions -H 'content-type: application/json' "
             f"-d '{{\"model\": \"{table.model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'"
         )
-        click.echo(f"  metrics: {stack.router_url}/metrics   routing table (live): {routing}   Ctrl-C stops")
+        click.echo(f"  metrics: {stack.router_admin_url}/metrics   routing table (live): {routing}   Ctrl-C stops")
         while True:
             for proc in stack.processes:
                 if proc.exited() is not None:
