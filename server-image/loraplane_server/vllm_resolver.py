@@ -48,8 +48,9 @@ class AdapterSyncResolver:
             return None
         from vllm.lora.request import LoRARequest
 
-        # vLLM overwrites the id with its own counter; the path is the verified copy on the shared volume.
-        return LoRARequest(lora_name=lora_name, lora_int_id=0, lora_path=path)
+        # vLLM replaces the id (which must be > 0) with its own counter; the path is the verified copy on the
+        # shared volume.
+        return LoRARequest(lora_name=lora_name, lora_int_id=1, lora_path=path)
 
     def fetch(self, lora_name: str) -> str | None:
         """The local path adapter sync placed the adapter at, or None (not in the pool, or refused)."""

@@ -2,7 +2,7 @@
 
 Real peft adapters (r=8 on q/v/o, `init_lora_weights=False`, B scaled up so each
 one moves the greedy output far from the base model's), published with a
-manifest like the trainer's. Made once per recipe and count, cached under
+manifest like the trainer's. Made once per recipe (adapter i is the same whatever the count), cached under
 LORAPLANE_CACHE; about a second each.
 """
 
@@ -19,13 +19,13 @@ from tests.support.adapters import publish_dir
 RECIPE = {"r": 8, "alpha": 16, "targets": ["q_proj", "v_proj", "o_proj"], "b_scale": 30.0, "seed0": 1000}
 
 
-def _key(count: int) -> str:
-    return hashlib.sha256(json.dumps([RECIPE, count], sort_keys=True).encode()).hexdigest()[:12]
+def _key() -> str:
+    return hashlib.sha256(json.dumps(RECIPE, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def ensure_random_adapters(base_dir: Path, count: int, cache_root: Path | None = None) -> list[Path]:
-    """`count` published adapter directories (random weights, seeds RECIPE["seed0"] + i), made once."""
-    root = Path(cache_root or os.environ.get("LORAPLANE_CACHE", ".cache")) / "random-adapters" / _key(count)
+    """The first `count` published adapter directories (random weights, seed RECIPE["seed0"] + i), made once."""
+    root = Path(cache_root or os.environ.get("LORAPLANE_CACHE", ".cache")) / "random-adapters" / _key()
     paths = [root / f"a{i:03d}" for i in range(count)]
     if all((p / "manifest.json").exists() for p in paths):
         return paths

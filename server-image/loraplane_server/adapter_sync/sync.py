@@ -273,6 +273,8 @@ class AdapterSync:
                 self._failed(a, "error", f"{a.name}: loading into vLLM failed: {exc}")
                 return
         a.state, a.message, a.failures, a.loaded_at = "loaded", None, 0, self.clock()
+        # Registration counts as a use: a copy just registered is not the first to leave the disk.
+        a.last_used = max(a.last_used, self.wall_clock())
         self.registered[a.name] = a.path
         self.metrics.operations.labels("load", "ok").inc()
         log.info("adapter %s registered in vLLM from %s", a.name, a.path)
