@@ -209,7 +209,8 @@ class AdapterSync:
                 await self._unload(name, "no longer in the routing table" if name not in desired else "replaced")
                 loaded.pop(name)
         self.registered = {n: p for n, p in loaded.items() if self._ours(p)}
-        self._sweep_volume()
+        async with self._disk:  # a first request's fetch renames its copy into place under this lock
+            self._sweep_volume()
 
         now = self.clock()
         # Copies already on the volume (a restarted sidecar) first, then, while the disk lasts,
