@@ -11,7 +11,6 @@ This module starts its own vLLM: the session's has no resolver plugin and no CPU
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +110,10 @@ def answer(vllm_url: str, model: str) -> str:
 
 
 def answers(vllm_url: str, models: list[str]) -> dict[str, str]:
-    # Two at a time: both GPU slots busy, so every switch is an eviction.
-    with ThreadPoolExecutor(2) as pool:
-        return dict(zip(models, pool.map(lambda m: answer(vllm_url, m), models), strict=True))
+    # One at a time: a batch of one is computed the same way every time, so an answer can be compared
+    # exactly (in bf16, two requests batched together may differ in a late token). With two GPU slots
+    # and a CPU cache of four, each new adapter still evicts another.
+    return {m: answer(vllm_url, m) for m in models}
 
 
 def sync_counter(sync_url: str, operation: str) -> float:

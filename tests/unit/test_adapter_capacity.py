@@ -172,3 +172,28 @@ async def test_a_chatbot_leaving_the_pool_is_unregistered_then_deleted(pool):
     assert not any(p.exists() for p in alpha)
     assert fake.files_at_unload and all(fake.files_at_unload.values())
     assert all(n.startswith("team-b/") for n in sync.status()["onDisk"])
+
+
+def test_the_resolver_plugin_installs_with_the_standard_library_only(tmp_path):
+    """What `make install-vllm` and the vLLM image run: vLLM finds the entry point; nothing of ours beyond it loads."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    from loraplane.local.stack import resolver_env
+    from loraplane_server import vllm_resolver
+
+    vllm_resolver.install(tmp_path / "site")
+    local = tmp_path / "local"
+    resolver_env("http://127.0.0.1:1", local)  # the local stack's variant: metadata only, the source on the path
+    for where in (tmp_path / "site", local):
+        found = [ep for d in importlib.metadata.distributions(path=[str(where)])
+                 for ep in d.entry_points if ep.group == "vllm.general_plugins"]
+        assert [(ep.name, ep.value) for ep in found] == [
+            ("loraplane-adapter-resolver", "loraplane_server.vllm_resolver:register")]
+    # -S -I: no site-packages at all, so an import of anything but the standard library fails here.
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import loraplane_server.vllm_resolver as r; r.register(); "
+             "print(sorted(m for m in sys.modules if m.startswith('loraplane')))")
+    out = subprocess.run([sys.executable, "-S", "-I", "-c", probe, str(tmp_path / "site")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['loraplane_server', 'loraplane_server.vllm_resolver']"
