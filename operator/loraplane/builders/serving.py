@@ -197,6 +197,8 @@ def adapter_sync_args(pool: ServingPool) -> list[str]:
         "--adapters-dir", ADAPTER_DIR,
         "--port", str(SYNC_METRICS_PORT),
         "--vllm-api-key-file", key_file(VLLM_API_KEY),
+        # What fits the volume is registered ahead; the rest is fetched on its first request.
+        "--disk-budget", pool.spec.adapter_storage.size,
     ]
 
 
@@ -225,6 +227,9 @@ def build_vllm_deployment(
             # Adapter sync loads and unloads adapters at run time through the server's API,
             # which the API key closes to everyone but adapter sync and the router.
             {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"},
+            # The LoRA resolver plugin (server-image/Dockerfile.vllm) asks adapter sync, in this pod,
+            # for an adapter that is not on the volume; the request waits while it is fetched and verified.
+            {"name": "LORAPLANE_ADAPTER_SYNC_URL", "value": f"http://127.0.0.1:{SYNC_METRICS_PORT}"},
             vllm_api_key_env(name),
             {"name": "HF_HOME", "value": f"{MODEL_DIR}/hf"},
             {"name": "HOME", "value": "/tmp"},  # caches vLLM and its libraries write under $HOME
