@@ -51,7 +51,7 @@ def load():
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = ensure_smollm2(Path(os.environ.get("LORAPLANE_CACHE", ROOT / ".cache")) / "models" / "SmolLM2-135M-Instruct")
+    path = ensure_smollm2()  # the copy the trainer uses (its model cache)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model = get_peft_model(model, lora_config(LoraSpec(r=8, alpha=32, dropout=0.1), model.config.model_type))
