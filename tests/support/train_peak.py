@@ -46,9 +46,9 @@ def main() -> None:
                for r in records]
     examples = tokenize_all(tokenizer, records, args.max_tokens)
     before = _status_kib("VmRSS")
-    precision = choose("auto")
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=precision.weights_dtype)  # as the trainer loads it
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model = get_peft_model(model, lora_config(LoraSpec(dropout=args.dropout), model.config.model_type))
+    precision = choose("auto")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()

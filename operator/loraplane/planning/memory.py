@@ -2,8 +2,8 @@
 
 The model counts the bytes the trainer really holds (see docs/training.md, "The plan"):
 
-- frozen base weights: in the compute precision (bf16/fp16; fp32 when it is fp32), on a GPU
-  and on a CPU alike (frozen weights need no fp32 master copy); 4-bit NF4 with double
+- frozen base weights: bf16/fp16 on a GPU at those precisions, fp32 otherwise (the trainer
+  keeps fp32 master weights on CPU and runs matmuls under autocast); 4-bit NF4 with double
   quantisation for QLoRA (0.5 byte + 0.016 byte of scales per weight; embeddings and the
   output head stay unquantised and `prepare_model_for_kbit_training` makes them fp32);
 - LoRA weights, their gradients and AdamW's two moments: fp32, 16 bytes per LoRA parameter;
@@ -12,8 +12,8 @@ The model counts the bytes the trainer really holds (see docs/training.md, "The 
   adapted one: the base layer and lora_A each keep their own), the dropout mask and output of
   each adapted projection, attention's q, k, v and output, the MLP's gate, up and product;
   with gradient checkpointing only each layer's input plus one layer recomputed;
-- fp32 weights under low-precision autocast (QLoRA's fp32 head and embeddings): each such
-  projection's low-precision copy of its weight, saved for backward until the backward is done;
+- fp32 weights under bf16 autocast (the CPU path): each projection's bf16 copy of its weight,
+  saved for backward until the micro-batch's backward is done;
 - the output head's logits on the target tokens (bf16 out, fp32 copy, fp32 gradient, softmax);
 - FSDP shards weights and LoRA state across the ranks and gathers one layer (two with
   prefetch) at a time;
@@ -122,11 +122,11 @@ def estimate_memory(shape: ModelShape, *, strategy: Strategy, world: int, r: int
                     precision: str = "bf16", on_gpu: bool = True, checkpointing: bool = False) -> MemoryEstimate:
     """Peak bytes per GPU (or per CPU process when on_gpu is False) of one rank.
 
-    precision is the compute precision (bf16, fp16 or fp32); the frozen weights are stored in it,
-    as the trainer loads them (`Precision.weights_dtype`).
+    precision is the compute precision (bf16, fp16 or fp32); on a GPU the frozen weights are
+    stored in it, on a CPU they stay fp32 as the trainer keeps them there.
     """
     compute_bytes = 4 if precision == "fp32" else 2
-    weight_bytes = compute_bytes
+    weight_bytes = compute_bytes if on_gpu else 4
     shard = world if strategy.sharded else 1
     if strategy.quantized:
         # QLoRA: NF4 projections; embeddings, head and norms fp32 (prepare_model_for_kbit_training);
