@@ -301,3 +301,66 @@ def test_a_job_that_cannot_fit_is_refused_before_any_pod(env):
                             "the plan's predicted cost")
     assert float(plan) >= 0
     assert status_of(cluster, "planned-bot")["plan"]["fits"] is True
+
+
+def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
+    """spec.evaluation.human: pending until an evaluation with enough ratings is attached, then decided by its
+    win rate; the results land in the adapter's model card and the adapter's digest does not change."""
+    from loraplane.evaluation.attached import HumanEvaluation, attach
+    from loraplane.storage import read_manifest
+
+    cluster, _ = env
+    spec = ftj("rated-bot")["spec"]
+    spec["evaluation"]["human"] = {"minWinRate": 0.6, "minRaters": 3}
+    obj = cluster.create({**ftj("rated-bot"), "spec": spec})
+    uid = obj["metadata"]["uid"]
+    cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "rated-bot-train-1"), 30, "the Job")
+    manifest = publish("rated-bot", "v1")
+    uri = "s3://adapters/rated-bot/v1/"
+    write(f"{uri}README.md", "# rated-bot v1\n\nTrained by LoRAPlane.\n")
+    write_progress("rated-bot", f"{uid}-1", phase="Succeeded", step=10, total_steps=10,
+                   adapter={"version": "v1", "uri": uri, "verdict": "accepted"})
+    cluster.set_job_status(NS, "rated-bot-train-1", succeeded=1, condition="Complete")
+
+    def adapter_state(state: str) -> dict:
+        return cluster.wait_for(
+            lambda: (s := status_of(cluster, "rated-bot")).get("adapter", {}).get("humanEvaluation", {})
+            .get("state") == state and s, 30,
+            f"the human gate to say {state} (now {status_of(cluster, 'rated-bot').get('adapter')})")
+
+    status = adapter_state("Pending")
+    assert status["phase"] == "Succeeded" and status["adapter"]["verdict"] == "pending"
+    assert status["versions"][-1]["verdict"] == "pending"  # what a ChatbotDeployment following it reads
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "True"
+    assert conds["HumanEvaluationPassed"]["reason"] == "AwaitingHumanEvaluation"
+    assert conds["QualityGatePassed"]["status"] == "True"
+
+    def evaluation(win_rate: float, fewest: int) -> HumanEvaluation:
+        return HumanEvaluation(session="s-1", candidate="tuned", baseline="base", win_rate=win_rate,
+                               enough_ratings=fewest >= 3, raters=3, items=4, fewest_item_raters=fewest,
+                               attached_at=datetime.now(UTC))
+
+    attach(uri, evaluation(0.9, fewest=2), card_section="## Human evaluation\n\nwin rate 0.90 (partial)\n")
+    status = cluster.wait_for(lambda: "too few ratings" in (s := status_of(cluster, "rated-bot"))["message"] and s,
+                              30, "the gate to see the partial session")
+    assert status["adapter"]["verdict"] == "pending"
+
+    attach(uri, evaluation(0.25, fewest=3), card_section="## Human evaluation\n\nwin rate 0.25\n")
+    status = adapter_state("Failed")
+    assert status["phase"] == "Failed" and status["adapter"]["verdict"] == "rejected"
+    assert "below minWinRate 0.6" in status["adapter"]["reason"]
+    assert {c["type"]: c for c in status["conditions"]}["HumanEvaluationPassed"]["reason"] == "HumanEvaluationFailed"
+
+    attach(uri, evaluation(0.75, fewest=3), card_section="## Human evaluation\n\nwin rate 0.75\n")
+    status = adapter_state("Passed")
+    assert status["phase"] == "Succeeded" and status["adapter"]["verdict"] == "accepted"
+    assert status["adapter"]["humanEvaluation"]["winRate"] == 0.75
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    # The card holds the latest section once, after the trainer's text; the manifest lists the new card.
+    fs, path = filesystem(f"{uri}README.md")
+    card = fs.cat_file(path).decode()
+    assert card.startswith("# rated-bot v1") and card.count("## Human evaluation") == 1 and "0.75" in card
+    amended = read_manifest(uri)
+    assert any(e.path == "README.md" for e in amended.files)
+    assert amended.digest == manifest.digest == status["adapter"]["sha256"]

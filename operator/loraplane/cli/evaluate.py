@@ -163,7 +163,7 @@ def results(session_dir, json_out, csv_out, card_out, min_win_rate, min_raters, 
     if card_out:
         card_out.write_text(text)
     if adapter_uri:
-        click.echo(f"attached: {attach(adapter_uri, from_results(res, min_raters))}")
+        click.echo(f"attached: {attach(adapter_uri, from_results(res, min_raters), card_section=text)}")
     if gate:
         raise SystemExit(1)
 
