@@ -20,6 +20,7 @@ from ..evaluation.prompts import PromptSourceError, items_from, probe_prompts, r
 from ..evaluation.results import MIN_RATERS, human_gate, markdown, ratings_csv, summarize
 from ..evaluation.safety import ProbeSetError
 from ..evaluation.session import new_session, read_ratings, read_session, write_session
+from ..evaluation.traffic import SamplesError, TrafficSample, feedback_pairs, read_samples, samples_token
 from .processes import python_module
 
 JUDGE_FILE = "judge.json"
@@ -197,16 +198,72 @@ def judge(session_dir: Path, endpoint: str, model: str) -> None:
 
 
 @eval_group.command("preferences")
-@click.option("--session", "session_dirs", required=True, multiple=True,
+@click.option("--session", "session_dirs", multiple=True,
               type=click.Path(file_okay=False, path_type=Path), help="Session directory (repeatable).")
+@click.option("--samples", "sample_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Traffic samples with feedback (`loraplane eval samples`; repeatable).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def preferences(session_dirs, out_file: Path) -> None:
-    """Export the ratings (and judge verdicts where raters split) as DPO-ready JSONL: prompt, chosen, rejected."""
+def preferences(session_dirs, sample_files, out_file: Path) -> None:
+    """Export ratings (judge verdicts where raters split) and live feedback as DPO-ready JSONL: prompt, chosen,
+    rejected."""
+    if not session_dirs and not sample_files:
+        raise click.UsageError("give --session or --samples (or both)")
     rows = []
     for d in session_dirs:
         rows += preference_pairs(_session_dir(d), read_ratings(d), _judge_results(d))
-    out_file.write_text(to_jsonl(rows))
-    click.echo(f"{len(rows)} preference pairs -> {out_file}")
+    samples = []
+    for f in sample_files:
+        try:
+            samples += read_samples(f)
+        except SamplesError as exc:
+            raise click.ClickException(str(exc)) from exc
+    from_feedback = feedback_pairs(samples)
+    out_file.write_text(to_jsonl(rows + from_feedback))
+    click.echo(f"{len(rows) + len(from_feedback)} preference pairs ({len(from_feedback)} from feedback) -> {out_file}")
+
+
+def fetch_samples(endpoint: str, model: str, token: str) -> tuple[list[TrafficSample], dict[str, float]]:
+    """One router replica's samples of `model` and its feedback log."""
+    url = endpoint.rstrip("/")
+    url = url[: -len("/v1")] if url.endswith("/v1") else url
+    try:
+        r = httpx.get(f"{url}/v1/samples", params={"model": model}, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
+    if r.status_code != 200:
+        raise click.ClickException(f"{endpoint}: HTTP {r.status_code}: {r.text[:300]}")
+    body = r.json()
+    return ([TrafficSample.model_validate(s) for s in body.get("samples") or []],
+            {f["requestId"]: f["score"] for f in body.get("feedback") or []})
+
+
+@eval_group.command("samples")
+@click.option("--endpoint", "endpoints", required=True, multiple=True,
+              help="A router replica, e.g. http://10.0.3.7:8000 (repeat for every replica: each keeps its own).")
+@click.option("--model", required=True, help="The chatbot (its ChatbotDeployment's name).")
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The router's request-id signing key (the request-id-key of the <chatbot>-keys Secret).")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def samples(endpoints, model: str, key_file: Path, out_file: Path) -> None:
+    """Export the prompts and answers the routers sampled (spec.sampling), with feedback joined across replicas.
+
+    The file is JSONL of chat `messages` (the answer last): `eval create --prompts` draws prompts from it and
+    `eval preferences --samples` turns its feedback into preference pairs."""
+    token = samples_token(key_file.read_bytes().strip(), model)
+    found: dict[str, TrafficSample] = {}
+    scores: dict[str, float] = {}
+    for e in endpoints:
+        got, log = fetch_samples(e, model, token)
+        found.update({s.request_id: s for s in got})
+        scores.update(log)
+    rows = sorted(found.values(), key=lambda s: s.at)
+    for s in rows:
+        if s.request_id in scores:
+            s.feedback = scores[s.request_id]
+    out_file.write_text("".join(s.to_json_line() for s in rows))
+    rated = sum(s.feedback is not None for s in rows)
+    click.echo(f"{len(rows)} samples of {model} ({rated} with feedback) from {len(endpoints)} router(s) -> {out_file}")
 
 
 commands = [eval_group]

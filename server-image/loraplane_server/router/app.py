@@ -40,6 +40,7 @@ from .cache import ResponseCache, cache_key, is_cacheable
 from .feedback import FeedbackError, RequestIds, SeenIds, normalise_score
 from .metrics import RouterMetrics, VariantSeries
 from .pool import NoUpstream, QueueFull, Upstream, UpstreamPool
+from .sampling import PendingSample, Sampling
 from .selection import Choice, UnknownModel, choose
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Call:
     key: str | None = None
     leader: asyncio.Future | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    sample: PendingSample | None = None  # kept for evaluation (router/sampling.py)
 
     @property
     def variant(self) -> str:
@@ -176,6 +178,7 @@ class Router:
         self.cache = ResponseCache(10_000, 600)
         self.request_ids = request_ids or RequestIds()
         self.seen_feedback = SeenIds()
+        self.sampling = Sampling(self.request_ids.key, lambda: self.watcher.table, rng)
         self.upstream_api_key = upstream_api_key
         self.max_concurrent = max_concurrent
         self.max_body_bytes = max_body_bytes
@@ -204,6 +207,7 @@ class Router:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{id:.+}", self.model)
         app.router.add_post("/v1/feedback", self.feedback)
+        app.router.add_get("/v1/samples", self.sampling.export)
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -284,6 +288,7 @@ class Router:
         if not self.seen_feedback.add(request_id):
             return openai_error(409, f"requestId {request_id} already has feedback", "conflict")
         self.metrics.series(table.model, variant).feedback.observe(score)
+        self.sampling.feedback(table.model, request_id, score)
         return web.json_response({"requestId": request_id, "variant": variant, "score": score})
 
     # --- the proxy -----------------------------------------------------------------------------
@@ -315,6 +320,7 @@ class Router:
             request_id = self.request_ids.issue(variant)
             call = Call(table, body, choice, request_id, self.metrics.series(table.model, variant), started,
                         tags={VARIANT_HEADER: variant, REQUEST_ID_HEADER: request_id})
+            call.sample = self.sampling.begin(request, table, body, request_id, variant)
             try:
                 # 4. cache
                 hit = await self._from_cache(request, call)
@@ -435,6 +441,8 @@ class Router:
         content_type = resp.headers.get("Content-Type", "application/json")
         if resp.status == 200:
             self._record_usage(call, data)
+            if call.sample:
+                call.sample.whole(data)
             if call.key is not None:
                 self.cache.put(call.key, data, content_type.split(";")[0])
                 if call.leader is not None:
@@ -465,6 +473,8 @@ class Router:
                 if b'"usage":{' in events or b'"usage": {' in events:
                     events = self._take_usage(call, events, strip_usage)
                 if events:
+                    if call.sample:
+                        call.sample.events(events)
                     await out.write(public_model_bytes(events, call.upstream_model, call.public_model))
             if pending:
                 await out.write(public_model_bytes(pending, call.upstream_model, call.public_model))
@@ -476,6 +486,7 @@ class Router:
 
     def _finish(self, call: Call) -> None:
         call.series.request(call.code)
+        self.sampling.finish(call.sample, call.code)
         if call.leader is not None:
             if not call.leader.done():
                 call.leader.set_result(None)
