@@ -322,14 +322,14 @@ def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
                    adapter={"version": "v1", "uri": uri, "verdict": "accepted"})
     cluster.set_job_status(NS, "rated-bot-train-1", succeeded=1, condition="Complete")
 
-    def adapter_state(state: str) -> dict:
+    def adapter_state(state: str, phase: str) -> dict:
         return cluster.wait_for(
             lambda: (s := status_of(cluster, "rated-bot")).get("adapter", {}).get("humanEvaluation", {})
-            .get("state") == state and s, 30,
+            .get("state") == state and s.get("phase") == phase and s, 30,
             f"the human gate to say {state} (now {status_of(cluster, 'rated-bot').get('adapter')})")
 
-    status = adapter_state("Pending")
-    assert status["phase"] == "Succeeded" and status["adapter"]["verdict"] == "pending"
+    status = adapter_state("Pending", "Succeeded")
+    assert status["adapter"]["verdict"] == "pending"
     assert status["versions"][-1]["verdict"] == "pending"  # what a ChatbotDeployment following it reads
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "True"
@@ -347,14 +347,14 @@ def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
     assert status["adapter"]["verdict"] == "pending"
 
     attach(uri, evaluation(0.25, fewest=3), card_section="## Human evaluation\n\nwin rate 0.25\n")
-    status = adapter_state("Failed")
-    assert status["phase"] == "Failed" and status["adapter"]["verdict"] == "rejected"
+    status = adapter_state("Failed", "Failed")
+    assert status["adapter"]["verdict"] == "rejected"
     assert "below minWinRate 0.6" in status["adapter"]["reason"]
     assert {c["type"]: c for c in status["conditions"]}["HumanEvaluationPassed"]["reason"] == "HumanEvaluationFailed"
 
     attach(uri, evaluation(0.75, fewest=3), card_section="## Human evaluation\n\nwin rate 0.75\n")
-    status = adapter_state("Passed")
-    assert status["phase"] == "Succeeded" and status["adapter"]["verdict"] == "accepted"
+    status = adapter_state("Passed", "Succeeded")
+    assert status["adapter"]["verdict"] == "accepted"
     assert status["adapter"]["humanEvaluation"]["winRate"] == 0.75
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     # The card holds the latest section once, after the trainer's text; the manifest lists the new card.
