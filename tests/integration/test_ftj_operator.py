@@ -330,6 +330,16 @@ def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
 
     status = adapter_state("Pending", "Succeeded")
     assert status["adapter"]["verdict"] == "pending"
+    # A chatbot that follows the FineTuneJob does not serve the held version.
+    cluster.create({"apiVersion": API, "kind": "ChatbotDeployment", "metadata": {"name": "rated-chat", "namespace": NS},
+                    "spec": {"baseModel": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                             "adapters": [{"name": "support", "fineTuneJobRef": {"name": "rated-bot"}}]}})
+
+    def routed() -> list[str]:
+        cm = cluster.get_or_none("v1", "ConfigMap", NS, "rated-chat-routing")
+        return [v["name"] for v in yaml.safe_load(cm["data"]["routing.yaml"])["variants"]] if cm else []
+
+    cluster.wait_for(lambda: routed() == ["base"], 60, f"the chatbot to route to base only (now {routed()})")
     assert status["versions"][-1]["verdict"] == "pending"  # what a ChatbotDeployment following it reads
     conds = {c["type"]: c for c in status["conditions"]}
     assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "True"
@@ -355,6 +365,7 @@ def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
     attach(uri, evaluation(0.75, fewest=3), card_section="## Human evaluation\n\nwin rate 0.75\n")
     status = adapter_state("Passed", "Succeeded")
     assert status["adapter"]["verdict"] == "accepted"
+    cluster.wait_for(lambda: "support-v1" in routed(), 60, f"the chatbot to serve v1 once signed off (now {routed()})")
     assert status["adapter"]["humanEvaluation"]["winRate"] == 0.75
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
     # The card holds the latest section once, after the trainer's text; the manifest lists the new card.
