@@ -74,3 +74,15 @@ def test_the_card_is_outside_the_adapter_digest():
     assert m("11").digest == m("22").digest
     weights = m("11").model_copy(update={"files": [FileEntry(path="adapter_model.safetensors", sha256="ab", size=1)]})
     assert weights.digest != m("11").digest
+
+
+def test_long_names_in_the_attached_file_still_fit_the_status_and_bad_files_are_refused(tmp_path):
+    import pytest
+    from loraplane.finetune.runs import read_human_evaluation
+
+    huge = found(win_rate=0.1).model_copy(update={"session": "s" * 250, "baseline": "b" * 250})
+    held = with_human_gate(ADAPTER, GATE, huge)
+    assert held.verdict == "rejected" and len(held.human_evaluation.session) == 128
+    (tmp_path / "human-evaluation.json").write_text(found().model_copy(update={"win_rate": 7.0}).model_dump_json())
+    with pytest.raises(ValueError, match="win_rate"):  # the operator then holds the adapter as with none
+        read_human_evaluation(f"file://{tmp_path}/", {})

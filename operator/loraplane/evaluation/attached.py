@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..storage.manifest import read_manifest
 from ..storage.model_card import amend_card
@@ -19,14 +19,15 @@ CARD_SECTION = "human-evaluation"
 
 
 class HumanEvaluation(BaseModel):
-    session: str
-    candidate: str
-    baseline: str
-    win_rate: float | None
+    # Bounded: the operator reads this file from storage others write to; a bad one is refused whole.
+    session: str = Field(max_length=256)
+    candidate: str = Field(max_length=256)
+    baseline: str = Field(max_length=256)
+    win_rate: float | None = Field(ge=0, le=1)
     enough_ratings: bool  # every item rated by MIN_RATERS or more raters
-    raters: int
-    items: int
-    fewest_item_raters: int | None = None  # raters of the least-rated item (absent in older files)
+    raters: int = Field(ge=0)
+    items: int = Field(ge=0)
+    fewest_item_raters: int | None = Field(default=None, ge=0)  # raters of the least-rated item (absent in older files)
     attached_at: datetime
 
 

@@ -16,22 +16,27 @@ _VERDICT = {HumanEvaluationState.PENDING: "pending", HumanEvaluationState.PASSED
             HumanEvaluationState.FAILED: "rejected"}
 
 
+def _status(state: HumanEvaluationState, message: str, **seen) -> HumanEvaluationStatus:
+    # Names come from the attached file: cut to what the status fields hold.
+    return HumanEvaluationStatus(state=state, message=message[:1024], **seen)
+
+
 def judge_human(gate: HumanEvaluationGate, found: HumanEvaluation | None) -> HumanEvaluationStatus:
     """Pending without an evaluation or with too few ratings; then Passed or Failed on the win rate."""
     S = HumanEvaluationState
     if found is None:
-        return HumanEvaluationStatus(state=S.PENDING, message="no human evaluation attached to the adapter yet")
+        return _status(S.PENDING, "no human evaluation attached to the adapter yet")
     seen = {"session": found.session[:128], "win_rate": found.win_rate, "raters": found.raters, "items": found.items}
     if not enough_for(found, gate.min_raters):
-        return HumanEvaluationStatus(state=S.PENDING, **seen, message=(
+        return _status(S.PENDING, **seen, message=(
             f"session {found.session}: too few ratings yet ({found.raters} raters; every one of its {found.items} "
             f"items needs {gate.min_raters})"))
     rate = "n/a" if found.win_rate is None else f"{found.win_rate:.3f}"
     if found.win_rate is None or found.win_rate < gate.min_win_rate:
-        return HumanEvaluationStatus(state=S.FAILED, **seen, message=(
+        return _status(S.FAILED, **seen, message=(
             f"human win rate {rate} over {found.baseline} in session {found.session} is below minWinRate "
             f"{gate.min_win_rate:g}"))
-    return HumanEvaluationStatus(state=S.PASSED, **seen, message=(
+    return _status(S.PASSED, **seen, message=(
         f"human win rate {rate} over {found.baseline} in session {found.session} ({found.raters} raters)"))
 
 
