@@ -192,7 +192,8 @@ def start_router(work: Path, upstream: str, port: int) -> subprocess.Popen:
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "loraplane_server.router", "--routing-table", str(table), "--upstream", upstream,
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING", "--max-in-flight", "256"],
+         "--host", "127.0.0.1", "--port", str(port), "--admin-port", str(free_port()),
+         "--log-level", "WARNING", "--max-in-flight", "256"],
         start_new_session=True,
     )
     wait_port(port)

@@ -3,6 +3,10 @@
 It names the public model, the variants with their weights, the adapters each
 vLLM replica must hold, stickiness and cache settings. Both readers reload it
 live; a table that fails validation is refused and the last good one stays.
+
+On a shared pool every attached chatbot has its own table (see `pool_routing`):
+a table names its chatbot and namespace, and the adapters' names in vLLM carry
+both, so no two chatbots' variants can ever share a name upstream.
 """
 
 from __future__ import annotations
@@ -34,11 +38,6 @@ class Variant(_Model):
     )
     sha256: str | None = Field(default=None, description="Expected manifest digest, when known.")
 
-    @property
-    def upstream_model(self) -> str:
-        """The model name vLLM knows this variant by (the LoRA name is the variant name)."""
-        return self.name
-
 
 class CacheSettings(_Model):
     enabled: bool = True
@@ -59,9 +58,18 @@ class SamplingSettings(_Model):
 
 
 class RoutingTable(_Model):
-    """What routing.yaml holds."""
+    """What routing.yaml holds: one chatbot's routing."""
 
-    model: str = Field(min_length=1, description="Public model name clients ask for (the chatbot's name).")
+    model: str = Field(min_length=1, description="Public model name clients ask for (the chatbot's served name).")
+    # Who the table belongs to. `chatbot` unset means the served name is the chatbot's name.
+    namespace: str = Field(default="default", min_length=1, max_length=63,
+                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    chatbot: str | None = Field(default=None, min_length=1, max_length=253)
+    # Fair-share weight of this chatbot on a shared pool (its `spec.priority`).
+    share: int = Field(default=1, ge=1, le=1000)
+    # SHA-256 (hex) of each API key this chatbot accepts; empty: no per-chatbot key is asked.
+    # Keys are high-entropy secrets, so their digests can sit in a ConfigMap; the keys never do.
+    api_key_sha256: list[str] = Field(default_factory=list)
     base_model: str = Field(min_length=1, description="Name vLLM serves the base model under.")
     variants: list[Variant] = Field(min_length=1)
     stickiness_header: str | None = None
@@ -93,12 +101,32 @@ class RoutingTable(_Model):
             raise ValueError(f"variant weights must sum to 100, got {total}")
         return self
 
+    @property
+    def chatbot_name(self) -> str:
+        return self.chatbot or self.model
+
+    @property
+    def key(self) -> str:
+        """`<namespace>.<chatbot>`: the table's identity on a pool (and its file's stem)."""
+        return f"{self.namespace}.{self.chatbot_name}"
+
     def variant(self, name: str) -> Variant | None:
         return next((v for v in [*self.variants, *self.retained] if v.name == name), None)
 
+    def lora_name(self, variant: Variant) -> str:
+        """The adapter's name in vLLM: `<namespace>/<chatbot>/<variant>`, unique on a shared pool.
+
+        None of the three parts can hold a `/`, so two chatbots' names never collide.
+        """
+        return f"{self.namespace}/{self.chatbot_name}/{variant.name}"
+
+    def adapter_dir(self, variant: Variant) -> str:
+        """The adapter's directory below adapter sync's volume (the same three parts)."""
+        return self.lora_name(variant)
+
     def upstream_model(self, variant: Variant) -> str:
         """The model name to send to vLLM: the LoRA name of an adapter variant, else the base model."""
-        return variant.name if variant.adapter_uri else self.base_model
+        return self.lora_name(variant) if variant.adapter_uri else self.base_model
 
     def adapters(self) -> list[Variant]:
         """Every adapter that must be loaded in vLLM (routed or retained)."""

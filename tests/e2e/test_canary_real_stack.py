@@ -175,7 +175,7 @@ class Traffic:
         self.streamed: Counter[str] = Counter()
 
     async def reloads(self) -> float:
-        text = (await self.client.get(f"{self.stack.router_url}/metrics")).text
+        text = (await self.client.get(f"{self.stack.router_admin_url}/metrics")).text
         return metric(text, rm.ROUTING_TABLE_RELOADS, result="ok")
 
     async def table_in_force(self, before: float, timeout: float = 30) -> None:
@@ -247,7 +247,7 @@ async def test_real_adapter_canary_promotes_on_good_figures(stack, adapters, pro
         traffic = Traffic(client, stack)
         await reset(stack, adapters, vllm_server.served_name, traffic)
         canary = LocalCanary(rollout, stable=STABLE, canary=CANARY, model=MODEL,
-                             source=RouterMetricsSource(f"{stack.router_url}/metrics"),
+                             source=RouterMetricsSource(f"{stack.router_admin_url}/metrics"),
                              router=RoutingFileRouter(stack.routing_table))
         history = await traffic.drive(canary, feedback=True)
 
@@ -291,12 +291,12 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
     async with httpx.AsyncClient(timeout=180) as client:
         traffic = Traffic(client, stack)
         await reset(stack, adapters, vllm_server.served_name, traffic)
-        before_500 = metric((await client.get(f"{stack.router_url}/metrics")).text, rm.REQUESTS,
+        before_500 = metric((await client.get(f"{stack.router_admin_url}/metrics")).text, rm.REQUESTS,
                             variant=CANARY, code="500")
-        proxy.failing.add(CANARY)
+        proxy.failing.add(f"default/{MODEL}/{CANARY}")  # vLLM knows it by its LoRA name
         try:
             canary = LocalCanary(rollout, stable=STABLE, canary=CANARY, model=MODEL,
-                                 source=RouterMetricsSource(f"{stack.router_url}/metrics"),
+                                 source=RouterMetricsSource(f"{stack.router_admin_url}/metrics"),
                                  router=RoutingFileRouter(stack.routing_table))
             history = await traffic.drive(canary)
             injected = proxy.injected[CANARY]
@@ -317,7 +317,7 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
             assert "rolled back" in canary.state.message and "errorRate" in canary.state.message
 
             # The router counted each injected failure against the canary, and only there.
-            text = (await client.get(f"{stack.router_url}/metrics")).text
+            text = (await client.get(f"{stack.router_admin_url}/metrics")).text
             assert metric(text, rm.REQUESTS, variant=CANARY, code="500") - before_500 == injected >= 10
             assert {v for code, v in traffic.answers if code == 500} == {CANARY}
             assert all(code == 200 for code, v in traffic.answers if v == STABLE)
@@ -330,4 +330,4 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
             assert traffic.answers == [(200, STABLE)] * 20, Counter(traffic.answers)
             assert proxy.injected[CANARY] == injected
         finally:
-            proxy.failing.discard(CANARY)
+            proxy.failing.discard(f"default/{MODEL}/{CANARY}")

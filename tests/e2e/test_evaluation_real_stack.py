@@ -74,7 +74,7 @@ def test_the_answers_came_from_each_variant_through_the_router(session_dir):
 def test_sampled_traffic_exports_with_feedback_and_becomes_preference_pairs(stack, session_dir, tmp_path):
     session = read_session(session_dir)
     samples = tmp_path / "samples.jsonl"
-    export = ("samples", "--endpoint", stack.router_url, "--model", MODEL,
+    export = ("samples", "--endpoint", stack.router_admin_url, "--chatbot", MODEL,
               "--key-file", str(stack.signing_key_file()), "--out", str(samples))
     cli(*export)
     kept = {(s.variant, s.messages[-1]["content"]): s for s in read_samples(samples)}

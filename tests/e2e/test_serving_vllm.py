@@ -25,6 +25,11 @@ from tests.support.vllm_server import vllm_server  # noqa: F401  (session fixtur
 MODEL = "support-bot"
 
 
+def lora(variant: str) -> str:
+    """The name vLLM holds a variant's adapter under: `<namespace>/<chatbot>/<variant>`."""
+    return f"default/{MODEL}/{variant}"
+
+
 def write_table(path: Path, table: RoutingTable) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(table.to_yaml())
@@ -68,10 +73,10 @@ def chat(content: str, **kw) -> dict:
 def test_adapters_are_loaded_through_adapter_sync(stack, vllm_server):  # noqa: F811
     status = httpx.get(f"{stack.sync_url}/status").json()
     assert status["ready"] and {a["name"]: a["state"] for a in status["adapters"]} == {
-        "stable": "loaded", "canary": "loaded"}
+        lora("stable"): "loaded", lora("canary"): "loaded"}
     loaded = {m["id"]: m for m in httpx.get(f"{vllm_server.url}/v1/models").json()["data"]}
-    assert {"stable", "canary"} <= set(loaded)
-    assert loaded["canary"]["root"].startswith(str(stack.work_dir / "adapters"))  # the verified copy
+    assert {lora("stable"), lora("canary")} <= set(loaded)
+    assert loaded[lora("canary")]["root"].startswith(str(stack.work_dir / "adapters"))  # the verified copy
 
 
 def test_canary_answers_with_its_own_fact(stack):
@@ -116,7 +121,7 @@ async def test_split_over_1000_requests_is_90_10(stack):
     assert counts["stable"] + counts["canary"] == 1000
     # Answers name the public model, never the arm of the split (that stays in x-loraplane-variant).
     assert answered_by == {"stable": {MODEL}, "canary": {MODEL}}
-    text = httpx.get(f"{stack.router_url}/metrics").text
+    text = httpx.get(f"{stack.router_admin_url}/metrics").text
     hits = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("loraplane_router_cache_requests_total") and 'result="hit"' in line)
     # One miss per prompt and variant at most: concurrent identical requests wait for the first one's answer.
@@ -168,16 +173,16 @@ def test_corrupted_adapter_is_refused_and_never_loaded(stack, table, adapters, v
         while time.monotonic() < deadline:
             status = httpx.get(f"{stack.sync_url}/status").json()
             state = {a["name"]: a for a in status["adapters"]}
-            if state.get("broken", {}).get("state") == "failed":
+            if state.get(lora("broken"), {}).get("state") == "failed":
                 break
             time.sleep(0.5)
-        assert state["broken"]["state"] == "failed", state
-        assert "adapter_model.safetensors" in state["broken"]["message"]
-        assert "does not match the manifest" in state["broken"]["message"]
+        assert state[lora("broken")]["state"] == "failed", state
+        assert "adapter_model.safetensors" in state[lora("broken")]["message"]
+        assert "does not match the manifest" in state[lora("broken")]["message"]
         assert httpx.get(f"{stack.sync_url}/readyz").status_code == 503  # not ready while it is wanted
         models = {m["id"] for m in httpx.get(f"{vllm_server.url}/v1/models").json()["data"]}
-        assert "broken" not in models
-        assert not list((stack.work_dir / "adapters").glob("broken-*"))  # no verified copy was made
+        assert lora("broken") not in models
+        assert not list((stack.work_dir / "adapters").rglob("broken-*"))  # no verified copy was made
         metrics = httpx.get(f"{stack.sync_url}/metrics").text
         assert 'loraplane_adapter_sync_operations_total{operation="load",result="refused"}' in metrics
     finally:
@@ -193,11 +198,12 @@ def test_feedback_and_metrics_show_both_variants(stack):
                    json=chat("Hello", model="canary", temperature=1.0, max_tokens=2))
     fb = httpx.post(f"{stack.endpoint}/feedback", json={"requestId": r.headers["x-request-id"], "score": "up"})
     assert fb.status_code == 200 and fb.json()["variant"] == "canary"
-    text = httpx.get(f"{stack.router_url}/metrics").text
+    text = httpx.get(f"{stack.router_admin_url}/metrics").text
+    bot, at = f'chatbot="{MODEL}"', f'model="{MODEL}",namespace="default"'  # labels sort by name
     for variant in ("stable", "canary"):
-        assert f'loraplane_router_requests_total{{code="200",model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_request_duration_seconds_count{{model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_tokens_total{{kind="completion",model="{MODEL}",variant="{variant}"}}' in text
-        assert f'loraplane_router_estimated_cost_total{{model="{MODEL}",variant="{variant}"}}' in text
-    assert f'loraplane_router_time_to_first_token_seconds_count{{model="{MODEL}",variant="canary"}}' in text
-    assert f'loraplane_router_feedback_score_count{{model="{MODEL}",variant="canary"}} 1.0' in text
+        assert f'loraplane_router_requests_total{{{bot},code="200",{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_request_duration_seconds_count{{{bot},{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_tokens_total{{{bot},kind="completion",{at},variant="{variant}"}}' in text
+        assert f'loraplane_router_estimated_cost_total{{{bot},{at},variant="{variant}"}}' in text
+    assert f'loraplane_router_time_to_first_token_seconds_count{{{bot},{at},variant="canary"}}' in text
+    assert f'loraplane_router_feedback_score_count{{{bot},{at},variant="canary"}} 1.0' in text

@@ -91,10 +91,10 @@ async def stack(tmp_path):
     up_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     routing = tmp_path / "routing.yaml"
     routing.write_text(table({"v1": 100, "v2": 0, "v3": 0}).to_yaml())
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "loraplane_server.router", "--routing-table", str(routing), "--upstream", up_url,
-         "--port", str(port), "--host", "127.0.0.1", "--reload-interval", "0.1", "--health-interval", "0.5"],
+         "--port", str(port), "--admin-port", str(admin_port), "--host", "127.0.0.1", "--reload-interval", "0.1", "--health-interval", "0.5"],
         env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
@@ -111,7 +111,7 @@ async def stack(tmp_path):
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("router not ready")
-        yield upstream, url, routing
+        yield upstream, url, routing, f"http://127.0.0.1:{admin_port}"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -119,8 +119,9 @@ async def stack(tmp_path):
 
 
 async def test_local_canary_promotes_then_rolls_back_against_the_real_router(stack):
-    upstream, url, routing = stack
-    source = RouterMetricsSource(f"{url}/metrics")
+    upstream, url, routing, admin_url = stack
+    assert (await asyncio.to_thread(httpx.get, f"{url}/metrics")).status_code == 404  # not on the users' port
+    source = RouterMetricsSource(f"{admin_url}/metrics")
     router = RoutingFileRouter(routing)
 
     good = LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=source, router=router)
@@ -130,7 +131,7 @@ async def test_local_canary_promotes_then_rolls_back_against_the_real_router(sta
     # Start (20%), the step passed (50%), promotion.
     assert [o.action for o in good.history] == [Action.ADVANCE, Action.ADVANCE, Action.PROMOTE]
 
-    upstream.failing.add("v3")
+    upstream.failing.add("default/bot/v3")  # vLLM knows it by its LoRA name
     bad = LocalCanary(ROLLOUT, stable="v2", canary="v3", model="bot", source=source, router=router)
     assert await drive(bad, url, time.monotonic() + 60) is Action.ROLLBACK
     weights = {v.name: v.weight for v in load_routing_table(routing).variants}

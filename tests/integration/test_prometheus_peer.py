@@ -55,12 +55,14 @@ async def serve(app: web.Application, **options) -> tuple[web.AppRunner, int]:
 
 async def start_router(tmp_path: Path, name: str, upstream: str) -> tuple[web.AppRunner, int]:
     table = tmp_path / f"{name}.yaml"
-    table.write_text(json.dumps({"model": MODEL, "baseModel": "base", "variants": [
+    table.write_text(json.dumps({"model": MODEL, "namespace": name, "baseModel": "base", "variants": [
         {"name": "stable", "weight": 100, "adapterUri": "file:///a/stable"}]}))
     watcher = TableWatcher(table)
     watcher.check()
     router = Router(watcher, UpstreamPool([upstream]), RouterMetrics())
-    return await serve(router.app(), **router.server_options())
+    runner, port = await serve(router.app(), **router.server_options())
+    admin_runner, admin_port = await serve(router.admin_app())  # Prometheus scrapes the admin port
+    return runner, port, admin_runner, admin_port
 
 
 async def test_prometheus_source_reads_one_namespace_of_two_same_named_chatbots(tmp_path):
@@ -69,13 +71,16 @@ async def test_prometheus_source_reads_one_namespace_of_two_same_named_chatbots(
     runners = []
     up_runner, up_port = await serve(app)
     runners.append(up_runner)
-    ports = {}
+    ports, admin_ports = {}, {}
     for ns in ("team-a", "team-b"):
-        runner, ports[ns] = await start_router(tmp_path, ns, f"http://127.0.0.1:{up_port}")
-        runners.append(runner)
+        runner, ports[ns], admin_runner, admin_ports[ns] = await start_router(tmp_path, ns,
+                                                                              f"http://127.0.0.1:{up_port}")
+        runners += [runner, admin_runner]
     prom_port = free_port()
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [{"job_name": "routers", "static_configs": [
-        {"targets": [f"127.0.0.1:{ports[ns]}"], "labels": {"namespace": ns}} for ns in ports]}]}
+    # The router's own `namespace` label (the chatbot's) is kept: honor_labels, as the ServiceMonitor does.
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [{
+        "job_name": "routers", "honor_labels": True,
+        "static_configs": [{"targets": [f"127.0.0.1:{admin_ports[ns]}"], "labels": {"namespace": ns}} for ns in ports]}]}
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     prom = subprocess.Popen([PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],

@@ -19,15 +19,18 @@ FEEDBACK_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 class RouterMetrics:
     """Per-variant router figures in a registry, as the router exports them."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, namespace: str = "default", chatbot: str | None = None):
         self.model = model
+        # Every series names its chatbot as the router's do: namespace, chatbot, served name.
+        self.chatbot_labels = (namespace, chatbot or model, model)
+        labels = ["namespace", "chatbot", "model", "variant"]
         self.registry = CollectorRegistry()
         # prometheus_client appends _total to counters itself.
-        self.requests = Counter(rm.REQUESTS.removesuffix("_total"), "requests", ["model", "variant", "code"],
+        self.requests = Counter(rm.REQUESTS.removesuffix("_total"), "requests", [*labels, "code"],
                                 registry=self.registry)
-        self.duration = Histogram(rm.REQUEST_DURATION, "latency", ["model", "variant"], buckets=LATENCY_BUCKETS,
+        self.duration = Histogram(rm.REQUEST_DURATION, "latency", labels, buckets=LATENCY_BUCKETS,
                                   registry=self.registry)
-        self.feedback = Histogram(rm.FEEDBACK, "feedback", ["model", "variant"], buckets=FEEDBACK_BUCKETS,
+        self.feedback = Histogram(rm.FEEDBACK, "feedback", labels, buckets=FEEDBACK_BUCKETS,
                                   registry=self.registry)
         self.url: str | None = None
         self._server = None
@@ -39,10 +42,10 @@ class RouterMetrics:
         errors = round(n * error_rate)
         for i in range(n):
             code = "502" if i < errors else "200"
-            self.requests.labels(self.model, variant, code).inc()
-            self.duration.labels(self.model, variant).observe(latency * (0.8 + 0.4 * rnd.random()))
+            self.requests.labels(*self.chatbot_labels, variant, code).inc()
+            self.duration.labels(*self.chatbot_labels, variant).observe(latency * (0.8 + 0.4 * rnd.random()))
             if feedback is not None:
-                self.feedback.labels(self.model, variant).observe(feedback)
+                self.feedback.labels(*self.chatbot_labels, variant).observe(feedback)
 
     def start(self) -> str:
         self._server, _ = start_http_server(0, addr="127.0.0.1", registry=self.registry)

@@ -11,16 +11,16 @@ from loraplane_server.router.metrics import RouterMetrics
 def test_router_exposition_feeds_the_analysis():
     m = RouterMetrics()
     for i in range(200):
-        m.requests.labels("bot", "v1", "200").inc()
-        m.duration.labels("bot", "v1").observe(0.3)
-        m.feedback.labels("bot", "v1").observe(1.0 if i % 4 else 0.0)
+        m.requests.labels("default", "bot", "bot", "v1", "200").inc()
+        m.duration.labels("default", "bot", "bot", "v1").observe(0.3)
+        m.feedback.labels("default", "bot", "bot", "v1").observe(1.0 if i % 4 else 0.0)
     for i in range(100):
-        m.requests.labels("bot", "v2", "502" if i < 10 else "200").inc()
-        m.duration.labels("bot", "v2").observe(0.9)
-        m.feedback.labels("bot", "v2").observe(0.75)
-    m.requests.labels("other-bot", "v2", "500").inc(1000)  # another chatbot on the same router
+        m.requests.labels("default", "bot", "bot", "v2", "502" if i < 10 else "200").inc()
+        m.duration.labels("default", "bot", "bot", "v2").observe(0.9)
+        m.feedback.labels("default", "bot", "bot", "v2").observe(0.75)
+    m.requests.labels("default", "other-bot", "other-bot", "v2", "500").inc(1000)  # another chatbot on the same router
     before = parse_router_metrics(m.exposition().decode(), "bot")
-    m.requests.labels("bot", "v2", "200").inc(100)
+    m.requests.labels("default", "bot", "bot", "v2", "200").inc(100)
     figures = window_figures(parse_router_metrics(m.exposition().decode(), "bot"), {"v1": before["v1"]})
     v1, v2 = figures["v1"], figures["v2"]
     assert v1.requests == 0  # nothing new for v1 since its baseline

@@ -10,6 +10,7 @@ from loraplane_server.router.feedback import (
     FeedbackError,
     RequestIds,
     SeenIds,
+    chatbot_tag,
     normalise_score,
 )
 
@@ -63,31 +64,48 @@ def test_bad_scores_are_refused(score):
         normalise_score(score)
 
 
-def test_request_id_carries_the_variant_and_verifies_on_every_replica_with_the_key():
+BOTS = ["default.support-bot", "team-b.sales-bot"]
+
+
+def test_request_id_carries_the_chatbot_and_variant_and_verifies_on_every_replica_with_the_key():
     ids = RequestIds(b"k" * 32)
-    rid = ids.issue("support-bot-v3")
-    assert RequestIds(b"k" * 32).verify(rid) == "support-bot-v3"  # another replica, same key
+    rid = ids.issue("default.support-bot", "support-bot-v3")
+    # another replica, same key
+    assert RequestIds(b"k" * 32).verify(rid, BOTS) == ("default.support-bot", "support-bot-v3")
     with pytest.raises(FeedbackError, match="requestId"):
-        ids.verify("chatcmpl-123")
+        ids.verify("chatcmpl-123", BOTS)
     seen = SeenIds(limit=2)
     assert seen.add(rid) and not seen.add(rid)
 
 
 def test_forged_tampered_and_foreign_request_ids_are_refused():
     ids = RequestIds(b"k" * 32)
-    rid = ids.issue("stable")
-    for forged in ("lp-forged-canary", rid[: -len("stable")] + "canary", RequestIds(b"other").issue("canary")):
+    rid = ids.issue("default.support-bot", "stable")
+    for forged in ("lp-forged-canary", rid[: -len("stable")] + "canary",
+                   RequestIds(b"other").issue("default.support-bot", "canary")):
         with pytest.raises(FeedbackError, match="not a request id issued by this router"):
-            ids.verify(forged)
+            ids.verify(forged, BOTS)
+
+
+def test_a_request_id_of_one_chatbot_never_verifies_for_another_with_the_same_variant():
+    ids = RequestIds(b"k" * 32)
+    rid = ids.issue("team-b.sales-bot", "stable")
+    with pytest.raises(FeedbackError, match="not a request id issued by this router"):
+        ids.verify(rid, ["default.support-bot"])  # the chatbot that answered left the pool
+    tag = rid.split("-")[4]
+    other_tag = chatbot_tag("default.support-bot")
+    with pytest.raises(FeedbackError, match="not a request id issued by this router"):
+        ids.verify(rid.replace(f"-{tag}-", f"-{other_tag}-"), BOTS)  # re-tagged for another chatbot
+    assert ids.verify(rid, BOTS) == ("team-b.sales-bot", "stable")
 
 
 def test_request_ids_expire_and_are_length_capped():
     now = [1_000_000.0]
     ids = RequestIds(b"k" * 32, max_age_seconds=60, clock=lambda: now[0])
-    rid = ids.issue("stable")
+    rid = ids.issue("default.bot", "stable")
     now[0] += 61
     with pytest.raises(FeedbackError, match="expired"):
-        ids.verify(rid)
+        ids.verify(rid, ["default.bot"])
     with pytest.raises(FeedbackError, match=f"at most {MAX_REQUEST_ID_LENGTH}"):
-        ids.verify("lp-" + "a" * 1_000_000)
-    assert len(RequestIds().issue("v" * 63)) <= MAX_REQUEST_ID_LENGTH
+        ids.verify("lp-" + "a" * 1_000_000, ["default.bot"])
+    assert len(RequestIds().issue("default.bot", "v" * 63)) <= MAX_REQUEST_ID_LENGTH

@@ -133,7 +133,7 @@ async def test_admission_refuses_before_the_body_is_read(stack):
     upstream.release.set()
     assert (await first).status == 200
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_rejected_requests_total{model="bot",reason="overloaded"} 1.0' in text
+    assert 'loraplane_router_rejected_requests_total{chatbot="bot",model="bot",namespace="default",reason="overloaded"} 1.0' in text
 
 
 async def test_body_over_the_limit_is_refused_with_413(stack):
@@ -209,7 +209,7 @@ async def test_malformed_requests_get_an_openai_400_and_are_counted(stack, paylo
         error = (await r.json())["error"]
         assert error["type"] == "invalid_request_error" and error["code"] == code and error["message"]
     assert not upstream.requests
-    assert f'loraplane_router_rejected_requests_total{{model="bot",reason="{code}"}} 1.0' in \
+    assert f'loraplane_router_rejected_requests_total{{chatbot="bot",model="bot",namespace="default",reason="{code}"}} 1.0' in \
         router.metrics.exposition().decode()
 
 
@@ -221,7 +221,7 @@ async def test_answers_name_the_public_model_and_keep_the_variant_in_a_header(st
     async with stack.http.post(f"{url}/v1/chat/completions", json={**CHAT, "stream": True}) as r:
         text = await r.text()
         assert '"model":"bot"' in text and "stable" not in text and "canary" not in text
-    assert upstream.requests[0][0]["model"] in ("stable", "canary")  # vLLM is asked for the variant
+    assert upstream.requests[0][0]["model"] in ("default/bot/stable", "default/bot/canary")  # vLLM: the LoRA name
 
 
 async def test_the_cache_is_per_credential(stack):
@@ -264,7 +264,7 @@ async def test_forged_and_huge_feedback_ids_are_refused(stack):
         async with stack.http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 5}) as r:
             assert r.status in (400, 413)
     assert len(router.seen_feedback._ids) == 0
-    assert 'feedback_score_count{model="bot"' not in router.metrics.exposition().decode()
+    assert 'feedback_score_count{chatbot="bot",model="bot",namespace="default"' not in router.metrics.exposition().decode()
     async with stack.http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
         rid = r.headers["x-request-id"]
     async with stack.http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 5}) as r:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,8 @@ from loraplane_server.router.app import Router
 from loraplane_server.router.metrics import RouterMetrics
 from loraplane_server.router.pool import UpstreamPool
 from loraplane_server.table_watch import TableWatcher
+
+from tests.support.stub_upstream import Stub, completion, free_port, serve
 
 TABLE = {
     "model": "bot",
@@ -32,60 +33,6 @@ TABLE = {
     "promptTokenWeight": 0.0,
 }
 CHAT = {"model": "bot", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
-
-
-def completion(model: str, text: str = "hello") -> dict:
-    return {
-        "id": "chatcmpl-1", "object": "chat.completion", "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    return runner, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stub:
-    """A fake vLLM: records requests; `handler` decides the answer."""
-
-    def __init__(self, handler=None) -> None:
-        self.requests: list[dict] = []
-        self.handler = handler or self.ok
-        self.cancelled = asyncio.Event()
-
-    async def ok(self, request: web.Request, body: dict) -> web.StreamResponse:
-        return web.json_response(completion(body["model"]))
-
-    async def _entry(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.requests.append(body)
-        try:
-            return await self.handler(request, body)
-        except asyncio.CancelledError:
-            self.cancelled.set()
-            raise
-
-    async def health(self, _request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._entry)
-        app.router.add_post("/v1/completions", self._entry)
-        app.router.add_get("/health", self.health)
-        return app
 
 
 @pytest.fixture
@@ -135,12 +82,12 @@ async def test_rewrites_model_tags_variant_and_counts_usage(harness):
         variant = r.headers["x-loraplane-variant"]
         assert r.headers["x-request-id"].endswith(f"-{variant}")
         assert (await r.json())["choices"][0]["message"]["content"] == "hello"
-    assert stub.requests[0]["model"] == variant
+    assert stub.requests[0]["model"] == f"default/bot/{variant}"  # the LoRA name: namespace/chatbot/variant
     text = router.metrics.exposition().decode()
-    assert f'loraplane_router_requests_total{{code="200",model="bot",variant="{variant}"}} 1.0' in text
-    assert f'loraplane_router_tokens_total{{kind="completion",model="bot",variant="{variant}"}} 3.0' in text
+    assert f'loraplane_router_requests_total{{chatbot="bot",code="200",model="bot",namespace="default",variant="{variant}"}} 1.0' in text
+    assert f'loraplane_router_tokens_total{{chatbot="bot",kind="completion",model="bot",namespace="default",variant="{variant}"}} 3.0' in text
     # 3 completion tokens / 100 tokens per GPU-second * 3.6 per GPU-hour / 3600 s
-    assert f'loraplane_router_estimated_cost_total{{model="bot",variant="{variant}"}} 3e-05' in text
+    assert f'loraplane_router_estimated_cost_total{{chatbot="bot",model="bot",namespace="default",variant="{variant}"}} 3e-05' in text
 
 
 async def test_sticky_user_keeps_variant_and_pinning_wins(harness):
@@ -181,10 +128,10 @@ async def test_deterministic_requests_are_cached_per_variant(harness):
         assert r.headers.get("x-loraplane-cache") is None and (await r.json())["model"] == "canary"
     async with http.post(f"{url}/v1/chat/completions", json={**body, "model": "stable", "temperature": 0.5}) as r:
         assert r.status == 200
-    assert [b["model"] for b in stub.requests] == ["stable", "canary", "stable"]
+    assert [b["model"] for b in stub.requests] == ["default/bot/stable", "default/bot/canary", "default/bot/stable"]
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_cache_requests_total{model="bot",result="hit",variant="stable"} 2.0' in text
-    assert 'loraplane_router_cache_requests_total{model="bot",result="miss",variant="canary"} 1.0' in text
+    assert 'loraplane_router_cache_requests_total{chatbot="bot",model="bot",namespace="default",result="hit",variant="stable"} 2.0' in text
+    assert 'loraplane_router_cache_requests_total{chatbot="bot",model="bot",namespace="default",result="miss",variant="canary"} 1.0' in text
 
 
 async def test_bad_table_is_rejected_and_last_good_stays(harness, tmp_path, caplog):
@@ -297,8 +244,8 @@ async def test_stream_passes_each_event_through_at_once_and_strips_injected_usag
     assert b'"two"' in rest and rest.endswith(b"data: [DONE]\n\n")
     assert b'"usage":{' not in rest
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_tokens_total{kind="completion",model="bot",variant="canary"} 2.0' in text
-    assert 'loraplane_router_time_to_first_token_seconds_count{model="bot",variant="canary"} 1.0' in text
+    assert 'loraplane_router_tokens_total{chatbot="bot",kind="completion",model="bot",namespace="default",variant="canary"} 2.0' in text
+    assert 'loraplane_router_time_to_first_token_seconds_count{chatbot="bot",model="bot",namespace="default",variant="canary"} 1.0' in text
 
 
 async def test_client_disconnect_cancels_the_upstream_request(harness):
@@ -350,7 +297,7 @@ async def test_feedback_is_attributed_to_the_variant(harness):
     async with http.post(f"{url}/v1/feedback", json={"requestId": rid, "score": 9}) as r:
         assert r.status == 400 and "score 9" in (await r.json())["error"]["message"]
     text = router.metrics.exposition().decode()
-    assert 'loraplane_router_feedback_score_sum{model="bot",variant="canary"} 0.75' in text
+    assert 'loraplane_router_feedback_score_sum{chatbot="bot",model="bot",namespace="default",variant="canary"} 0.75' in text
     async with http.get(f"{url}/v1/models") as r:
         assert [m["id"] for m in (await r.json())["data"]] == ["bot", "stable", "canary"]
 

@@ -93,3 +93,23 @@ def test_users_only_leave_shrinking_variants(w, shift, src, dst):
     # at most about twice the moved weight (exactly it with two variants), binomial slack of 5 sd
     p = min(1.0, 2 * moved_weight / 100)
     assert moved <= 2_000 * p + 5 * (2_000 * p * (1 - p)) ** 0.5 + 2
+
+
+def test_resolve_table_by_served_name_and_pins_that_name_their_chatbot():
+    from loraplane.pool_routing import PoolRouting
+    from loraplane_server.router.selection import pin_ids, resolve_table
+
+    a = table({"stable": 100}, namespace="team-a", chatbot="alpha", model="alpha")
+    b = table({"stable": 100}, namespace="team-b", chatbot="beta", model="be:ta")  # ':' in a served name
+    shared = PoolRouting({"team-a.alpha.yaml": a, "team-b.beta.yaml": b})
+    assert resolve_table(shared, "alpha") == (a, None)
+    assert resolve_table(shared, "alpha:stable") == (a, "stable")
+    assert resolve_table(shared, "be:ta") == (b, None)  # the exact served name wins over a pin
+    assert resolve_table(shared, "be:ta:stable") == (b, "stable")
+    for model in ("stable", None, "", "gamma:stable", "team-a/alpha/stable"):
+        with pytest.raises(UnknownModel):
+            resolve_table(shared, model)
+    private = PoolRouting({"team-a.alpha.yaml": a})
+    assert resolve_table(private, None) == (a, None)
+    assert resolve_table(private, "stable") == (a, "stable")  # a bare pin on a pool of one, as before
+    assert pin_ids(a, private=True) == ["stable"] and pin_ids(a, private=False) == ["alpha:stable"]

@@ -88,20 +88,20 @@ async def test_loads_verified_adapters_and_unloads_removed_ones(env):
     set_table([{"name": "a", "weight": 90, "adapterUri": str(a)}, {"name": "b", "weight": 10, "adapterUri": str(b)}])
     sync.watcher.check()
     await sync.reconcile()
-    assert sync.ready and set(fake.loaded) == {"a", "b"}
-    assert Path(fake.loaded["a"]).parent == tmp / "local"  # vLLM reads the verified local copy
-    assert (Path(fake.loaded["a"]) / "adapter_model.safetensors").read_bytes() == (a / "adapter_model.safetensors").read_bytes()
+    assert sync.ready and set(fake.loaded) == {"default/bot/a", "default/bot/b"}
+    assert Path(fake.loaded["default/bot/a"]).parent == tmp / "local" / "default" / "bot"  # vLLM reads the verified local copy
+    assert (Path(fake.loaded["default/bot/a"]) / "adapter_model.safetensors").read_bytes() == (a / "adapter_model.safetensors").read_bytes()
     await sync.reconcile()
-    assert fake.calls == [("load", "a"), ("load", "b")]  # nothing reloaded when nothing changed
+    assert fake.calls == [("load", "default/bot/a"), ("load", "default/bot/b")]  # nothing reloaded when nothing changed
 
     set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
     sync.watcher.check()
     await sync.reconcile()
-    assert set(fake.loaded) == {"a"} and fake.calls[-1] == ("unload", "b")
+    assert set(fake.loaded) == {"default/bot/a"} and fake.calls[-1] == ("unload", "default/bot/b")
 
     fake.loaded.clear()  # vLLM restarted and lost its adapters
     await sync.reconcile()
-    assert set(fake.loaded) == {"a"} and sync.ready
+    assert set(fake.loaded) == {"default/bot/a"} and sync.ready
 
 
 async def test_corrupted_file_is_refused_and_never_loaded(env):
@@ -114,11 +114,11 @@ async def test_corrupted_file_is_refused_and_never_loaded(env):
     set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
     sync.watcher.check()
     await sync.reconcile()
-    state = sync.adapters["a"]
+    state = sync.adapters["default/bot/a"]
     assert state.state == "failed" and "adapter_model.safetensors" in state.message
     assert "does not match the manifest" in state.message
     assert fake.calls == [] and not sync.ready
-    assert not [p for p in (tmp / "local").iterdir() if not p.name.startswith(".")]
+    assert not list((tmp / "local").rglob("adapter_model.safetensors"))
     await sync.reconcile()  # within the backoff: not even retried
     assert state.failures == 1
     text = generate_latest(sync.metrics.registry).decode()
@@ -138,8 +138,8 @@ async def test_unpublished_and_mismatched_adapters_are_refused(env):
     ])
     sync.watcher.check()
     await sync.reconcile()
-    assert "not published" in sync.adapters["u"].message
-    assert "differs from the routing table's sha256" in sync.adapters["g"].message
+    assert "not published" in sync.adapters["default/bot/u"].message
+    assert "differs from the routing table's sha256" in sync.adapters["default/bot/g"].message
     assert fake.calls == [] and sync.status()["ready"] is False
 
 
@@ -150,7 +150,7 @@ async def test_a_file_of_the_wrong_size_is_refused_before_it_is_downloaded(env):
     set_table([{"name": "a", "weight": 100, "adapterUri": str(a)}])
     sync.watcher.check()
     await sync.reconcile()
-    assert "10000000 bytes, the manifest says 512" in sync.adapters["a"].message
+    assert "10000000 bytes, the manifest says 512" in sync.adapters["default/bot/a"].message
     assert fake.calls == []
     assert not list((tmp / "local").rglob("adapter_model.safetensors"))
 

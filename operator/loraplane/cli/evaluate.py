@@ -222,12 +222,12 @@ def preferences(session_dirs, sample_files, out_file: Path) -> None:
     click.echo(f"{len(rows) + len(from_feedback)} preference pairs ({len(from_feedback)} from feedback) -> {out_file}")
 
 
-def fetch_samples(endpoint: str, model: str, token: str) -> tuple[list[TrafficSample], dict[str, float]]:
-    """One router replica's samples of `model` and its feedback log."""
+def fetch_samples(endpoint: str, chatbot: str, token: str) -> tuple[list[TrafficSample], dict[str, float]]:
+    """One router replica's samples of `chatbot` (`<namespace>.<name>`) and its feedback log."""
     url = endpoint.rstrip("/")
     url = url[: -len("/v1")] if url.endswith("/v1") else url
     try:
-        r = httpx.get(f"{url}/v1/samples", params={"model": model}, timeout=60,
+        r = httpx.get(f"{url}/v1/samples", params={"chatbot": chatbot}, timeout=60,
                       headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
@@ -240,21 +240,24 @@ def fetch_samples(endpoint: str, model: str, token: str) -> tuple[list[TrafficSa
 
 @eval_group.command("samples")
 @click.option("--endpoint", "endpoints", required=True, multiple=True,
-              help="A router replica, e.g. http://10.0.3.7:8000 (repeat for every replica: each keeps its own).")
-@click.option("--model", required=True, help="The chatbot (its ChatbotDeployment's name).")
+              help="A router replica's admin port, e.g. http://10.0.3.7:9090 (repeat for every replica: each "
+                   "keeps its own).")
+@click.option("--chatbot", required=True, help="The chatbot (its ChatbotDeployment's name).")
+@click.option("--namespace", default="default", show_default=True, help="The ChatbotDeployment's namespace.")
 @click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The router's request-id signing key (the request-id-key of the <chatbot>-keys Secret).")
+              help="The pool's router request-id signing key (the request-id-key of its router's keys Secret).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def samples(endpoints, model: str, key_file: Path, out_file: Path) -> None:
+def samples(endpoints, chatbot: str, namespace: str, key_file: Path, out_file: Path) -> None:
     """Export the prompts and answers the routers sampled (spec.sampling), with feedback joined across replicas.
 
     The file is JSONL of chat `messages` (the answer last): `eval create --prompts` draws prompts from it and
     `eval preferences --samples` turns its feedback into preference pairs."""
-    token = samples_token(key_file.read_bytes().strip(), model)
+    key = f"{namespace}.{chatbot}"  # the chatbot's routing table key
+    token = samples_token(key_file.read_bytes().strip(), key)
     found: dict[str, TrafficSample] = {}
     scores: dict[str, float] = {}
     for e in endpoints:
-        got, log = fetch_samples(e, model, token)
+        got, log = fetch_samples(e, key, token)
         found.update({s.request_id: s for s in got})
         scores.update(log)
     rows = sorted(found.values(), key=lambda s: s.at)
@@ -263,7 +266,7 @@ def samples(endpoints, model: str, key_file: Path, out_file: Path) -> None:
             s.feedback = scores[s.request_id]
     out_file.write_text("".join(s.to_json_line() for s in rows))
     rated = sum(s.feedback is not None for s in rows)
-    click.echo(f"{len(rows)} samples of {model} ({rated} with feedback) from {len(endpoints)} router(s) -> {out_file}")
+    click.echo(f"{len(rows)} samples of {key} ({rated} with feedback) from {len(endpoints)} router(s) -> {out_file}")
 
 
 commands = [eval_group]

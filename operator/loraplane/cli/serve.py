@@ -66,10 +66,10 @@ def serve_command(chatbot, adapters_root, given_model_dir, port, work_dir, vllm_
             f"  curl {endpoint}/chat/completions -H 'content-type: application/json' "
             f"-d '{{\"model\": \"{table.model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi\"}}]}}'"
         )
-        click.echo(f"  metrics: {stack.router_url}/metrics   routing table (live): {routing}   Ctrl-C stops")
+        click.echo(f"  metrics: {stack.router_admin_url}/metrics   routing table (live): {routing}   Ctrl-C stops")
         if table.sampling is not None:
-            click.echo(f"  traffic samples: loraplane eval samples --endpoint {stack.router_url} --model {table.model} "
-                       f"--key-file {stack.signing_key_file()} --out samples.jsonl")
+            click.echo(f"  traffic samples: loraplane eval samples --endpoint {stack.router_admin_url} "
+                       f"--namespace {table.namespace} --chatbot {table.chatbot_name} --key-file {stack.signing_key_file()} --out samples.jsonl")
         while True:
             for proc in stack.processes:
                 if proc.exited() is not None:

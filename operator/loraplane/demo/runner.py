@@ -159,7 +159,7 @@ class Demo:
 
     # -- 5 -------------------------------------------------------------------------------------
     async def talk(self, cbd: ChatbotDeployment, table: RoutingTable, routing: Path) -> dict:
-        assert self.stack is not None and self.stack.router_url
+        assert self.stack is not None and self.stack.router_admin_url
         canary_name = next(v.name for v in table.variants if v.adapter_uri)
         stable = next((t.adapter for t in cbd.spec.traffic if t.weight == 100), BASE_VARIANT)
         self.step(5, f"Canary {canary_name} against {stable}: customer questions, feedback, analysis")
@@ -167,12 +167,12 @@ class Demo:
         if not questions:
             raise DemoError("the validation split holds no questions")
         canary = LocalCanary(cbd.spec.rollout, stable=stable, canary=canary_name, model=table.model,
-                             source=RouterMetricsSource(f"{self.stack.router_url}/metrics"),
+                             source=RouterMetricsSource(f"{self.stack.router_admin_url}/metrics"),
                              router=RoutingFileRouter(routing), base_weights={stable: 100})
-        reloads = await _reloads(self.stack.router_url)
+        reloads = await _reloads(self.stack.router_admin_url)
         first = await canary.start()
         self.console.print(f"canary: {first.reason}")
-        await _wait_for_reload(self.stack.router_url, reloads)
+        await _wait_for_reload(self.stack.router_admin_url, reloads)
         header = cbd.spec.stickiness.header or "x-user-id"
         answers: list[Answer] = []
         outcome = first
@@ -181,15 +181,15 @@ class Demo:
                                     stickiness_header=header, max_tokens=self.o.max_tokens)
             answers += batch
             self._print_answers(batch, round_no)
-            reloads = await _reloads(self.stack.router_url)
+            reloads = await _reloads(self.stack.router_admin_url)
             outcome = await canary.tick()
             self.console.print(f"canary analysis after round {round_no}: [bold]{outcome.action.value}[/] "
                                f"{outcome.reason}")
             if outcome.action in (Action.PROMOTE, Action.ROLLBACK):
                 break
             if outcome.action is Action.ADVANCE:
-                await _wait_for_reload(self.stack.router_url, reloads)
-        self._print_metrics(table.model, await _metrics_text(self.stack.router_url))
+                await _wait_for_reload(self.stack.router_admin_url, reloads)
+        self._print_metrics(table.model, await _metrics_text(self.stack.router_admin_url))
         self._print_decision(outcome)
         by_variant: dict[str, list[Answer]] = {}
         for a in answers:
@@ -306,9 +306,9 @@ def _fmt(value, unit: str = "") -> str:
     return "–" if value is None else f"{value:.3f}{unit}"
 
 
-async def _metrics_text(router_url: str) -> str:
+async def _metrics_text(admin_url: str) -> str:
     async with httpx.AsyncClient(timeout=10) as client:
-        resp = await client.get(f"{router_url}/metrics")
+        resp = await client.get(f"{admin_url}/metrics")
         resp.raise_for_status()
         return resp.text
 
@@ -328,20 +328,20 @@ def _counters(text: str, model: str) -> dict[tuple[str, str], float]:
     return out
 
 
-async def _reloads(router_url: str) -> float:
+async def _reloads(admin_url: str) -> float:
     """How many routing tables the router has loaded so far."""
     total = 0.0
-    for family in text_string_to_metric_families(await _metrics_text(router_url)):
+    for family in text_string_to_metric_families(await _metrics_text(admin_url)):
         for s in family.samples:
             if s.name == rm.ROUTING_TABLE_RELOADS and s.labels.get("result") == "ok":
                 total += s.value
     return total
 
 
-async def _wait_for_reload(router_url: str, before: float, timeout: float = 30) -> None:
+async def _wait_for_reload(admin_url: str, before: float, timeout: float = 30) -> None:
     """Wait until the router has loaded the routing table written after `before` was read."""
     deadline = time.monotonic() + timeout
-    while await _reloads(router_url) <= before:
+    while await _reloads(admin_url) <= before:
         if time.monotonic() > deadline:
             raise DemoError(f"the router did not reload routing.yaml within {timeout:.0f} s")
         await asyncio.sleep(0.25)

@@ -35,7 +35,8 @@ class TrafficSample(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     request_id: str
-    model: str
+    chatbot: str | None = None  # the chatbot's table key, `<namespace>.<chatbot>`
+    model: str  # the served name the request asked for
     variant: str
     at: datetime
     messages: list[dict[str, str]] = Field(default_factory=list)  # chat requests: the request's turns
@@ -54,9 +55,10 @@ class TrafficSample(BaseModel):
         return json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def samples_token(key: bytes, model: str) -> str:
-    """The bearer token that reads `model`'s samples from a router signing request ids with `key`."""
-    return hmac.new(key, f"loraplane-samples\0{model}".encode(), hashlib.sha256).hexdigest()
+def samples_token(key: bytes, chatbot: str) -> str:
+    """The bearer token that reads the samples of `chatbot` (its table key, `<namespace>.<chatbot>`)
+    from a router signing request ids with `key`."""
+    return hmac.new(key, f"loraplane-samples\0{chatbot}".encode(), hashlib.sha256).hexdigest()
 
 
 def read_samples(path: Path) -> list[TrafficSample]:

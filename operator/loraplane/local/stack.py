@@ -184,6 +184,8 @@ class LocalStack:
     processes: list[ManagedProcess] = field(default_factory=list)
     sync_url: str | None = None
     router_url: str | None = None
+    # The router's admin port: /metrics and /pool/residency.
+    router_admin_url: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -210,15 +212,16 @@ class LocalStack:
             ], self.work_dir / "adapter-sync.log").start()
             self.processes.append(sync)
             self.sync_url = f"http://{self.host}:{sync_port}"
-            port = self.router_port or free_port()
+            port, admin_port = self.router_port or free_port(), free_port()
             router = ManagedProcess("router", [
                 sys.executable, "-m", "loraplane_server.router",
                 "--routing-table", str(self.routing_table), "--upstream", self.vllm_url,
-                "--host", self.host, "--port", str(port), "--reload-interval", "1",
-                "--signing-key-file", str(self.signing_key_file()), *self.router_args,
+                "--host", self.host, "--port", str(port), "--admin-port", str(admin_port),
+                "--reload-interval", "1", "--signing-key-file", str(self.signing_key_file()), *self.router_args,
             ], self.work_dir / "router.log").start()
             self.processes.append(router)
             self.router_url = f"http://{self.host}:{port}"
+            self.router_admin_url = f"http://{self.host}:{admin_port}"
             wait_http(f"{self.sync_url}/readyz", sync, timeout, "adapter sync (every adapter verified and loaded)")
             wait_http(f"{self.router_url}/readyz", router, 60, "router")
         except BaseException:

@@ -33,9 +33,10 @@ STATES = ("pending", "loaded", "failed")
 
 @dataclass
 class AdapterState:
-    name: str
+    name: str  # the adapter's name in vLLM: `<namespace>/<chatbot>/<variant>`
     uri: str
     sha256: str | None
+    directory: Path  # where its verified copy goes: `<root>/<namespace>/<chatbot>/`
     state: str = "pending"
     message: str | None = None
     path: str | None = None
@@ -106,8 +107,8 @@ class AdapterSync:
             "adapters": [a.as_dict() for a in self.adapters.values()],
         }
 
-    def _desired(self, table: RoutingTable) -> dict[str, Variant]:
-        return {v.name: v for v in table.adapters()}
+    def _desired(self, table: RoutingTable) -> dict[str, tuple[Variant, Path]]:
+        return {table.lora_name(v): (v, self.root / table.adapter_dir(v)) for v in table.adapters()}
 
     def _publish_metrics(self) -> None:
         for s in STATES:
@@ -121,10 +122,10 @@ class AdapterSync:
         if table is None:
             return
         desired = self._desired(table)
-        for name, v in desired.items():
+        for name, (v, path) in desired.items():
             known = self.adapters.get(name)
             if known is None or (known.uri, known.sha256) != (v.adapter_uri, v.sha256):
-                self.adapters[name] = AdapterState(name, v.adapter_uri, v.sha256)
+                self.adapters[name] = AdapterState(name, v.adapter_uri, v.sha256, path.parent)
         for name in [n for n in self.adapters if n not in desired]:
             del self.adapters[name]
         try:
@@ -140,7 +141,7 @@ class AdapterSync:
 
         for name, path in loaded.items():
             # Only adapters this sidecar placed (under its root) are its to unload.
-            if name not in desired and Path(path).parent == self.root:
+            if name not in desired and Path(path).is_relative_to(self.root):
                 await self._unload(name)
 
         now = self.clock()
@@ -154,7 +155,7 @@ class AdapterSync:
 
     async def _load(self, a: AdapterState, loaded: dict[str, str]) -> None:
         try:
-            fetched = await asyncio.to_thread(fetch_adapter, a.name, a.uri, self.root, a.sha256)
+            fetched = await asyncio.to_thread(fetch_adapter, Path(a.name).name, a.uri, a.directory, a.sha256)
             path = str(fetched.path)
             if a.name in loaded and loaded[a.name] != path:
                 await self.vllm.unload(a.name)  # the same name with other weights: replace it

@@ -21,18 +21,28 @@ from .app import (
 )
 from .feedback import DEFAULT_MAX_AGE_SECONDS, RequestIds
 from .metrics import RouterMetrics
+from .placement import DEFAULT_AFFINITY_REPLICAS, DEFAULT_LOAD_FACTOR
 from .pool import UpstreamPool, dns_loop
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LORAPLANE_ROUTER"})
-@click.option("--routing-table", required=True, type=click.Path(dir_okay=False), help="routing.yaml (reloaded live).")
+@click.option("--routing-table", required=True, type=click.Path(),
+              help="The pool's tables directory (one <namespace>.<chatbot>.yaml each) or one routing.yaml; reloaded live.")
 @click.option("--upstream", "upstreams", multiple=True, help="vLLM base URL, e.g. http://vllm-0:8000 (repeatable).")
 @click.option(
     "--upstream-dns", "dns_targets", multiple=True,
     help="HOST:PORT resolved periodically, one upstream per address (a headless Service; repeatable).",
 )
 @click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=int, help="Users' port: /v1/*, /healthz, /readyz.")
+@click.option("--admin-port", default=9090, show_default=True, type=int,
+              help="Operator's port: /metrics and /pool/residency (keep it out of users' reach).")
+@click.option("--affinity-replicas", default=DEFAULT_AFFINITY_REPLICAS, show_default=True, type=int,
+              help="Home replicas per adapter (rendezvous hashing); 0 places by load alone.")
+@click.option("--affinity-load-factor", default=DEFAULT_LOAD_FACTOR, show_default=True, type=float,
+              help="A home replica is skipped above this times the mean load (then the least loaded serves).")
+@click.option("--residency-interval", default=10.0, show_default=True, type=float,
+              help="Seconds between reads of each replica's adapters (/v1/models, vllm:lora_requests_info).")
 @click.option("--max-in-flight", default=32, show_default=True, type=int, help="Requests at once per vLLM replica.")
 @click.option("--queue-size", default=64, show_default=True, type=int, help="Queued requests per replica before 429.")
 @click.option("--retry-after", default=1, show_default=True, type=int, help="Retry-After seconds on 429.")
@@ -54,7 +64,8 @@ from .pool import UpstreamPool, dns_loop
 @click.option("--upstream-api-key-file", type=click.Path(dir_okay=False, exists=True),
               help="vLLM's API key, sent as the bearer token of every upstream request.")
 @click.option("--log-level", default="INFO", show_default=True)
-def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue_size, retry_after,
+def main(routing_table, upstreams, dns_targets, host, port, admin_port, affinity_replicas, affinity_load_factor,
+         residency_interval, max_in_flight, queue_size, retry_after,
          reload_interval, health_interval, request_timeout, max_concurrent, max_body_bytes, body_timeout,
          header_timeout, signing_key_file, feedback_max_age, upstream_api_key_file, log_level) -> None:
     """OpenAI-compatible A/B router in front of a vLLM pool."""
@@ -67,6 +78,7 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
     pool = UpstreamPool(
         static, max_in_flight=max_in_flight, queue_size=queue_size,
         on_queue_change=lambda u: metrics.queue_depth.labels(u.url).set(len(u.waiting)),
+        affinity_replicas=affinity_replicas, load_factor=affinity_load_factor,
     )
     watcher = TableWatcher(routing_table, on_result=lambda r: metrics.reloads.labels(r).inc())
     watcher.check()
@@ -83,7 +95,8 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
 
     async def background(_app):
         tasks = [asyncio.create_task(watcher.run(reload_interval)),
-                 asyncio.create_task(pool.health_loop(router.session, health_interval))]
+                 asyncio.create_task(pool.health_loop(router.session, health_interval)),
+                 asyncio.create_task(router.residency.run(router.session, residency_interval))]
         if dns_targets:
             tasks.append(asyncio.create_task(dns_loop(pool, list(dns_targets), static, 10.0)))
         yield
@@ -94,12 +107,21 @@ def main(routing_table, upstreams, dns_targets, host, port, max_in_flight, queue
                 await t
 
     app.cleanup_ctx.append(background)
+
+    async def admin_site(_app):
+        runner = web.AppRunner(router.admin_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, admin_port).start()
+        yield
+        await runner.cleanup()
+
+    app.cleanup_ctx.append(admin_site)
     loop = None
     with contextlib.suppress(ImportError):
         import uvloop  # a faster event loop; the proxy's per-request cost is mostly loop overhead
 
         loop = uvloop.new_event_loop()
-    logging.getLogger(__name__).info("router on %s:%d (pid %d)", host, port, os.getpid())
+    logging.getLogger(__name__).info("router on %s:%d, admin on %d (pid %d)", host, port, admin_port, os.getpid())
     web.run_app(app, host=host, port=port, access_log=None, print=None, loop=loop, **router.server_options())
 
 

@@ -6,10 +6,12 @@ A completion goes through these stages, in `Router.completions`, top to bottom:
                every slot is taken), so concurrent bodies bound the router's memory;
 2. read      - read the body within the size limit and the body timeout, decode and
                parse it strictly (413/408/400 in OpenAI's error shape);
-3. route     - pick the variant (pinned, sticky or weighted);
+3. route     - pick the chatbot by its served name, check its API key (401), pick the
+               variant (pinned, sticky or weighted) inside that chatbot only;
 4. cache     - answer from the cache when the request is deterministic;
-5. forward   - take a replica slot (429 when every queue is full), send with `model`
-               rewritten, retrying on another replica only while nothing reached the client;
+5. forward   - take a replica slot (placed by adapter affinity; 429 when every queue is
+               full or the chatbot is over its fair share), send with `model` rewritten,
+               retrying on another replica only while nothing reached the client;
 6. relay     - pass the answer through (event by event when streamed) under the public
                model name, and record per-variant metrics.
 
@@ -17,6 +19,10 @@ A client that disconnects cancels the handler (aiohttp handler cancellation),
 which closes the upstream connection, and vLLM aborts the generation. Headers
 must arrive within the server's header timeout (see `__main__`), bodies within
 `body_timeout`.
+
+One router serves every chatbot table of its pool (`TableWatcher.pool`); cache,
+stickiness, feedback, usage, traffic samples and metrics are kept per chatbot. `/metrics`,
+`/pool/residency` and `/v1/samples` are served by `admin_app()` on a separate port, out of users' reach.
 """
 
 from __future__ import annotations
@@ -33,15 +39,18 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from loraplane.pool_routing import PoolRouting
 from loraplane.routing import RoutingTable
 
 from ..table_watch import TableWatcher
+from .auth import accepts, bearer_digest, visible_tables
 from .cache import ResponseCache, cache_key, is_cacheable
 from .feedback import FeedbackError, RequestIds, SeenIds, normalise_score
-from .metrics import RouterMetrics, VariantSeries
+from .metrics import RouterMetrics, VariantSeries, chatbot_labels
 from .pool import NoUpstream, QueueFull, Upstream, UpstreamPool
+from .residency import ResidencyPoller
 from .sampling import PendingSample, Sampling
-from .selection import Choice, UnknownModel, choose
+from .selection import Choice, UnknownModel, choose, pin_ids, resolve_table
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,12 @@ FEEDBACK_MAX_BODY_BYTES = 16 * 1024
 def openai_error(status: int, message: str, kind: str, code: str | None = None, headers: dict | None = None):
     body = {"error": {"message": message, "type": kind, "code": code}}
     return web.json_response(body, status=status, headers=headers)
+
+
+def unauthorized() -> web.Response:
+    """OpenAI's answer to a missing or wrong key (the same for both, naming neither key nor chatbot)."""
+    return openai_error(401, "Incorrect or missing API key for this model: send Authorization: Bearer <key>.",
+                        "invalid_request_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
 
 class BadRequest(Exception):
@@ -151,8 +166,8 @@ class Call:
 
     @property
     def public_model(self) -> str:
-        """What the answer calls the model: the variant only when the client pinned it by name."""
-        return self.variant if self.choice.how == "pinned" else self.table.model
+        """What the answer calls the model: the pin the client sent when it pinned one, else the served name."""
+        return (self.choice.asked or self.variant) if self.choice.how == "pinned" else self.table.model
 
 
 class Router:
@@ -175,10 +190,12 @@ class Router:
         self.watcher = watcher
         self.pool = pool
         self.metrics = metrics
-        self.cache = ResponseCache(10_000, 600)
+        # One cache per chatbot (its table's key), sized by that chatbot's settings.
+        self.caches: dict[str, ResponseCache] = {}
+        self.residency = ResidencyPoller(pool, upstream_api_key)
         self.request_ids = request_ids or RequestIds()
         self.seen_feedback = SeenIds()
-        self.sampling = Sampling(self.request_ids.key, lambda: self.watcher.table, rng)
+        self.sampling = Sampling(self.request_ids.key, lambda: self.watcher.pool, rng)
         self.upstream_api_key = upstream_api_key
         self.max_concurrent = max_concurrent
         self.max_body_bytes = max_body_bytes
@@ -191,11 +208,24 @@ class Router:
         self.retry_after_seconds = retry_after_seconds
         self.rng = rng or random.Random()
         self.session: aiohttp.ClientSession | None = None
-        if watcher.table is not None:
-            self.cache.configure(watcher.table.cache)
+        self.on_table(watcher.pool)
 
-    def on_table(self, table: RoutingTable) -> None:
-        self.cache.configure(table.cache)
+    def on_table(self, pool: PoolRouting) -> None:
+        served = {t.key: t for t in pool.served()}
+        for key in [k for k in self.caches if k not in served]:
+            del self.caches[key]  # a chatbot that left the pool takes its answers with it
+        for key, table in served.items():
+            self.caches.setdefault(key, ResponseCache(table.cache.max_entries, table.cache.ttl_seconds))
+            self.caches[key].configure(table.cache)
+            self.metrics.in_flight.labels(*chatbot_labels(table)).set_function(
+                lambda k=key, tenants=self.pool.tenants: (t.in_flight + t.queued) if (t := tenants.get(k)) else 0)
+        self.sampling.on_table(pool)
+
+    def cache_of(self, table: RoutingTable) -> ResponseCache:
+        cache = self.caches.get(table.key)
+        if cache is None:
+            cache = self.caches[table.key] = ResponseCache(table.cache.max_entries, table.cache.ttl_seconds)
+        return cache
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -207,11 +237,18 @@ class Router:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/v1/models/{id:.+}", self.model)
         app.router.add_post("/v1/feedback", self.feedback)
-        app.router.add_get("/v1/samples", self.sampling.export)
-        app.router.add_get("/metrics", self.metrics_endpoint)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.cleanup_ctx.append(self._session_ctx)
+        return app
+
+    def admin_app(self) -> web.Application:
+        """The operator's endpoints, on the admin port: every chatbot's metrics and the pool's residency."""
+        app = web.Application(client_max_size=1024)
+        app.router.add_get("/metrics", self.metrics_endpoint)
+        app.router.add_get("/pool/residency", self.residency_endpoint)
+        app.router.add_get("/v1/samples", self.sampling.export)
+        app.router.add_get("/healthz", self.healthz)
         return app
 
     def server_options(self) -> dict:
@@ -235,8 +272,9 @@ class Router:
 
     async def readyz(self, _request: web.Request) -> web.Response:
         healthy = [u.url for u in self.pool.upstreams if u.healthy]
-        ready = self.watcher.table is not None and bool(healthy)
-        body = {"ready": ready, "routingTable": self.watcher.table is not None, "healthyUpstreams": healthy}
+        loaded = self.watcher.loaded
+        ready = loaded and bool(healthy)
+        body = {"ready": ready, "routingTable": loaded, "healthyUpstreams": healthy}
         if self.watcher.last_error:
             body["routingTableError"] = self.watcher.last_error
         return web.json_response(body, status=200 if ready else 503)
@@ -244,30 +282,39 @@ class Router:
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
-    def _model_ids(self, table: RoutingTable) -> list[str]:
-        return [table.model] + ([v.name for v in [*table.variants, *table.retained]] if table.allow_pinning else [])
+    async def residency_endpoint(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.residency.document())
 
-    async def models(self, _request: web.Request) -> web.Response:
-        table = self.watcher.table
-        if table is None:
+    def _model_ids(self, request: web.Request) -> list[str] | None:
+        """The model ids this caller may use (its key's chatbots, else the keyless ones); None before any table."""
+        pool = self.watcher.pool
+        if not self.watcher.loaded:
+            return None
+        private = pool.only is not None
+        tables = visible_tables(pool.served(), bearer_digest(request.headers))
+        return [i for t in tables for i in [t.model, *pin_ids(t, private)]]
+
+    async def models(self, request: web.Request) -> web.Response:
+        ids = self._model_ids(request)
+        if ids is None:
             return openai_error(503, "no routing table loaded yet", "service_unavailable")
         now = int(time.time())
-        data = [{"id": i, "object": "model", "created": now, "owned_by": "loraplane"} for i in self._model_ids(table)]
+        data = [{"id": i, "object": "model", "created": now, "owned_by": "loraplane"} for i in ids]
         return web.json_response({"object": "list", "data": data})
 
     async def model(self, request: web.Request) -> web.Response:
-        table = self.watcher.table
-        if table is None:
+        ids = self._model_ids(request)
+        if ids is None:
             return openai_error(503, "no routing table loaded yet", "service_unavailable")
         model_id = request.match_info["id"]
-        if model_id not in self._model_ids(table):
+        if model_id not in ids:
             return openai_error(404, f"model {model_id[:100]!r} is not served here", "invalid_request_error",
                                 "model_not_found")
         return web.json_response({"id": model_id, "object": "model", "created": int(time.time()),
                                   "owned_by": "loraplane"})
 
     async def feedback(self, request: web.Request) -> web.Response:
-        table = self.watcher.table
+        pool = self.watcher.pool
         try:
             body = await read_json_body(request, FEEDBACK_MAX_BODY_BYTES, self.body_timeout)
         except BadRequest as exc:
@@ -278,29 +325,33 @@ class Router:
         request_id = body.get("requestId") or body.get("request_id") or request.headers.get(REQUEST_ID_HEADER)
         if not request_id:
             return openai_error(400, "requestId is required", "invalid_request_error", "missing_request_id")
+        tables = {t.key: t for t in pool.served()}
         try:
-            variant = self.request_ids.verify(request_id)
+            chatbot, variant = self.request_ids.verify(request_id, tables)
             score = normalise_score(body.get("score"))
         except FeedbackError as exc:
             return openai_error(400, str(exc), "invalid_request_error", "invalid_feedback")
-        if table is None or table.variant(variant) is None:
+        table = tables[chatbot]
+        # Feedback is the chatbot's own data: it takes the same key as its completions.
+        if not accepts(table, bearer_digest(request.headers)):
+            return unauthorized()
+        if table.variant(variant) is None:
             return openai_error(404, f"requestId {request_id}: variant {variant!r} is not served", "not_found")
         if not self.seen_feedback.add(request_id):
             return openai_error(409, f"requestId {request_id} already has feedback", "conflict")
-        self.metrics.series(table.model, variant).feedback.observe(score)
-        self.sampling.feedback(table.model, request_id, score)
+        self.metrics.series(table, variant).feedback.observe(score)
+        self.sampling.feedback(table, request_id, score)
         return web.json_response({"requestId": request_id, "variant": variant, "score": score})
 
     # --- the proxy -----------------------------------------------------------------------------
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        table = self.watcher.table
-        if table is None:
+        if not self.watcher.loaded:
             return openai_error(503, "no routing table loaded yet", "service_unavailable")
         # 1. admit
         if self.admitted >= self.max_concurrent:
-            self.metrics.rejected.labels(table.model, "overloaded").inc()
+            self.metrics.reject(self.watcher.pool.only, "overloaded")
             return openai_error(
                 429, f"overloaded: {self.max_concurrent} requests in progress; retry later", "rate_limit_exceeded",
                 "too_many_requests", headers={"Retry-After": str(self.retry_after_seconds)},
@@ -308,17 +359,22 @@ class Router:
         self.admitted += 1
         try:
             # 2. read
+            table = self.watcher.pool.only
             try:
                 body = validate_completion_body(
                     await read_json_body(request, self.max_body_bytes, self.body_timeout))
                 # 3. route
-                choice = self._route(request, table, body)
+                table, pin = self._table(body)
+                if not accepts(table, bearer_digest(request.headers)):
+                    self.metrics.reject(table, "unauthorized")
+                    return unauthorized()
+                choice = self._route(request, table, body, pin)
             except BadRequest as exc:
-                self.metrics.rejected.labels(table.model, exc.code).inc()
+                self.metrics.reject(table, exc.code)
                 return exc.response()
             variant = choice.variant.name
-            request_id = self.request_ids.issue(variant)
-            call = Call(table, body, choice, request_id, self.metrics.series(table.model, variant), started,
+            request_id = self.request_ids.issue(table.key, variant)
+            call = Call(table, body, choice, request_id, self.metrics.series(table, variant), started,
                         tags={VARIANT_HEADER: variant, REQUEST_ID_HEADER: request_id})
             call.sample = self.sampling.begin(request, table, body, request_id, variant)
             try:
@@ -336,10 +392,16 @@ class Router:
         finally:
             self.admitted -= 1
 
-    def _route(self, request: web.Request, table: RoutingTable, body: dict) -> Choice:
+    def _table(self, body: dict) -> tuple[RoutingTable, str | None]:
+        try:
+            return resolve_table(self.watcher.pool, body.get("model"))
+        except UnknownModel as exc:
+            raise BadRequest(404, str(exc), "model_not_found") from None
+
+    def _route(self, request: web.Request, table: RoutingTable, body: dict, pin: str | None) -> Choice:
         sticky_key = request.headers.get(table.stickiness_header) if table.stickiness_header else None
         try:
-            return choose(table, body.get("model"), sticky_key, self.rng)
+            return choose(table, body.get("model"), sticky_key, self.rng, pin)
         except UnknownModel as exc:
             raise BadRequest(404, str(exc), "model_not_found") from None
 
@@ -349,8 +411,9 @@ class Router:
             return None
         # The caller's credentials are part of the key: one user's answer is never another's hit.
         auth = hashlib.sha256(request.headers.get("authorization", "").encode()).hexdigest()
-        call.key = cache_key(f"{call.variant}\0{auth}\0{call.public_model}", request.path, call.body)
-        hit = self.cache.get(call.key)
+        call.key = cache_key(f"{call.table.key}\0{call.variant}\0{auth}\0{call.public_model}", request.path,
+                             call.body)
+        hit = self.cache_of(call.table).get(call.key)
         if hit is None and call.key in self._inflight:
             hit = await asyncio.shield(self._inflight[call.key])  # None when that request failed: go on alone
         (call.series.cache_hit if hit else call.series.cache_miss).inc()
@@ -380,13 +443,16 @@ class Router:
                                 ) -> tuple[Upstream, aiohttp.ClientResponse] | web.Response:
         """A replica slot and its response head; another replica is tried while nothing reached the client."""
         tried: set[str] = set()
+        tenant, adapter = call.table.key, call.upstream_model if call.choice.variant.adapter_uri else None
         while True:
             try:
-                upstream = await self.pool.acquire(tried)
+                upstream = await self.pool.acquire(tried, tenant=tenant, weight=call.table.share, adapter=adapter)
             except QueueFull as exc:
                 call.code = "429"
+                if exc.reason == "over_share":
+                    self.metrics.reject(call.table, "over_share")
                 return openai_error(
-                    429, f"overloaded: {exc}; retry later", "rate_limit_exceeded", "queue_full",
+                    429, f"overloaded: {exc}; retry later", "rate_limit_exceeded", exc.reason,
                     headers={**call.tags, "Retry-After": str(self.retry_after_seconds)},
                 )
             except NoUpstream as exc:
@@ -395,10 +461,10 @@ class Router:
             try:
                 resp = await self.session.post(f"{upstream.url}{request.path}", data=payload, headers=headers)
             except asyncio.CancelledError:
-                self.pool.release(upstream)
+                self.pool.release(upstream, tenant)
                 raise
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                self.pool.release(upstream)
+                self.pool.release(upstream, tenant)
                 self.pool.mark_failed(upstream, f"{type(exc).__name__}: {exc}")
                 self.metrics.upstream_errors.labels(upstream.url, "connect").inc()
                 tried.add(upstream.url)
@@ -407,7 +473,7 @@ class Router:
                 # An overloaded or draining replica: also before the first byte, so try another.
                 self.metrics.upstream_errors.labels(upstream.url, "unavailable").inc()
                 resp.release()
-                self.pool.release(upstream)
+                self.pool.release(upstream, tenant)
                 tried.add(upstream.url)
                 continue
             return upstream, resp
@@ -433,7 +499,7 @@ class Router:
             return await self._relay_whole(resp, call)
         finally:
             resp.close()
-            self.pool.release(upstream)
+            self.pool.release(upstream, call.table.key)
 
     async def _relay_whole(self, resp: aiohttp.ClientResponse, call: Call) -> web.Response:
         data = public_model_bytes(await resp.read(), call.upstream_model, call.public_model)
@@ -444,7 +510,7 @@ class Router:
             if call.sample:
                 call.sample.whole(data)
             if call.key is not None:
-                self.cache.put(call.key, data, content_type.split(";")[0])
+                self.cache_of(call.table).put(call.key, data, content_type.split(";")[0])
                 if call.leader is not None:
                     call.leader.set_result((data, content_type.split(";")[0]))
         call.series.duration.observe(time.perf_counter() - call.started)

@@ -1,13 +1,16 @@
 """User feedback on an answer: a signed request id and a score, attributed to the variant that answered.
 
-The router signs every request id it issues (HMAC-SHA256 with the chatbot's key,
-over the issue time, a nonce and the variant), so any router replica holding the
-same key can attribute feedback for an answer another replica served, and nobody
-without the key can make an id up. An id is accepted for `max_age` seconds after
+The router signs every request id it issues (HMAC-SHA256 with the router's key,
+over the issue time, a nonce, the chatbot and the variant), so any router replica
+holding the same key can attribute feedback for an answer another replica served,
+and nobody without the key can make an id up. On a shared pool the id names its
+chatbot (`<namespace>.<chatbot>`, covered by the MAC but carried only as a short
+tag), so feedback for one chatbot's answer can never be recorded against another
+chatbot's variant of the same name. An id is accepted for `max_age` seconds after
 it was issued; each replica refuses a second score for an id it has already seen
 (see docs/canary.md for what a replay across replicas can still do).
 
-    lp-<issued, hex seconds>-<nonce, 16 hex>-<mac, 32 hex>-<variant>
+    lp-<issued, hex seconds>-<nonce, 16 hex>-<mac, 32 hex>-<chatbot tag, 8 hex>-<variant>
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ import hmac
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 PREFIX = "lp-"
 # Variant names are DNS labels (at most 63 characters): a real id is never longer than this.
-MAX_REQUEST_ID_LENGTH = 128
+MAX_REQUEST_ID_LENGTH = 160
 DEFAULT_MAX_AGE_SECONDS = 24 * 3600
 _MAC_HEX = 32
+_TAG_HEX = 8
+
+
+def chatbot_tag(chatbot: str) -> str:
+    """The short tag of a chatbot key in its request ids (the MAC, not the tag, is what binds the id)."""
+    return hashlib.sha256(chatbot.encode()).hexdigest()[:_TAG_HEX]
 
 
 class FeedbackError(ValueError):
@@ -45,29 +54,33 @@ class RequestIds:
         """The signing key (also what a chatbot's samples token is derived from)."""
         return self._key
 
-    def _mac(self, issued: str, nonce: str, variant: str) -> str:
-        msg = f"{issued}\0{nonce}\0{variant}".encode()
+    def _mac(self, issued: str, nonce: str, chatbot: str, variant: str) -> str:
+        msg = f"{issued}\0{nonce}\0{chatbot}\0{variant}".encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:_MAC_HEX]
 
-    def issue(self, variant: str) -> str:
+    def issue(self, chatbot: str, variant: str) -> str:
+        """A signed id for an answer of `variant` of `chatbot` (the table's `<namespace>.<chatbot>` key)."""
         issued, nonce = f"{int(self._clock()):x}", secrets.token_hex(8)
-        return f"{PREFIX}{issued}-{nonce}-{self._mac(issued, nonce, variant)}-{variant}"
+        mac = self._mac(issued, nonce, chatbot, variant)
+        return f"{PREFIX}{issued}-{nonce}-{mac}-{chatbot_tag(chatbot)}-{variant}"
 
-    def verify(self, request_id: object) -> str:
-        """The variant of a valid, unexpired id; raises FeedbackError otherwise."""
+    def verify(self, request_id: object, chatbots: Iterable[str]) -> tuple[str, str]:
+        """(chatbot, variant) of a valid, unexpired id issued for one of `chatbots`; FeedbackError otherwise."""
         if not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_LENGTH:
             raise FeedbackError(
                 f"requestId must be a string of at most {MAX_REQUEST_ID_LENGTH} characters issued by this router")
-        parts = request_id[len(PREFIX):].split("-", 3) if request_id.startswith(PREFIX) else []
-        if len(parts) != 4 or not all(parts):
+        parts = request_id[len(PREFIX):].split("-", 4) if request_id.startswith(PREFIX) else []
+        if len(parts) != 5 or not all(parts):
             raise FeedbackError(f"requestId {request_id!r} is not a request id issued by this router")
-        issued, nonce, mac, variant = parts
-        if not hmac.compare_digest(mac, self._mac(issued, nonce, variant)):
+        issued, nonce, mac, tag, variant = parts
+        chatbot = next((c for c in chatbots if chatbot_tag(c) == tag
+                        and hmac.compare_digest(mac, self._mac(issued, nonce, c, variant))), None)
+        if chatbot is None:
             raise FeedbackError(f"requestId {request_id!r} is not a request id issued by this router")
         age = self._clock() - int(issued, 16)
         if age > self.max_age:
             raise FeedbackError(f"requestId {request_id!r} has expired (feedback is taken for {int(self.max_age)}s)")
-        return variant
+        return chatbot, variant
 
 
 def normalise_score(score: object) -> float:

@@ -1,11 +1,14 @@
-"""The vLLM replicas behind the router: least outstanding requests, bounded queues, health.
+"""The vLLM replicas behind the router: placement, fair per-chatbot shares, bounded queues, health.
 
 Each replica takes at most `max_in_flight` requests at once; up to `queue_size`
-more wait for it in FIFO order. A request goes to the healthy replica with the
-fewest outstanding (running + queued) requests. When even that one's queue is
-full, every replica is full and the caller answers 429 with Retry-After rather
-than letting requests time out. A replica that refuses connections is marked
-unhealthy at once (passive check) and comes back when its /health answers.
+more wait for it. A request goes to the replica `placement.place` picks: by load
+alone for the base model, or for an adapter its least-loaded home replica within
+the load bound (adapter affinity), else the least-loaded one. On a pool shared by
+several chatbots each one holds at most its share of the slots and of the queue
+while others are active (`fair_share`); a freed slot goes to the waiting chatbot
+furthest below its share. A request with no place answers 429 with Retry-After
+rather than timing out. A replica that refuses connections is marked unhealthy at
+once (passive check) and comes back when its /health answers.
 """
 
 from __future__ import annotations
@@ -14,28 +17,59 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import aiohttp
 
+from .fair_share import DEFAULT_ACTIVE_WINDOW, next_tenant, share_limit
+from .placement import DEFAULT_AFFINITY_REPLICAS, DEFAULT_LOAD_FACTOR, place
+
 log = logging.getLogger(__name__)
+
+# The tenant of callers that name none (a private pool's one chatbot, tests).
+DEFAULT_TENANT = ""
 
 
 class QueueFull(Exception):
-    """Every healthy replica is at max_in_flight with a full queue."""
+    """No slot and no queue place for this request (every replica full, or its chatbot over its share)."""
+
+    def __init__(self, message: str, reason: str = "queue_full") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NoUpstream(Exception):
     """No healthy replica is left to try."""
 
 
+@dataclass(eq=False)
+class Waiter:
+    tenant: str
+    future: asyncio.Future[None]
+
+
+@dataclass
+class Tenant:
+    """One chatbot's use of the pool."""
+
+    weight: int = 1
+    in_flight: int = 0
+    queued: int = 0
+    last_seen: float = 0.0
+
+
+@dataclass(eq=False)
 class Upstream:
-    def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
-        self.in_flight = 0
-        self.waiting: deque[asyncio.Future[None]] = deque()
-        self.healthy = True
+    url: str
+    in_flight: int = 0
+    waiting: deque[Waiter] = field(default_factory=deque)
+    healthy: bool = True
+
+    def __post_init__(self) -> None:
+        self.url = self.url.rstrip("/")
 
     @property
     def outstanding(self) -> int:
@@ -53,10 +87,22 @@ class UpstreamPool:
         max_in_flight: int = 32,
         queue_size: int = 64,
         on_queue_change: Callable[[Upstream], None] | None = None,
+        affinity_replicas: int = DEFAULT_AFFINITY_REPLICAS,
+        load_factor: float = DEFAULT_LOAD_FACTOR,
+        active_window: float = DEFAULT_ACTIVE_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_in_flight = max_in_flight
         self.queue_size = queue_size
+        self.affinity_replicas = affinity_replicas
+        self.load_factor = load_factor
+        self.active_window = active_window
         self.upstreams: list[Upstream] = []
+        self.tenants: dict[str, Tenant] = {}
+        self._clock = clock
+        # The placement policy (a benchmark swaps in a random one as its baseline).
+        self.place = place
+        self._redispatch: asyncio.TimerHandle | None = None
         self._on_queue_change = on_queue_change or (lambda _u: None)
         self.set_urls(urls)
 
@@ -69,41 +115,111 @@ class UpstreamPool:
     def __len__(self) -> int:
         return len(self.upstreams)
 
-    async def acquire(self, exclude: set[str] = frozenset()) -> Upstream:  # type: ignore[assignment]
-        """A replica slot; raises QueueFull (answer 429) or NoUpstream (answer 503)."""
-        candidates = [u for u in self.upstreams if u.healthy and u.url not in exclude]
+    # --- shares --------------------------------------------------------------------------------
+
+    def _active_weights(self, now: float) -> dict[str, int]:
+        return {k: t.weight for k, t in self.tenants.items()
+                if t.in_flight or t.queued or now - t.last_seen <= self.active_window}
+
+    def limits(self, tenant: str) -> tuple[int, int]:
+        """(slots, queue places) `tenant` may hold now."""
+        healthy = sum(1 for u in self.upstreams if u.healthy) or 1
+        active = self._active_weights(self._clock())
+        weight = self.tenants[tenant].weight if tenant in self.tenants else 1
+        active.setdefault(tenant, weight)
+        return (share_limit(self.max_in_flight * healthy, weight, active),
+                share_limit(self.queue_size * healthy, weight, active))
+
+    # --- slots ---------------------------------------------------------------------------------
+
+    async def acquire(self, exclude: set[str] = frozenset(), *, tenant: str = DEFAULT_TENANT,  # type: ignore[assignment]
+                      weight: int = 1, adapter: str | None = None) -> Upstream:
+        """A replica slot for one request of `tenant` (for `adapter`, None: the base model).
+
+        Raises QueueFull (answer 429) or NoUpstream (answer 503).
+        """
+        candidates = {u.url: u for u in self.upstreams if u.healthy and u.url not in exclude}
         if not candidates:
             raise NoUpstream("no healthy vLLM replica" + (" left to retry on" if exclude else ""))
-        best = min(candidates, key=lambda u: u.outstanding)
-        if best.in_flight < self.max_in_flight and not best.waiting:
-            best.in_flight += 1
+        state = self.tenants.setdefault(tenant, Tenant())
+        state.weight, state.last_seen = weight, self._clock()
+        slots, places = self.limits(tenant)
+        best = candidates[self.place(adapter, {url: u.outstanding for url, u in candidates.items()},
+                                self.affinity_replicas, self.load_factor)]
+        if best.in_flight < self.max_in_flight and state.in_flight < slots:
+            # Waiters still queued here are held back by their own shares (dispatch runs on every change).
+            self._grant(best, state)
             return best
-        if len(best.waiting) >= self.queue_size:
+        if state.queued >= places and len(self._active_weights(self._clock())) > 1:
+            raise QueueFull(f"this chatbot holds its share of the pool ({slots} running, {places} queued)",
+                            "over_share")
+        if len(best.waiting) >= self.queue_size or state.queued >= places:
             raise QueueFull(f"all {len(candidates)} replicas busy with full queues")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        best.waiting.append(fut)
+        waiter = Waiter(tenant, asyncio.get_running_loop().create_future())
+        best.waiting.append(waiter)
+        state.queued += 1
         self._on_queue_change(best)
+        self._dispatch_all()
         try:
-            await fut  # release() hands its slot over, in_flight unchanged
+            await waiter.future  # a slot was granted by _dispatch: in_flight already counts it
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(best)  # the slot was granted just as we were cancelled: pass it on
+            if waiter.future.done() and not waiter.future.cancelled():
+                self.release(best, tenant)  # the slot was granted just as we were cancelled: pass it on
             else:
                 with contextlib.suppress(ValueError):
-                    best.waiting.remove(fut)
+                    best.waiting.remove(waiter)
+                    state.queued -= 1
                 self._on_queue_change(best)
             raise
         return best
 
-    def release(self, upstream: Upstream) -> None:
-        while upstream.waiting:
-            fut = upstream.waiting.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                self._on_queue_change(upstream)
-                return
+    def _grant(self, upstream: Upstream, state: Tenant) -> None:
+        upstream.in_flight += 1
+        state.in_flight += 1
+
+    def release(self, upstream: Upstream, tenant: str = DEFAULT_TENANT) -> None:
         upstream.in_flight -= 1
+        state = self.tenants.get(tenant)
+        if state is not None:
+            state.in_flight -= 1
+        self._dispatch_all()
         self._on_queue_change(upstream)
+
+    def _dispatch_all(self) -> None:
+        """Hand free slots to waiters, fairly; when a share alone holds waiters back, look again later."""
+        held_back = False
+        for upstream in self.upstreams:
+            held_back |= self._dispatch(upstream)
+        if held_back and self._redispatch is None:
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing can be waiting
+                loop = asyncio.get_running_loop()
+                self._redispatch = loop.call_later(self.active_window, self._redispatch_now)
+
+    def _redispatch_now(self) -> None:
+        self._redispatch = None
+        self._dispatch_all()
+
+    def _dispatch(self, upstream: Upstream) -> bool:
+        """Fill `upstream`'s free slots from its queue; True when waiters stay only because of their shares."""
+        while upstream.waiting and upstream.in_flight < self.max_in_flight:
+            # A cancelled waiter is skipped here and removed (and uncounted) by its own acquire.
+            live = [w for w in upstream.waiting if not w.future.done()]
+            eligible: dict[str, int] = {}
+            for w in live:
+                if w.tenant not in eligible:
+                    state = self.tenants[w.tenant]
+                    eligible[w.tenant] = int(state.in_flight < self.limits(w.tenant)[0])
+            chosen = next_tenant(eligible, {k: t.in_flight for k, t in self.tenants.items()},
+                                 {k: t.weight for k, t in self.tenants.items()})
+            if chosen is None:
+                return bool(live)
+            waiter = next(w for w in live if w.tenant == chosen)
+            upstream.waiting.remove(waiter)
+            state = self.tenants[chosen]
+            state.queued -= 1
+            self._grant(upstream, state)
+            waiter.future.set_result(None)
+        return False
 
     def mark_failed(self, upstream: Upstream, reason: str) -> None:
         if upstream.healthy:
