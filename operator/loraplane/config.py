@@ -48,6 +48,9 @@ class OperatorConfig:
     api_server: str | None = None
     # How often each ChatbotDeployment's rollout is looked at: canary analysis, new adapter versions.
     canary_tick_seconds: float = 15.0
+    # Comma-separated namespaces whose pods may reach a router's admin port (/metrics, /pool/residency):
+    # the operator's and Prometheus'. Empty: any pod (the users' port never serves these either way).
+    admin_namespaces: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -58,7 +61,7 @@ class OperatorConfig:
             raw = env.get(f"LORAPLANE_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            if f.name in ("image_pull_secrets", "allowed_image_prefixes"):
+            if f.name in ("image_pull_secrets", "allowed_image_prefixes", "admin_namespaces"):
                 values[f.name] = tuple(s.strip() for s in raw.split(",") if s.strip())
             elif f.type in ("int",):
                 values[f.name] = int(raw)

@@ -58,7 +58,7 @@ def status(cluster, name: str) -> dict:
 
 def routing(cluster, name: str) -> dict:
     cm = cluster.get("v1", "ConfigMap", NS, f"{name}-routing")
-    return yaml.safe_load(cm["data"]["routing.yaml"])
+    return yaml.safe_load(cm["data"][f"{NS}.{name}.yaml"])
 
 
 def table_weights(cluster, name: str) -> dict[str, int]:

@@ -73,3 +73,38 @@ def test_traffic_weight_bounds():
     with pytest.raises(ValidationError) as err:
         ChatbotDeployment.model_validate(raw)
     assert "spec.traffic.0.weight" in str(err.value).replace("\n", " ").replace(" ", "") or "weight" in str(err.value)
+
+
+def test_modelpool_example_round_trips_and_defaults_live_in_the_types():
+    from loraplane.api import ModelPool
+    from loraplane.api.states import NamespacesFrom
+
+    pool = ModelPool.model_validate(load("modelpool.yaml"))
+    assert ModelPool.model_validate(pool.to_wire()) == pool
+    assert pool.spec.allowed_namespaces.from_ is NamespacesFrom.SELECTOR
+    assert pool.to_wire()["spec"]["allowedNamespaces"]["from"] == "Selector"
+    bare = ModelPool.model_validate({"spec": {"baseModel": {"name": "m"}}})
+    assert bare.spec.allowed_namespaces.from_ is NamespacesFrom.SAME
+    assert (bare.spec.replicas, bare.spec.adapter_storage.size, bare.spec.vllm.max_cpu_loras) == (1, "20Gi", None)
+
+
+def test_pooled_chatbots_take_pool_fields_from_the_pool():
+    a, b = yaml.safe_load_all((EXAMPLES / "pool-chatbots.yaml").read_text())
+    sa, sb = ChatbotDeployment.model_validate(a).spec, ChatbotDeployment.model_validate(b).spec
+    assert (sa.pool_ref.name, sa.pool_ref.namespace, sa.served_name, sa.priority) == (
+        "shared-smollm", "serving", "support-bot", 2)
+    assert sa.auth.api_key_secret_ref.name == "support-bot-keys" and sa.auth.api_key_secret_ref.key is None
+    assert sb.base_model is None and sb.priority == 1 and sb.served_name is None
+
+
+@pytest.mark.parametrize("extra,message", [
+    ({"baseModel": {"name": "m"}}, "exactly one of baseModel or poolRef"),
+    ({"vllm": {"maxLoras": 2}}, "takes baseModel, vllm and resources from its ModelPool"),
+    ({"resources": {"gpus": 0}}, "takes baseModel, vllm and resources from its ModelPool"),
+])
+def test_pydantic_refuses_what_cel_refuses(extra, message):
+    raw = {"spec": {"poolRef": {"name": "p"}, **extra}}
+    with pytest.raises(ValidationError, match=message):
+        ChatbotDeployment.model_validate(raw)
+    with pytest.raises(ValidationError, match="exactly one of baseModel or poolRef"):
+        ChatbotDeployment.model_validate({"spec": {}})

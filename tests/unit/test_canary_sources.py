@@ -102,3 +102,15 @@ async def test_one_of_two_routers_restarting_mid_step_keeps_the_window_exact():
         pods["b"].serve("canary", 100, error_rate=0.2, seed=2)
         figs = await source.figures("bot", ["canary"], T0, T0 + timedelta(minutes=10), baseline)
     assert figs["canary"].requests == 300 and figs["canary"].errors == 30  # 10 %: fails a 2 % limit
+
+
+def test_a_pooled_chatbot_reads_only_its_own_series():
+    from loraplane.router_metrics import REQUESTS
+
+    q = prometheus_queries("bot", 60, namespace="team-a", chatbot="bot")
+    assert 'namespace="team-a",chatbot="bot"' in q["requests"] and "model=" not in q["requests"]
+    text = (f'# TYPE {REQUESTS} counter\n'
+            f'{REQUESTS}{{model="bot",namespace="team-a",chatbot="bot",variant="v1",code="200"}} 5\n'
+            f'{REQUESTS}{{model="bot",namespace="team-b",chatbot="bot",variant="v1",code="200"}} 7\n')
+    assert parse_router_metrics(text, "bot", ("team-a", "bot"))["v1"]["requests"] == 5
+    assert parse_router_metrics(text, "bot", ("team-c", "bot")) == {}

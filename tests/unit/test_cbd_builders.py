@@ -61,7 +61,7 @@ def test_two_adapters_render_one_vllm_deployment_and_the_table_weights():
     assert {v.name: v.weight for v in table.variants} == {"v2": 90, "v3": 10}
     cm = build_routing_configmap(owner, table)
     assert cm["metadata"]["name"] == "support-bot-routing"
-    parsed = RoutingTable.model_validate(yaml.safe_load(cm["data"]["routing.yaml"]))
+    parsed = RoutingTable.model_validate(yaml.safe_load(cm["data"]["default.support-bot.yaml"]))
     assert parsed == table
     assert_valid(cm)
 

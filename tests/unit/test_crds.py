@@ -138,3 +138,89 @@ def test_unknown_field_is_refused():
     obj = _ftj()
     obj["spec"]["training"]["learnRate"] = 0.1
     assert any("learnRate" in p.message for p in admit(crd_of("FineTuneJob"), obj))
+
+
+def _pool():
+    return yaml.safe_load((EXAMPLES / "modelpool.yaml").read_text())
+
+
+def _pool_chatbots():
+    return list(yaml.safe_load_all((EXAMPLES / "pool-chatbots.yaml").read_text()))
+
+
+def test_modelpool_names_and_printer_columns():
+    spec = crd_of("ModelPool")["spec"]
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["shortNames"] == ["mpool"] and spec["names"]["categories"] == ["loraplane"]
+    cols = [c["name"] for c in spec["versions"][0]["additionalPrinterColumns"] if not c.get("priority")]
+    assert cols == ["Ready", "Replicas", "Chatbots", "Adapters", "Age"]
+    assert spec["versions"][0]["subresources"] == {"status": {}}
+
+
+def test_modelpool_schema_explains_every_spec_field():
+    # `kubectl explain modelpool.spec...` prints these descriptions: none may be missing.
+    schema = crd_schema(crd_of("ModelPool"))
+    for path, node in _walk(schema["properties"]["spec"], "spec"):
+        if not path.endswith(("[]", "{}")):  # list items and map values are explained by their field
+            assert node.get("description"), f"{path} has no description"
+
+
+def test_pool_examples_are_admitted():
+    assert admit(crd_of("ModelPool"), _pool()) == []
+    for obj in _pool_chatbots():
+        assert admit(crd_of("ChatbotDeployment"), obj) == [], obj["metadata"]["name"]
+
+
+POOL_REF = "a ChatbotDeployment needs exactly one of baseModel or poolRef"
+POOL_FIELDS = "a ChatbotDeployment with poolRef takes baseModel, vllm and resources from its ModelPool"
+BAD_POOLED_CBDS = [
+    ("poolRef and baseModel", lambda s: s.__setitem__("baseModel", {"name": "m"}), POOL_REF),
+    ("neither poolRef nor baseModel", lambda s: s.pop("poolRef"), POOL_REF),
+    ("poolRef and vllm", lambda s: s.__setitem__("vllm", {"maxLoras": 2}), POOL_FIELDS),
+    ("poolRef and resources", lambda s: s.__setitem__("resources", {"gpus": 2}), POOL_FIELDS),
+]
+
+
+@pytest.mark.parametrize("label,mutate,message", BAD_POOLED_CBDS, ids=[b[0] for b in BAD_POOLED_CBDS])
+def test_pool_owned_fields_on_a_pooled_chatbot_are_refused(label, mutate, message):
+    obj = _pool_chatbots()[1]
+    mutate(obj["spec"])
+    messages = [p.message for p in admit(crd_of("ChatbotDeployment"), obj)]
+    assert message in messages, messages
+
+
+def test_a_private_chatbot_keeps_its_vllm_and_resources():
+    assert admit(crd_of("ChatbotDeployment"), _cbd()) == []
+
+
+BAD_POOLS = [
+    ("Selector without selector", {"from": "Selector"}, "selector is needed by, and read only with, from: Selector"),
+    ("selector with Same", {"from": "Same", "selector": {"matchLabels": {"a": "b"}}},
+     "selector is needed by, and read only with, from: Selector"),
+    ("unknown from", {"from": "Some"}, None),
+]
+
+
+@pytest.mark.parametrize("label,allowed,message", BAD_POOLS, ids=[b[0] for b in BAD_POOLS])
+def test_bad_allowed_namespaces_are_refused(label, allowed, message):
+    obj = _pool()
+    obj["spec"]["allowedNamespaces"] = allowed
+    problems = admit(crd_of("ModelPool"), obj)
+    assert problems
+    if message:
+        assert any(message in p.message for p in problems), problems
+    else:
+        assert problems[0].path == "spec.allowedNamespaces.from"
+
+
+def test_served_names_cannot_carry_a_pin_separator():
+    obj = _pool_chatbots()[1]
+    obj["spec"]["servedName"] = "sales:v3"
+    problems = admit(crd_of("ChatbotDeployment"), obj)
+    assert problems and problems[0].path == "spec.servedName"
+
+
+def test_priority_bounds():
+    obj = _pool_chatbots()[1]
+    obj["spec"]["priority"] = 0
+    assert admit(crd_of("ChatbotDeployment"), obj)[0].path == "spec.priority"

@@ -24,10 +24,10 @@ app.kubernetes.io/component: operator
 {{/* The rules the operator needs: exactly the verbs and resources it uses. */}}
 {{- define "loraplane.rules" -}}
 - apiGroups: [loraplane.io]
-  resources: [finetunejobs, chatbotdeployments]
+  resources: [finetunejobs, chatbotdeployments, modelpools]
   verbs: [get, list, watch, patch, update]
 - apiGroups: [loraplane.io]
-  resources: [finetunejobs/status, chatbotdeployments/status]
+  resources: [finetunejobs/status, chatbotdeployments/status, modelpools/status]
   verbs: [get, patch, update]
 - apiGroups: [batch]
   resources: [jobs]
@@ -37,8 +37,9 @@ app.kubernetes.io/component: operator
   verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [""]
   resources: [secrets]
-  # create: each ChatbotDeployment's generated keys Secret. Reading Secrets is granted apart
-  # (loraplane.secretReadRule), only where FineTuneJobs' storage credentials are read.
+  # create: each pool's generated keys Secret. Reading Secrets is granted apart
+  # (loraplane.secretReadRule), only where FineTuneJobs' storage credentials or chatbots'
+  # auth.apiKeySecretRef (of which only SHA-256 digests leave the operator) are read.
   verbs: [create]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
@@ -61,13 +62,18 @@ app.kubernetes.io/component: operator
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, list, watch, create, patch, update, delete]
+- apiGroups: [inference.networking.k8s.io]
+  # One InferencePool per ModelPool, where the cluster serves the Gateway API Inference Extension.
+  resources: [inferencepools]
+  verbs: [get, list, watch, create, patch, update, delete]
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
 {{- end -}}
 
 
-{{/* Reading Secrets: FineTuneJobs' output.credentialsSecretRef (storage credentials for progress.json). */}}
+{{/* Reading Secrets: FineTuneJobs' output.credentialsSecretRef (storage credentials for progress.json) and
+ChatbotDeployments' auth.apiKeySecretRef (per-chatbot API keys, turned into digests). */}}
 {{- define "loraplane.secretReadRule" -}}
 - apiGroups: [""]
   resources: [secrets]

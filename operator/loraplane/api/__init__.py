@@ -8,8 +8,9 @@ from .chatbotdeployment import (
     ChatbotDeploymentStatus,
 )
 from .finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus
+from .modelpool import ModelPool, ModelPoolSpec, ModelPoolStatus
 
-KINDS = (FineTuneJob, ChatbotDeployment)
+KINDS = (FineTuneJob, ChatbotDeployment, ModelPool)
 
 __all__ = [
     "BASE_VARIANT",
@@ -21,5 +22,8 @@ __all__ = [
     "FineTuneJob",
     "FineTuneJobSpec",
     "FineTuneJobStatus",
+    "ModelPool",
+    "ModelPoolSpec",
+    "ModelPoolStatus",
     "ObjectMeta",
 ]

@@ -77,6 +77,25 @@ class SecretRef(ApiModel):
     name: DnsLabel = Field(description="Name of the Secret.")
 
 
+class LabelSelectorRequirement(ApiModel):
+    """One matchExpressions entry of a metav1.LabelSelector."""
+
+    key: str = Field(min_length=1, max_length=316, description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[str] = Field(
+        default_factory=list, max_length=64, description="Values for In and NotIn; empty for Exists and DoesNotExist."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A metav1.LabelSelector: every matchLabels pair and every expression must hold; empty matches all."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Labels that must be present with these values.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=32, description="Set-based requirements."
+    )
+
+
 class ConfigMapKeyRef(ApiModel):
     """A key in a ConfigMap of the object's namespace."""
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import (
     SERVICE_NAME_RULE,
@@ -184,6 +184,13 @@ class VllmSpec(ApiModel):
     max_loras: int | None = Field(
         default=None, ge=1, le=64, description="--max-loras; unset is derived from the adapters."
     )
+    max_cpu_loras: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="--max-cpu-loras: adapters kept in host memory beyond the GPU slots; unset is vLLM's "
+        "default (maxLoras).",
+    )
     max_lora_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] | None = Field(
         default=None, description="--max-lora-rank; unset is derived from the adapters (16 when unknown)."
     )
@@ -251,6 +258,46 @@ class MonitoringSpec(ApiModel):
     service_monitor: bool = Field(default=False, description="Create a ServiceMonitor for router and vLLM.")
 
 
+# A model name users send (OpenAI `model`): no ':' so "<served-name>:<variant>" pins stay unambiguous.
+SERVED_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"
+# Fields a chatbot on a pool takes from the pool: refused on the chatbot (CEL and pydantic say the same).
+POOL_OWNED_FIELDS = ("baseModel", "vllm", "resources")
+POOL_REF_RULE = "has(self.poolRef) != has(self.baseModel)"
+POOL_REF_MESSAGE = "a ChatbotDeployment needs exactly one of baseModel or poolRef"
+POOL_FIELDS_RULE = "!has(self.poolRef) || (!has(self.vllm) && !has(self.resources))"
+POOL_FIELDS_MESSAGE = "a ChatbotDeployment with poolRef takes baseModel, vllm and resources from its ModelPool"
+
+
+class PoolRef(ApiModel):
+    """The ModelPool a chatbot is served on."""
+
+    name: DnsLabel = Field(description="Name of the ModelPool.")
+    namespace: DnsLabel | None = Field(
+        default=None, description="Namespace of the ModelPool; unset is the chatbot's own. The pool's "
+        "allowedNamespaces must admit the chatbot's namespace."
+    )
+
+
+class ApiKeySecretRef(ApiModel):
+    """A Secret of the chatbot's namespace holding its API keys."""
+
+    name: DnsLabel = Field(description="Name of the Secret.")
+    key: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+        description="One key of the Secret; unset accepts the value of every key (so keys can be rotated).",
+    )
+
+
+class AuthSpec(ApiModel):
+    """Per-chatbot API keys: the router accepts only these keys for this chatbot's served name."""
+
+    api_key_secret_ref: ApiKeySecretRef | None = Field(
+        default=None,
+        description="Secret with the accepted keys (sent as Authorization: Bearer <key>); only their SHA-256 "
+        "digests leave the Secret.",
+    )
+
+
 class ChatbotDeploymentSpec(ApiModel):
     """Desired state of a ChatbotDeployment."""
 
@@ -275,11 +322,32 @@ class ChatbotDeploymentSpec(ApiModel):
                     "!has(self.traffic) || self.traffic.all(t, self.traffic.filter(u, u.adapter == t.adapter).size() == 1)",
                     "each variant may appear once in traffic",
                 ),
+                cel(POOL_REF_RULE, POOL_REF_MESSAGE),
+                cel(POOL_FIELDS_RULE, POOL_FIELDS_MESSAGE),
             ]
         }
     }
 
-    base_model: ServedBaseModel = Field(description="The base model of the pool.")
+    base_model: ServedBaseModel | None = Field(
+        default=None, description="The base model of its private pool; unset with poolRef (the pool's)."
+    )
+    pool_ref: PoolRef | None = Field(
+        default=None,
+        description="Serve on this ModelPool instead of a private pool; base model, vLLM and resources then come "
+        "from the pool.",
+    )
+    served_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=SERVED_NAME_PATTERN,
+        description="The model name its users send; unset is the ChatbotDeployment's name. Unique on a pool: "
+        "the older chatbot keeps a contested name.",
+    )
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="Per-chatbot API keys.")
+    priority: int = Field(
+        default=1, ge=1, le=1000, description="Fair-share weight on a shared pool (2 gets twice the share of 1)."
+    )
     adapters: list[AdapterRef] = Field(
         default_factory=list, max_length=32, description="Adapter versions loaded into the pool."
     )
@@ -302,6 +370,15 @@ class ChatbotDeploymentSpec(ApiModel):
     sampling: TrafficSamplingSpec = Field(
         default_factory=TrafficSamplingSpec, description="Opt-in sampling of live prompts and answers."
     )
+
+    @model_validator(mode="after")
+    def _pool_or_private(self) -> ChatbotDeploymentSpec:
+        # The same two rules as the CEL ones, for objects read without the API server (local mode, CLI).
+        if (self.pool_ref is None) == (self.base_model is None):
+            raise ValueError(POOL_REF_MESSAGE)
+        if self.pool_ref is not None and {"vllm", "resources"} & self.model_fields_set:
+            raise ValueError(POOL_FIELDS_MESSAGE)
+        return self
 
 
 class AnalysisResult(StatusModel):

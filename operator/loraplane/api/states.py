@@ -69,6 +69,8 @@ class ConditionType(StrEnum):
     # ChatbotDeployment
     ADAPTERS_RESOLVED = "AdaptersResolved"
     CANARY_ANALYSIS = "CanaryAnalysis"
+    # ChatbotDeployment on a ModelPool (as a Gateway API route on its listener)
+    ACCEPTED = "Accepted"
 
 
 class Reason(StrEnum):
@@ -113,6 +115,23 @@ class Reason(StrEnum):
     ANALYSING = "Analysing"
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
+    # ChatbotDeployment on a ModelPool: Accepted's reasons, named as Gateway API names a route's
+    ACCEPTED = "Accepted"
+    POOL_NOT_FOUND = "PoolNotFound"
+    NOT_ALLOWED_BY_POOL = "NotAllowedByPool"
+    NAME_CONFLICT = "NameConflict"
+    API_KEY_SECRET_NOT_FOUND = "ApiKeySecretNotFound"
+    # ModelPool
+    CHILDREN_READY = "ChildrenReady"
+    REPLICAS_NOT_READY = "ReplicasNotReady"
+
+
+class NamespacesFrom(StrEnum):
+    """Which namespaces' ChatbotDeployments may attach to a ModelPool (Gateway API's FromNamespaces)."""
+
+    SAME = "Same"
+    ALL = "All"
+    SELECTOR = "Selector"
 
 
 class HumanEvaluationState(StrEnum):

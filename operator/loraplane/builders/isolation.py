@@ -61,11 +61,21 @@ def vllm_api_key_env(cbd_name: str) -> dict[str, Any]:
             "valueFrom": {"secretKeyRef": {"name": keys_secret_name(cbd_name), "key": VLLM_API_KEY}}}
 
 
+def _admin_ingress(port: int, namespaces: tuple[str, ...]) -> dict[str, Any]:
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    if namespaces:
+        rule["from"] = [{"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": sorted(namespaces)}]}}]
+    return rule
+
+
 _DNS = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
 
 
 def build_network_policies(owner: Mapping[str, Any], vllm_component: str, router_component: str,
-                           vllm_port: int, router_port: int, sync_metrics_port: int) -> list[dict[str, Any]]:
+                           vllm_port: int, router_port: int, sync_metrics_port: int,
+                           router_admin_port: int | None = None,
+                           admin_namespaces: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Ingress to vLLM only from this chatbot's routers; router egress only to its vLLM pods and DNS."""
     name = owner["metadata"]["name"]
     vllm = selector_labels(owner, vllm_component)
@@ -93,7 +103,10 @@ def build_network_policies(owner: Mapping[str, Any], vllm_component: str, router
             "podSelector": {"matchLabels": router},
             "policyTypes": ["Ingress", "Egress"],
             # Clients come from anywhere the cluster allows; the router itself is the chatbot's front door.
-            "ingress": [{"ports": [{"protocol": "TCP", "port": router_port}]}],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": router_port}]},
+                        # /metrics and /pool/residency: for Prometheus and the operator only, where their
+                        # namespaces are configured; a shared pool's tenants then cannot read each other's figures.
+                        *([_admin_ingress(router_admin_port, admin_namespaces)] if router_admin_port else [])],
             "egress": [
                 {"to": [{"podSelector": {"matchLabels": vllm}}], "ports": [{"protocol": "TCP", "port": vllm_port}]},
                 _DNS,

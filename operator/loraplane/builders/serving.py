@@ -1,17 +1,21 @@
-"""The serving children of a ChatbotDeployment: one vLLM pool for every adapter, the router, and friends.
+"""The serving children of a pool: one vLLM Deployment for every adapter, the router, and friends.
 
 All adapter versions of one base model share one vLLM Deployment (multi-LoRA), so an
-A/B split or a canary costs no extra GPU. Pure functions: spec in, manifests out.
+A/B split or a canary costs no extra GPU. A ModelPool's children and those of a
+ChatbotDeployment without poolRef (a private pool it owns, `private_pool`) come from
+the same functions: the owner names them (`<owner>-vllm`, `<owner>-router`, ...).
+Pure functions: spec in, manifests out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..api.chatbotdeployment import ChatbotDeploymentSpec
+from ..api.modelpool import ModelPoolSpec
 from ..config import OperatorConfig
-from ..routing import ROUTING_FILE
 from .common import (
     child_metadata,
     child_name,
@@ -36,6 +40,8 @@ VLLM = "vllm"
 ROUTER = "router"
 VLLM_PORT = 8000
 ROUTER_PORT = 8000
+# /metrics and /pool/residency: apart from users' port, so one tenant's users cannot read a shared pool's figures.
+ROUTER_ADMIN_PORT = 9090
 SYNC_METRICS_PORT = 8001
 ROUTING_DIR = "/etc/loraplane"
 ADAPTER_DIR = "/adapters"
@@ -54,8 +60,44 @@ def router_name(cbd_name: str) -> str:
 
 
 def endpoint(cbd_name: str, namespace: str) -> str:
-    """The OpenAI-compatible base URL clients use inside the cluster."""
+    """The OpenAI-compatible base URL clients use inside the cluster (pass the pool's name for a shared pool)."""
     return f"http://{router_name(cbd_name)}.{namespace}.svc:{ROUTER_PORT}/v1"
+
+
+def router_admin_url(owner_name: str, namespace: str) -> str:
+    """The router Service's admin port: /metrics and /pool/residency."""
+    return f"http://{router_name(owner_name)}.{namespace}.svc:{ROUTER_ADMIN_PORT}"
+
+
+@dataclass(frozen=True)
+class ServingPool:
+    """What the serving children are built from: a pool's spec and its GPU adapter slots."""
+
+    spec: ModelPoolSpec
+    max_loras: int
+
+
+def private_pool(spec: ChatbotDeploymentSpec) -> ModelPoolSpec:
+    """The pool a ChatbotDeployment without poolRef owns: its own serving fields, as a ModelPool's."""
+    if spec.base_model is None:
+        raise ValueError("a ChatbotDeployment with poolRef has no private pool")
+    return ModelPoolSpec(
+        base_model=spec.base_model, replicas=spec.replicas, vllm=spec.vllm, resources=spec.resources,
+        router=spec.router, storage_secret_ref=spec.storage_secret_ref, monitoring=spec.monitoring,
+    )
+
+
+def serving_pool(spec: ChatbotDeploymentSpec | ModelPoolSpec, max_loras: int | None = None) -> ServingPool:
+    """A chatbot's private pool (slots derived from its adapters) or a ModelPool (slots given or set)."""
+    if isinstance(spec, ChatbotDeploymentSpec):
+        return ServingPool(private_pool(spec), derive_max_loras(spec))
+    return ServingPool(spec, spec.vllm.max_loras or max_loras or 1)
+
+
+def derive_pool_max_loras(asks: Sequence[int]) -> int:
+    """--max-loras of a shared pool without vllm.maxLoras: what its accepted chatbots would each ask for on a
+    private pool, summed (capped). Each change restarts vLLM: shared pools should set maxLoras."""
+    return max(1, min(MAX_LORAS, sum(asks)))
 
 
 def derive_max_loras(spec: ChatbotDeploymentSpec) -> int:
@@ -67,7 +109,7 @@ def derive_max_loras(spec: ChatbotDeploymentSpec) -> int:
     return max(1, min(MAX_LORAS, len(spec.adapters) + 2 * following))
 
 
-def derive_max_lora_rank(spec: ChatbotDeploymentSpec, ranks: Sequence[int | None] = ()) -> int:
+def derive_max_lora_rank(spec: ChatbotDeploymentSpec | ModelPoolSpec, ranks: Sequence[int | None] = ()) -> int:
     """--max-lora-rank: the smallest rank vLLM accepts that fits every known adapter rank (16 if none known)."""
     if spec.vllm.max_lora_rank is not None:
         return spec.vllm.max_lora_rank
@@ -104,7 +146,7 @@ TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
 KEYS_MOUNT = {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True}
 
 
-def _token_env(spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+def _token_env(spec: ModelPoolSpec) -> list[dict[str, Any]]:
     """HF_TOKEN from exactly the key named, never the whole Secret."""
     ref = spec.base_model.token_secret_ref
     if ref is None:
@@ -117,19 +159,21 @@ def _image_pull_secrets(cfg: OperatorConfig) -> list[dict[str, str]]:
 
 
 def _routing_volume(cbd_name: str) -> dict[str, Any]:
+    # Mounted as a directory: one table file per chatbot (`<namespace>.<chatbot>.yaml`), reloaded live.
     return {"name": "routing", "configMap": {"name": routing_configmap_name(cbd_name)}}
 
 
-def vllm_args(spec: ChatbotDeploymentSpec, cbd_name: str, ranks: Sequence[int | None] = ()) -> list[str]:
+def vllm_args(pool: ServingPool, owner_name: str, ranks: Sequence[int | None] = ()) -> list[str]:
     """The vLLM OpenAI server's arguments."""
+    spec = pool.spec
     model = f"{MODEL_DIR}/base" if spec.base_model.uri else spec.base_model.name
     args = [
         "--model", str(model),
-        "--served-model-name", served_base_model(spec, cbd_name),
+        "--served-model-name", served_base_model(spec.base_model, owner_name),
         "--host", "0.0.0.0",
         "--port", str(VLLM_PORT),
         "--enable-lora",
-        "--max-loras", str(derive_max_loras(spec)),
+        "--max-loras", str(pool.max_loras),
         "--max-lora-rank", str(derive_max_lora_rank(spec, ranks)),
         "--gpu-memory-utilization", str(spec.vllm.gpu_memory_utilization),
         "--max-model-len", str(spec.vllm.max_model_len),
@@ -138,28 +182,44 @@ def vllm_args(spec: ChatbotDeploymentSpec, cbd_name: str, ranks: Sequence[int | 
     if spec.base_model.uri and spec.base_model.gguf_file:
         args[1] = f"{MODEL_DIR}/base/{spec.base_model.gguf_file}"
         args += ["--tokenizer", f"{MODEL_DIR}/base"]
+    if spec.vllm.max_cpu_loras is not None:
+        args += ["--max-cpu-loras", str(spec.vllm.max_cpu_loras)]
     if spec.resources.gpus > 1:
         args += ["--tensor-parallel-size", str(spec.resources.gpus)]
     return args + list(spec.vllm.extra_args)
 
 
-def _storage_env_from(spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+def adapter_sync_args(pool: ServingPool) -> list[str]:
+    """The adapter sync sidecar's arguments: every flag it takes is set here, and only here."""
+    return [
+        "--routing-table", ROUTING_DIR,
+        "--vllm-url", f"http://127.0.0.1:{VLLM_PORT}",
+        "--adapters-dir", ADAPTER_DIR,
+        "--port", str(SYNC_METRICS_PORT),
+        "--vllm-api-key-file", key_file(VLLM_API_KEY),
+    ]
+
+
+def _storage_env_from(spec: ModelPoolSpec) -> list[dict[str, Any]]:
     if spec.storage_secret_ref is None:
         return []
     return [{"secretRef": {"name": spec.storage_secret_ref.name}}]
 
 
 def build_vllm_deployment(
-    owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig, ranks: Sequence[int | None] = ()
+    owner: Mapping[str, Any], pool: ServingPool | ChatbotDeploymentSpec, cfg: OperatorConfig,
+    ranks: Sequence[int | None] = (),
 ) -> dict[str, Any]:
     """One vLLM Deployment serving the base model and every adapter (multi-LoRA), with adapter sync beside it."""
+    pool = pool if isinstance(pool, ServingPool) else serving_pool(pool)
+    spec = pool.spec
     name = owner["metadata"]["name"]
     health = {"httpGet": {"path": "/health", "port": "http"}}
     vllm = {
         "name": "vllm",
         "image": allowed_image(spec.vllm.image, cfg.vllm_image, cfg, "spec.vllm.image"),
         "imagePullPolicy": cfg.image_pull_policy,
-        "args": vllm_args(spec, name, ranks),
+        "args": vllm_args(pool, name, ranks),
         "ports": [{"name": "http", "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "env": [
             # Adapter sync loads and unloads adapters at run time through the server's API,
@@ -188,13 +248,7 @@ def build_vllm_deployment(
         "name": "adapter-sync",
         "image": cfg.adapter_sync_image,
         "imagePullPolicy": cfg.image_pull_policy,
-        "args": [
-            "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
-            "--vllm-url", f"http://127.0.0.1:{VLLM_PORT}",
-            "--adapters-dir", ADAPTER_DIR,
-            "--port", str(SYNC_METRICS_PORT),
-            "--vllm-api-key-file", key_file(VLLM_API_KEY),
-        ],
+        "args": adapter_sync_args(pool),
         "ports": [{"name": "sync-metrics", "containerPort": SYNC_METRICS_PORT, "protocol": "TCP"}],
         # Ready only when every adapter of the table is loaded: a replica takes traffic with its adapters.
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "sync-metrics"}, "periodSeconds": 5},
@@ -235,7 +289,7 @@ def build_vllm_deployment(
         "terminationGracePeriodSeconds": 60,
         "volumes": [
             {"name": "model-cache", "emptyDir": {"sizeLimit": cfg.cache_size}},
-            {"name": "adapters", "emptyDir": {"sizeLimit": "20Gi"}},
+            {"name": "adapters", "emptyDir": {"sizeLimit": spec.adapter_storage.size}},
             {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": cfg.shm_size}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
             _routing_volume(name),
@@ -258,12 +312,15 @@ def build_vllm_deployment(
         pod_spec["imagePullSecrets"] = _image_pull_secrets(cfg)
     selector = selector_labels(owner, VLLM)
     meta = child_metadata(owner, vllm_name(name), VLLM)
+    deployment_spec: dict[str, Any] = {}
+    if not spec.autoscaling.enabled:
+        deployment_spec["replicas"] = spec.replicas  # with an HPA the count is the HPA's
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta,
         "spec": {
-            "replicas": spec.replicas,
+            **deployment_spec,
             "selector": {"matchLabels": selector},
             # GPUs are scarce: replace a pod only after its successor is ready, one at a time.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
@@ -291,8 +348,10 @@ def build_vllm_service(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_router_deployment(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig) -> dict[str, Any]:
-    """The A/B router: weighted split, stickiness, cache, feedback and per-variant metrics."""
+def build_router_deployment(owner: Mapping[str, Any], pool: ServingPool | ChatbotDeploymentSpec,
+                            cfg: OperatorConfig) -> dict[str, Any]:
+    """The A/B router: per-chatbot split, stickiness, cache, feedback, fair share and per-variant metrics."""
+    spec = (pool if isinstance(pool, ServingPool) else serving_pool(pool)).spec
     name = owner["metadata"]["name"]
     namespace = owner["metadata"]["namespace"]
     probe_port = {"port": "http"}
@@ -301,15 +360,17 @@ def build_router_deployment(owner: Mapping[str, Any], spec: ChatbotDeploymentSpe
         "image": allowed_image(spec.router.image, cfg.router_image, cfg, "spec.router.image"),
         "imagePullPolicy": cfg.image_pull_policy,
         "args": [
-            "--routing-table", f"{ROUTING_DIR}/{ROUTING_FILE}",
+            "--routing-table", ROUTING_DIR,
             "--upstream-dns", f"{vllm_name(name)}.{namespace}.svc:{VLLM_PORT}",
             "--port", str(ROUTER_PORT),
+            "--admin-port", str(ROUTER_ADMIN_PORT),
             "--max-in-flight", str(spec.router.max_in_flight),
             "--queue-size", str(spec.router.queue_size),
             "--signing-key-file", key_file(REQUEST_ID_KEY),
             "--upstream-api-key-file", key_file(VLLM_API_KEY),
         ],
-        "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"},
+                  {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": {"httpGet": {"path": "/readyz", **probe_port}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", **probe_port}, "periodSeconds": 10, "failureThreshold": 3},
@@ -344,13 +405,15 @@ def build_router_service(owner: Mapping[str, Any]) -> dict[str, Any]:
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner, ROUTER),
-            "ports": [{"name": "http", "port": ROUTER_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": "http", "port": ROUTER_PORT, "targetPort": "http", "protocol": "TCP"},
+                      {"name": "admin", "port": ROUTER_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}],
         },
     }
 
 
-def build_pdbs(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> list[dict[str, Any]]:
+def build_pdbs(owner: Mapping[str, Any], pool: ServingPool | ChatbotDeploymentSpec) -> list[dict[str, Any]]:
     """Voluntary evictions (node drains) take one vLLM pod and keep at least one router pod."""
+    spec = (pool if isinstance(pool, ServingPool) else serving_pool(pool)).spec
     name = owner["metadata"]["name"]
     out = [{
         "apiVersion": "policy/v1",
@@ -369,8 +432,32 @@ def build_pdbs(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> list[di
     return out
 
 
-def build_router_hpa(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> dict[str, Any] | None:
+def build_vllm_hpa(owner: Mapping[str, Any], pool: ServingPool) -> dict[str, Any] | None:
+    """The vLLM replicas' HorizontalPodAutoscaler, on vLLM's waiting requests (a custom-metrics adapter serves it)."""
+    auto = pool.spec.autoscaling
+    if not auto.enabled:
+        return None
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(owner, vllm_name(name), VLLM),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": vllm_name(name)},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": max(auto.max_replicas, auto.min_replicas),
+            "metrics": [{
+                "type": "Pods",
+                "pods": {"metric": {"name": "vllm:num_requests_waiting"},
+                         "target": {"type": "AverageValue", "averageValue": str(auto.target_waiting_requests)}},
+            }],
+        },
+    }
+
+
+def build_router_hpa(owner: Mapping[str, Any], pool: ServingPool | ChatbotDeploymentSpec) -> dict[str, Any] | None:
     """The router's HorizontalPodAutoscaler: on CPU, and on queue depth when a custom-metrics adapter serves it."""
+    spec = (pool if isinstance(pool, ServingPool) else serving_pool(pool)).spec
     auto = spec.router.autoscaling
     if not auto.enabled:
         return None
@@ -400,8 +487,9 @@ def build_router_hpa(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> d
     }
 
 
-def build_service_monitor(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> dict[str, Any] | None:
+def build_service_monitor(owner: Mapping[str, Any], pool: ServingPool | ChatbotDeploymentSpec) -> dict[str, Any] | None:
     """A prometheus-operator ServiceMonitor scraping the router and the vLLM pods (engine + adapter sync)."""
+    spec = (pool if isinstance(pool, ServingPool) else serving_pool(pool)).spec
     if not spec.monitoring.service_monitor:
         return None
     name = owner["metadata"]["name"]
@@ -413,6 +501,10 @@ def build_service_monitor(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec)
             "selector": {"matchLabels": {owner_label(owner["kind"]): label_value(name)}},
             "namespaceSelector": {"matchNames": [owner["metadata"]["namespace"]]},
             "endpoints": [
+                # The router's series carry the chatbot's own namespace and chatbot labels: they win over
+                # the target's namespace, so a shared pool's series stay apart per chatbot.
+                {"port": "admin", "path": "/metrics", "interval": "15s", "honorLabels": True},
+                # vLLM's engine metrics (the router is not in front of this port: its Service is headless).
                 {"port": "http", "path": "/metrics", "interval": "15s"},
                 {"port": "sync-metrics", "path": "/metrics", "interval": "30s"},
             ],
@@ -421,18 +513,24 @@ def build_service_monitor(owner: Mapping[str, Any], spec: ChatbotDeploymentSpec)
 
 
 def build_serving_children(
-    owner: Mapping[str, Any], spec: ChatbotDeploymentSpec, cfg: OperatorConfig, ranks: Sequence[int | None] = ()
+    owner: Mapping[str, Any], spec: ChatbotDeploymentSpec | ModelPoolSpec | ServingPool, cfg: OperatorConfig,
+    ranks: Sequence[int | None] = (),
 ) -> list[dict[str, Any]]:
-    """Every serving child but the routing-table ConfigMap (which changes with each canary step)."""
+    """Every serving child of a pool but the routing ConfigMap and the keys Secret.
+
+    `owner` is the ModelPool, or the ChatbotDeployment for its private pool (`spec` its own spec).
+    """
+    pool = spec if isinstance(spec, ServingPool) else serving_pool(spec)
     children = [
-        build_vllm_deployment(owner, spec, cfg, ranks),
+        build_vllm_deployment(owner, pool, cfg, ranks),
         build_vllm_service(owner),
-        build_router_deployment(owner, spec, cfg),
+        build_router_deployment(owner, pool, cfg),
         build_router_service(owner),
-        *build_pdbs(owner, spec),
-        *build_network_policies(owner, VLLM, ROUTER, VLLM_PORT, ROUTER_PORT, SYNC_METRICS_PORT),
+        *build_pdbs(owner, pool),
+        *build_network_policies(owner, VLLM, ROUTER, VLLM_PORT, ROUTER_PORT, SYNC_METRICS_PORT, ROUTER_ADMIN_PORT,
+                                cfg.admin_namespaces),
     ]
-    for optional in (build_router_hpa(owner, spec), build_service_monitor(owner, spec)):
+    for optional in (build_vllm_hpa(owner, pool), build_router_hpa(owner, pool), build_service_monitor(owner, pool)):
         if optional is not None:
             children.append(optional)
     return children

@@ -75,12 +75,21 @@ def _le_key(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(bound)
 
 
-def parse_router_metrics(text: str, model: str) -> dict[str, dict[str, Any]]:
-    """Cumulative per-variant counts of `model` from the router's Prometheus text."""
+def parse_router_metrics(text: str, model: str, chatbot: tuple[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Cumulative per-variant counts of `model` from the router's Prometheus text.
+
+    With `chatbot` (namespace, name), a series that carries namespace and chatbot labels (a pool's
+    router labels every series so) counts only when both are that chatbot's.
+    """
     counts: dict[str, _Counts] = {}
 
     def of(labels: Mapping[str, str]) -> _Counts | None:
-        if labels.get("model") != model or "variant" not in labels:
+        if "variant" not in labels:
+            return None
+        if chatbot is not None and "chatbot" in labels:
+            if (labels.get("namespace"), labels["chatbot"]) != chatbot:
+                return None
+        elif labels.get("model") != model:
             return None
         return counts.setdefault(labels["variant"], _Counts())
 
@@ -190,11 +199,13 @@ def per_target_window_figures(now: Mapping[str, Mapping[str, Mapping[str, Any]]]
 class RouterMetricsSource:
     """Reads the router's own /metrics from one or more router replicas (no Prometheus needed)."""
 
-    def __init__(self, urls: Sequence[str] | str, *, timeout: float = 5.0, client: httpx.AsyncClient | None = None):
+    def __init__(self, urls: Sequence[str] | str, *, timeout: float = 5.0, client: httpx.AsyncClient | None = None,
+                 chatbot: tuple[str, str] | None = None):
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
             raise ValueError("RouterMetricsSource needs at least one /metrics URL")
         self.timeout = timeout
+        self.chatbot = chatbot
         self._client = client
 
     async def _scrape(self, model: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -207,7 +218,7 @@ class RouterMetricsSource:
                     resp.raise_for_status()
                 except httpx.HTTPError as err:
                     raise MetricsError(f"cannot scrape {url}: {err}") from err
-                scrapes[url] = parse_router_metrics(resp.text, model)
+                scrapes[url] = parse_router_metrics(resp.text, model, self.chatbot)
         return scrapes
 
     async def baseline(self, model: str) -> dict[str, Any] | None:
@@ -243,15 +254,21 @@ class _client:
 # ---------------------------------------------------------------- Prometheus query API
 
 
-def prometheus_queries(model: str, window_seconds: int, namespace: str | None = None) -> dict[str, str]:
+def prometheus_queries(model: str, window_seconds: int, namespace: str | None = None,
+                       chatbot: str | None = None) -> dict[str, str]:
     """PromQL for each figure, summed over router replicas, by variant.
 
-    `namespace` is the scrape target's namespace label (Prometheus' Kubernetes discovery sets it):
-    chatbots of one name in two namespaces are two series sets, never summed.
+    `namespace` is the namespace label: the scrape target's (Prometheus' Kubernetes discovery sets
+    it), or the chatbot's own, which a pool's router puts on every series (the ServiceMonitor honours
+    it). With `chatbot` the selector is namespace + chatbot: on a shared pool only that chatbot's
+    series, never another tenant's; chatbots of one name in two namespaces are never summed.
     """
-    sel = f'model="{_escape(model)}"'
-    if namespace is not None:
-        sel += f',namespace="{_escape(namespace)}"'
+    if chatbot is not None:
+        sel = f'namespace="{_escape(namespace or "default")}",chatbot="{_escape(chatbot)}"'
+    else:
+        sel = f'model="{_escape(model)}"'
+        if namespace is not None:
+            sel += f',namespace="{_escape(namespace)}"'
     w = f"[{max(int(window_seconds), 1)}s]"
     return {
         "requests": f"sum by (variant) (increase({rm.REQUESTS}{{{sel}}}{w}))",
@@ -270,9 +287,10 @@ class PrometheusSource:
     """Reads the router's metrics through a Prometheus HTTP query API (/api/v1/query)."""
 
     def __init__(self, url: str, *, namespace: str | None = None, timeout: float = 10.0,
-                 client: httpx.AsyncClient | None = None):
+                 client: httpx.AsyncClient | None = None, chatbot: str | None = None):
         self.url = url.rstrip("/")
         self.namespace = namespace
+        self.chatbot = chatbot
         self.timeout = timeout
         self._client = client
 
@@ -298,7 +316,7 @@ class PrometheusSource:
 
     async def figures(self, model, variants, since, now, baseline) -> dict[str, VariantFigures]:
         window = max(int((now - since).total_seconds()), 1)
-        queries = prometheus_queries(model, window, self.namespace)
+        queries = prometheus_queries(model, window, self.namespace, self.chatbot)
         async with _client(self._client, self.timeout) as client:
             v = {name: await self._vector(client, q, now) for name, q in queries.items()}
         out = {}

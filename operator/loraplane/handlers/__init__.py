@@ -5,7 +5,8 @@ run) loads:
 
 - `operator`: login (in-cluster, kubeconfig, or LORAPLANE_API_SERVER), settings, metrics endpoint;
 - `finetunejob`: the FineTuneJob controller;
-- `chatbotdeployment`: the ChatbotDeployment controller.
+- `chatbotdeployment`: the ChatbotDeployment controller;
+- `modelpool`: the ModelPool controller (pools shared by many ChatbotDeployments).
 
 Handlers stay thin: they read the object, call pure functions in
 `loraplane.builders` / `loraplane.status`, and write children and status.
@@ -19,7 +20,7 @@ import importlib.util
 
 from . import operator  # noqa: F401  (registers login/startup handlers)
 
-CONTROLLERS = ("finetunejob", "chatbotdeployment")
+CONTROLLERS = ("finetunejob", "chatbotdeployment", "modelpool")
 
 for _name in CONTROLLERS:
     if importlib.util.find_spec(f"{__name__}.{_name}") is not None:

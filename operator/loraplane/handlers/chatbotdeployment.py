@@ -14,6 +14,13 @@ then write status once. Manual control is by annotations, which the
     loraplane.io/metrics-url: URL[,URL]  read router figures from these /metrics URLs
     loraplane.io/router-url: URL         send probes to this router (default: the router Service)
 
+A ChatbotDeployment with `poolRef` has no serving children: it is served by its
+ModelPool (`handlers.modelpool`). Its pass settles whether the pool accepts it
+(`tenancy.settle`, over the `chatbots_by_pool` index) and, when it does, writes its
+own key of the pool's routing ConfigMap (a JSON merge patch naming only that key);
+when it does not, it removes its key. Without `poolRef` it owns a private pool:
+the same children through the same builders, named after it.
+
 Runtime state (a lock and the probe results of each object) lives in kopf's memo:
 a registry set at start-up, shared by every object's copy of the memo, because a
 FineTuneJob's event reconciles the ChatbotDeployments that follow it.
@@ -22,9 +29,11 @@ FineTuneJob's event reconciles the ChatbotDeployments that follow it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,11 +43,29 @@ from pydantic import ValidationError
 
 from .. import API_VERSION, config, kube, metrics
 from ..api.chatbotdeployment import ChatbotDeployment, ChatbotDeploymentSpec
-from ..api.states import ChatbotPhase
+from ..api.modelpool import ModelPool
+from ..api.states import ChatbotPhase, Reason
 from ..builders.common import owner_selector
 from ..builders.isolation import build_keys_secret
-from ..builders.routing_table import build_routing_configmap, build_routing_table
-from ..builders.serving import ROUTER, ROUTER_PORT, build_serving_children, router_name, vllm_name
+from ..builders.routing_table import (
+    TableOwner,
+    build_routing_configmap,
+    build_routing_table,
+    removal_patch,
+    routing_configmap_name,
+    served_base_model,
+    served_name,
+    table_patch,
+)
+from ..builders.serving import (
+    ROUTER,
+    ROUTER_ADMIN_PORT,
+    ROUTER_PORT,
+    build_serving_children,
+    endpoint,
+    router_name,
+    vllm_name,
+)
 from ..canary import (
     Action,
     EntryResolution,
@@ -54,19 +81,25 @@ from ..canary import (
 )
 from ..canary.human import HumanEvaluatedSource
 from ..canary.rollout import ANN_ABORT, ANN_PAUSED, ANN_PROMOTE
+from ..pool_routing import table_file
 from ..status import ConditionSet, kstatus, status_diff
 from ..status.chatbotdeployment import Observed, compute_status
 from ..storage import read_manifest
+from ..tenancy import Claim, Verdict
+from .attachment import claim_of, pool_verdicts
+from .children import apply_child as _apply
+from .children import delete_unwanted as _delete_unwanted
 
 RESOURCE = ("loraplane.io", "v1alpha1", "chatbotdeployments")
 FINETUNEJOBS = ("loraplane.io", "v1alpha1", "finetunejobs")
 KIND = "ChatbotDeployment"
 ANN_METRICS_URL = "loraplane.io/metrics-url"
 ANN_ROUTER_URL = "loraplane.io/router-url"  # where probes are sent (default: the router Service)
-# Kinds of children that exist only when the spec asks for them: deleted when it stops asking.
-OPTIONAL = (("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
-            ("monitoring.coreos.com/v1", "ServiceMonitor"))
 MEMO_KEY = "chatbots"
+POOL = "ModelPool"
+# The digest a chatbot's table lists while its key Secret cannot be read: no key hashes to it, so
+# a chatbot that asks for API keys fails closed (401 for everyone) instead of open.
+LOCKED_DIGEST = "0" * 64
 
 
 def _now() -> datetime:
@@ -93,46 +126,6 @@ def keep_runtime(memo: kopf.Memo, **_: Any) -> None:
 # ---------------------------------------------------------------- children
 
 
-def _owned_by(live: Mapping[str, Any], owner_uid: str) -> bool:
-    return owner_uid in [r.get("uid") for r in live["metadata"].get("ownerReferences") or []]
-
-
-async def _apply(child: dict[str, Any], owner_uid: str) -> str | None:
-    """Server-side apply one child of ours; returns a problem, if any. A foreign object of that name is left alone."""
-    client = kube.client()
-    meta = child["metadata"]
-    try:
-        if child["kind"] == "Secret":
-            # Generated once (the keys): created, never applied again, or every pass would rotate them.
-            # Not read back either: the operator may create Secrets but needs no right to read them.
-            with contextlib.suppress(kube.AlreadyExists):
-                await client.create(child)
-            return None
-        live = await client.get_or_none(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
-        if live is not None and not _owned_by(live, owner_uid):
-            return f"{child['kind']} {meta['name']} exists and is not owned by this ChatbotDeployment"
-        await client.apply(child)
-    except kube.NotFound:
-        # The kind is not served here (a ServiceMonitor without prometheus-operator).
-        return f"{child['kind']} {meta['name']}: the API server does not serve {child['apiVersion']}"
-    return None
-
-
-async def _delete_unwanted(owner: Mapping[str, Any], wanted: set[tuple[str, str]]) -> None:
-    """Delete optional children of this owner (by its labels and ownerReference) that the spec no longer asks for."""
-    client = kube.client()
-    ns = owner["metadata"]["namespace"]
-    for api_version, kind in OPTIONAL:
-        try:
-            found = await client.list(api_version, kind, ns, owner_selector(owner))
-        except kube.NotFound:
-            continue  # the kind is not served here
-        for live in found:
-            name = live["metadata"]["name"]
-            if (kind, name) not in wanted and _owned_by(live, owner["metadata"]["uid"]):
-                await client.delete(api_version, kind, ns, name)
-
-
 # ---------------------------------------------------------------- inputs
 
 
@@ -156,6 +149,15 @@ async def _inputs(ns: str, spec: ChatbotDeploymentSpec) -> list[EntryResolution]
     return resolve(spec, ftjs, manifests)
 
 
+def _router_owner(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> dict[str, Any]:
+    """What owns the router serving this chatbot: its ModelPool, or itself (its private pool)."""
+    meta = obj["metadata"]
+    if spec.pool_ref is None:
+        return {"kind": KIND, "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    return {"kind": POOL, "metadata": {"name": spec.pool_ref.name,
+                                       "namespace": spec.pool_ref.namespace or meta["namespace"]}}
+
+
 async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec,
                          probe_results: dict[str, Any]) -> MetricsSource:
     """The figures source, with probe exact match and the human win rate added when they are configured."""
@@ -171,8 +173,9 @@ async def metrics_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec,
         probes = await asyncio.to_thread(load_probes, uri)
     except (OSError, ValueError) as err:
         raise MetricsProblem(f"probe set {uri}: {err}") from err
+    owner = _router_owner(obj, spec)["metadata"]
     router = (meta.get("annotations") or {}).get(ANN_ROUTER_URL) or \
-        f"http://{router_name(meta['name'])}.{meta['namespace']}.svc:{ROUTER_PORT}"
+        f"http://{router_name(owner['name'])}.{owner['namespace']}.svc:{ROUTER_PORT}"
     return ProbedSource(source, router, probes, cache=probe_results)
 
 
@@ -181,26 +184,36 @@ class MetricsProblem(Exception):
 
 
 async def _figures_source(obj: Mapping[str, Any], spec: ChatbotDeploymentSpec) -> MetricsSource:
-    """Prometheus when configured; else the router's own /metrics, every running router pod summed."""
+    """Prometheus when configured; else the router's own /metrics (admin port), every running router pod summed.
+
+    Either way only this chatbot's series count: namespace + chatbot labels.
+    """
+    own_ns, own_name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     if spec.rollout.analysis.prometheus_url:
-        return PrometheusSource(spec.rollout.analysis.prometheus_url, namespace=obj["metadata"]["namespace"])
+        return PrometheusSource(spec.rollout.analysis.prometheus_url, namespace=own_ns, chatbot=own_name)
+    chatbot = (own_ns, own_name)
     urls = (obj["metadata"].get("annotations") or {}).get(ANN_METRICS_URL)
     if urls:
-        return RouterMetricsSource([u.strip() for u in urls.split(",") if u.strip()])
-    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    pods = await kube.client().list("v1", "Pod", ns, owner_selector(obj, ROUTER))
+        return RouterMetricsSource([u.strip() for u in urls.split(",") if u.strip()], chatbot=chatbot)
+    owner = _router_owner(obj, spec)
+    ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+    pods = await kube.client().list("v1", "Pod", ns, owner_selector(owner, ROUTER))
     ips = [p["status"]["podIP"] for p in pods
            if (p.get("status") or {}).get("podIP") and (p["status"].get("phase") == "Running")]
     if ips:
-        return RouterMetricsSource([f"http://{ip}:{ROUTER_PORT}/metrics" for ip in sorted(ips)])
-    return RouterMetricsSource(f"http://{router_name(name)}.{ns}.svc:{ROUTER_PORT}/metrics")
+        return RouterMetricsSource([f"http://{ip}:{ROUTER_ADMIN_PORT}/metrics" for ip in sorted(ips)], chatbot=chatbot)
+    return RouterMetricsSource(f"http://{router_name(name)}.{ns}.svc:{ROUTER_ADMIN_PORT}/metrics", chatbot=chatbot)
 
 
 # ---------------------------------------------------------------- reconcile
 
 
-async def reconcile(namespace: str, name: str, memo: Any, logger: Any = None) -> dict[str, Any] | None:
-    """One idempotent pass over a ChatbotDeployment; returns the status it wrote (None: object gone)."""
+async def reconcile(namespace: str, name: str, memo: Any, logger: Any = None,
+                    pools: Mapping[Any, Iterable[Claim]] | None = None) -> dict[str, Any] | None:
+    """One idempotent pass over a ChatbotDeployment; returns the status it wrote (None: object gone).
+
+    `pools` is the `chatbots_by_pool` index (the claims on each pool).
+    """
     runtime = _runtime(memo, namespace, name)
     async with runtime.lock:
         with metrics.reconcile("chatbotdeployment"):
@@ -213,6 +226,8 @@ async def reconcile(namespace: str, name: str, memo: Any, logger: Any = None) ->
                 await record_failure(obj, err)
                 raise kopf.PermanentError(f"invalid spec: {err}") from err
             try:
+                if cbd.spec.pool_ref is not None:
+                    return await _reconcile_on_pool(obj, cbd, runtime, logger, pools or {})
                 return await _reconcile_valid(obj, cbd, runtime, logger)
             except (kube.ApiError, asyncio.CancelledError):
                 raise  # the API server's trouble, retried as it is
@@ -239,7 +254,7 @@ async def _reconcile_valid(obj: Mapping[str, Any], cbd: ChatbotDeployment, runti
 RECONCILE_FAILED = "ReconcileFailed"
 
 
-async def record_failure(obj: Mapping[str, Any], err: BaseException) -> None:
+async def record_failure(obj: Mapping[str, Any], err: BaseException, kind: str = KIND) -> None:
     """A pass that failed still says so in status (Ready False, Stalled), instead of leaving it frozen."""
     prev = obj.get("status") or {}
     meta = obj["metadata"]
@@ -248,7 +263,7 @@ async def record_failure(obj: Mapping[str, Any], err: BaseException) -> None:
                          now=_now().isoformat().replace("+00:00", "Z"))
     kstatus(conds, ready=False, reason=RECONCILE_FAILED, message=message, reconciling=False, stalled=True)
     patch = {"conditions": conds.to_list(), "message": message, "observedGeneration": meta.get("generation")}
-    await kube.client().patch_merge(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": patch},
+    await kube.client().patch_merge(API_VERSION, kind, meta["namespace"], meta["name"], {"status": patch},
                                     subresource="status")
 
 
@@ -266,7 +281,7 @@ async def _decide(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runti
         problems.append(str(err))
     result = await reconcile_rollout(
         spec, entries, RolloutState.from_status(status), status.get("weights") or {}, source, now,
-        model=cbd.metadata.name,
+        model=served_name(spec, cbd.metadata.name),
         paused=annotations.get(ANN_PAUSED) == "true",
         promote_requested=annotations.get(ANN_PROMOTE) == "true",
         abort_requested=annotations.get(ANN_ABORT) == "true",
@@ -274,17 +289,86 @@ async def _decide(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runti
     return entries, result, problems
 
 
+async def _api_key_digests(namespace: str, spec: ChatbotDeploymentSpec) -> tuple[tuple[str, ...], list[str]]:
+    """SHA-256 of each accepted API key (the keys themselves go nowhere); and the problem, if any."""
+    ref = spec.auth.api_key_secret_ref
+    if ref is None:
+        return (), []
+    secret = await kube.client().get_or_none("v1", "Secret", namespace, ref.name)
+    data = (secret or {}).get("data") or {}
+    values = [data[ref.key]] if ref.key is not None and ref.key in data else [] if ref.key else list(data.values())
+    digests = sorted({hashlib.sha256(base64.b64decode(v)).hexdigest() for v in values if v})
+    if not digests:
+        what = f"key {ref.key} of Secret {ref.name}" if ref.key else f"Secret {ref.name}"
+        return (LOCKED_DIGEST,), [f"auth.apiKeySecretRef: {what} not found or empty: every request is refused"]
+    return tuple(digests), []
+
+
 async def _write_children(obj: Mapping[str, Any], cbd: ChatbotDeployment, entries: list[EntryResolution],
                           result: RolloutResult) -> list[str]:
-    """Apply the serving children and the routing table; returns what could not be applied."""
+    """Apply the private pool's children and the routing table; returns what could not be applied."""
     ranks = [v.lora_rank for r in entries for v in r.versions]
     children = build_serving_children(obj, cbd.spec, config.current(), ranks)
-    table = build_routing_table(cbd.metadata.name, cbd.spec, result.variants, result.weights, result.retained)
+    digests, problems = await _api_key_digests(cbd.metadata.namespace, cbd.spec)
+    table = build_routing_table(cbd.metadata.name, cbd.spec, result.variants, result.weights, result.retained,
+                                TableOwner(namespace=cbd.metadata.namespace, api_key_sha256=digests))
     children.append(build_routing_configmap(obj, table))
     children.append(build_keys_secret(obj))
-    problems = [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
+    problems += [p for child in children if (p := await _apply(child, obj["metadata"]["uid"]))]
     await _delete_unwanted(obj, {(c["kind"], c["metadata"]["name"]) for c in children})
     return problems
+
+
+# ---------------------------------------------------------------- on a ModelPool
+
+
+async def _reconcile_on_pool(obj: Mapping[str, Any], cbd: ChatbotDeployment, runtime: Runtime, logger: Any,
+                             pools: Mapping[Any, Iterable[Claim]]) -> dict[str, Any]:
+    """A chatbot on a ModelPool: settle its acceptance, write (or remove) its key of the pool's routing."""
+    client = kube.client()
+    namespace, name, ref = cbd.metadata.namespace, cbd.metadata.name, cbd.spec.pool_ref
+    assert ref is not None
+    pool_ns = ref.namespace or namespace
+    metrics.init_cbd_series(namespace, name)
+    now = _now()
+    entries, result, problems = await _decide(obj, cbd, runtime, now)
+    live_pool = await client.get_or_none(API_VERSION, POOL, pool_ns, ref.name)
+    own = claim_of(namespace, name, obj["spec"], obj["metadata"].get("creationTimestamp") or "")
+    key = table_file(namespace, name)
+    ready, replicas = 0, 0
+    if live_pool is None:
+        verdict = Verdict(False, Reason.POOL_NOT_FOUND, f"ModelPool {pool_ns}/{ref.name} not found")
+    else:
+        pool = ModelPool.model_validate(live_pool)
+        claims = {c.key: c for c in pools.get((pool_ns, ref.name), [])}
+        claims[own.key] = own  # this pass's view of itself is the freshest
+        verdict = (await pool_verdicts(pool, claims.values()))[own.key]
+        cm = routing_configmap_name(ref.name)
+        if verdict.accepted:
+            digests, key_problems = await _api_key_digests(namespace, cbd.spec)
+            problems += key_problems
+            table = build_routing_table(
+                name, cbd.spec, result.variants, result.weights, result.retained,
+                TableOwner(namespace=namespace, base_model=served_base_model(pool.spec.base_model, ref.name),
+                           api_key_sha256=digests))
+            live_cm = await client.get_or_none("v1", "ConfigMap", pool_ns, cm)
+            patch = table_patch(table)
+            if live_cm is None:
+                problems.append(f"ModelPool {pool_ns}/{ref.name} has no routing ConfigMap yet")
+            elif (live_cm.get("data") or {}).get(key) != patch["data"][key]:
+                await client.patch_merge("v1", "ConfigMap", pool_ns, cm, patch)  # only this chatbot's key
+        else:
+            live_cm = await client.get_or_none("v1", "ConfigMap", pool_ns, cm)
+            if key in ((live_cm or {}).get("data") or {}):
+                await client.patch_merge("v1", "ConfigMap", pool_ns, cm, removal_patch([key]))
+        vllm = await client.get_or_none("apps/v1", "Deployment", pool_ns, vllm_name(ref.name))
+        ready = int(((vllm or {}).get("status") or {}).get("readyReplicas") or 0)
+        replicas = pool.spec.replicas
+    new = compute_status(cbd, Observed(entries, result, ready, problems, now, verdict=verdict, replicas=replicas,
+                                       endpoint=endpoint(ref.name, pool_ns)))
+    await _write_status(obj, new)
+    _report(obj, new, result, logger)
+    return new
 
 
 async def _write_status(obj: Mapping[str, Any], new: Mapping[str, Any]) -> None:
@@ -325,27 +409,39 @@ def chatbots_by_finetunejob(namespace: str, name: str, spec: kopf.Spec, **_: Any
     return {(namespace, ref): name for ref in refs if ref}
 
 
+@kopf.index(*RESOURCE)
+def chatbots_by_pool(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                     **_: Any) -> dict[tuple[str, str], Claim]:
+    """(pool namespace, ModelPool) -> the claims of the ChatbotDeployments whose poolRef names it."""
+    ref = spec.get("poolRef")
+    if not ref or not ref.get("name"):
+        return {}
+    return {(ref.get("namespace") or namespace, ref["name"]):
+            claim_of(namespace, name, spec, meta.get("creationTimestamp") or "")}
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
 @kopf.on.update(*RESOURCE, field="metadata.annotations")
-async def on_change(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def on_change(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger,
+                    chatbots_by_pool: kopf.Index, **_: Any) -> None:
     try:
-        await reconcile(namespace, name, memo, logger)
+        await reconcile(namespace, name, memo, logger, chatbots_by_pool)
     except kube.ApiError as err:
         raise kopf.TemporaryError(f"API error: {err}", delay=2) from err
 
 
 @kopf.daemon(*RESOURCE, cancellation_timeout=5)
 async def rollout_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
-                       logger: kopf.Logger, **_: Any) -> None:
+                       logger: kopf.Logger, chatbots_by_pool: kopf.Index, **_: Any) -> None:
     """The per-object heartbeat: canary analysis, new FineTuneJob versions, retiring old stables."""
     while not stopped:
         await stopped.wait(config.current().canary_tick_seconds)
         if stopped:
             break
         try:
-            await reconcile(namespace, name, memo, logger)
+            await reconcile(namespace, name, memo, logger, chatbots_by_pool)
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001  the heartbeat must outlive any one failed pass
@@ -354,7 +450,8 @@ async def rollout_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf
 
 @kopf.on.event(*FINETUNEJOBS)
 async def on_finetunejob(event: Mapping[str, Any], namespace: str, name: str, memo: kopf.Memo,
-                         chatbots_by_finetunejob: kopf.Index, logger: kopf.Logger, **_: Any) -> None:
+                         chatbots_by_finetunejob: kopf.Index, chatbots_by_pool: kopf.Index, logger: kopf.Logger,
+                         **_: Any) -> None:
     """A FineTuneJob published (or lost) a version: reconcile the ChatbotDeployments that use it now."""
     status = (event.get("object") or {}).get("status") or {}
     fingerprint = json.dumps([status.get("versions"), status.get("adapter")], sort_keys=True)
@@ -366,7 +463,7 @@ async def on_finetunejob(event: Mapping[str, Any], namespace: str, name: str, me
         return  # the initial listing: the ChatbotDeployments reconcile on their own resume
     with contextlib.suppress(kube.ApiError, RuntimeError):
         for chatbot in sorted(set(chatbots_by_finetunejob.get((namespace, name), []))):
-            await reconcile(namespace, chatbot, memo, logger)
+            await reconcile(namespace, chatbot, memo, logger, chatbots_by_pool)
 
 
 @kopf.on.delete(*RESOURCE, optional=True)

@@ -16,6 +16,7 @@ from ..api.chatbotdeployment import ChatbotDeployment
 from ..api.states import ChatbotPhase, ConditionType, Reason
 from ..builders.serving import endpoint
 from ..canary import Action, EntryResolution, RolloutResult
+from ..tenancy import Verdict
 from .conditions import ConditionSet, kstatus
 
 
@@ -28,6 +29,10 @@ class Observed:
     ready_replicas: int = 0
     problems: list[str] = field(default_factory=list)  # children not applied, analysis not set up
     now: datetime | None = None
+    # On a ModelPool: the pool's verdict, its desired replicas and its router's endpoint.
+    verdict: Verdict | None = None
+    replicas: int | None = None
+    endpoint: str | None = None
 
 
 def display_phase(result: RolloutResult, ready: int, replicas: int) -> tuple[ChatbotPhase, str]:
@@ -84,13 +89,18 @@ def _conditions(cbd: ChatbotDeployment, obs: Observed, phase: ChatbotPhase, mess
                   f"canary {state.canary} rolled back: {detail}"[:1024])
     elif obs.result.action is Action.PROMOTE:
         conds.set(ConditionType.CANARY_ANALYSIS, True, Reason.PROMOTED, state.message)
+    if obs.verdict is not None:
+        conds.set(ConditionType.ACCEPTED, obs.verdict.accepted, obs.verdict.reason, obs.verdict.message[:1024])
     return conds.to_list()
 
 
 def compute_status(cbd: ChatbotDeployment, obs: Observed) -> dict[str, Any]:
     """The complete new status of a ChatbotDeployment (camelCase, unset fields left out)."""
     spec, result = cbd.spec, obs.result
-    phase, message = display_phase(result, obs.ready_replicas, spec.replicas)
+    replicas = spec.replicas if obs.replicas is None else obs.replicas
+    phase, message = display_phase(result, obs.ready_replicas, replicas)
+    if obs.verdict is not None and not obs.verdict.accepted:
+        phase, message = ChatbotPhase.DEGRADED, obs.verdict.message  # not routed: nothing else matters yet
     if obs.problems:
         message = "; ".join([message, *obs.problems]) if message else "; ".join(obs.problems)
     status = {
@@ -101,8 +111,8 @@ def compute_status(cbd: ChatbotDeployment, obs: Observed) -> dict[str, Any]:
         **{k: v for k, v in result.state.to_status().items() if k != "message"},
         "weights": result.weights,
         "adapters": resolved_adapters(obs.entries, result),
-        "replicas": spec.replicas,
+        "replicas": replicas,
         "readyReplicas": obs.ready_replicas,
-        "endpoint": endpoint(cbd.metadata.name, cbd.metadata.namespace or "default"),
+        "endpoint": obs.endpoint or endpoint(cbd.metadata.name, cbd.metadata.namespace or "default"),
     }
     return {k: v for k, v in status.items() if v is not None}
