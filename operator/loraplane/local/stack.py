@@ -50,6 +50,7 @@ def vllm_command(
     *,
     host: str = "127.0.0.1",
     max_loras: int = 2,
+    max_cpu_loras: int | None = None,
     max_lora_rank: int = 16,
     max_model_len: int = 1024,
     dtype: str = "bfloat16",
@@ -62,6 +63,7 @@ def vllm_command(
         "--model", str(model_dir), "--served-model-name", served_name,
         "--host", host, "--port", str(port),
         "--enable-lora", "--max-loras", str(max_loras), "--max-lora-rank", str(max_lora_rank),
+        *(["--max-cpu-loras", str(max_cpu_loras)] if max_cpu_loras else []),
         "--max-model-len", str(max_model_len), "--dtype", dtype,
         *extra_args,
     ]
@@ -148,13 +150,37 @@ def wait_http(url: str, process: ManagedProcess | None, timeout: float, what: st
     raise StackError(f"{what} not ready at {url} after {timeout:.0f}s ({last}){tail}")
 
 
+# Adapter sync's LoRA resolver plugin for vLLM (loraplane_server/vllm_resolver.py): vLLM finds it by its
+# entry point, which a directory of distribution metadata on vLLM's PYTHONPATH provides without installing
+# anything into vLLM's environment (the image and `make install-vllm` install it for real).
+RESOLVER_MODULE_DIR = REPO_ROOT / "server-image"
+RESOLVER_ENTRY_POINT = "[vllm.general_plugins]\nloraplane-adapter-resolver = loraplane_server.vllm_resolver:register\n"
+
+
+def resolver_env(adapter_sync_url: str, plugin_dir: Path) -> dict[str, str]:
+    """vLLM's environment for the resolver plugin: where it is, and the adapter sync it asks."""
+    info = plugin_dir / "loraplane_vllm_resolver-1.0.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: loraplane_vllm_resolver\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(RESOLVER_ENTRY_POINT)
+    path = os.pathsep.join([str(plugin_dir), str(RESOLVER_MODULE_DIR)])
+    return {"PYTHONPATH": path, "LORAPLANE_ADAPTER_SYNC_URL": adapter_sync_url}
+
+
 def start_vllm(
     model_dir: str | Path, served_name: str, log_path: Path, *, port: int | None = None,
-    timeout: float = 600, **options,
+    timeout: float = 600, adapter_sync_url: str | None = None, **options,
 ) -> tuple[ManagedProcess, str]:
-    """Start a vLLM server and wait until /health answers; returns the process and its base URL."""
+    """Start a vLLM server and wait until /health answers; returns the process and its base URL.
+
+    `adapter_sync_url`: the adapter sync whose /resolve fetches adapters vLLM does not hold on their
+    first request (the resolver plugin); unset, vLLM knows only what adapter sync registers.
+    """
     port = port or free_port()
-    proc = ManagedProcess("vllm", vllm_command(model_dir, served_name, port, **options), log_path, VLLM_ENV).start()
+    env = dict(VLLM_ENV)
+    if adapter_sync_url:
+        env |= resolver_env(adapter_sync_url, Path(log_path).parent / "vllm-plugin")
+    proc = ManagedProcess("vllm", vllm_command(model_dir, served_name, port, **options), log_path, env).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health", proc, timeout, "vLLM")
@@ -166,7 +192,7 @@ def start_vllm(
 
 @dataclass
 class LocalStack:
-    """vLLM + adapter sync + router on localhost for one routing table.
+    """vLLM + adapter sync + router on localhost for one pool's routing (a tables directory or one file).
 
     Give `vllm_url` to use a vLLM server that already runs (tests share one);
     otherwise one is started from `base_model_dir`, served as `base_model_name`.
@@ -181,10 +207,11 @@ class LocalStack:
     host: str = "127.0.0.1"
     vllm_options: dict = field(default_factory=dict)
     router_args: Sequence[str] = ()
+    sync_args: Sequence[str] = ()  # e.g. ("--disk-budget", "200Mi")
     processes: list[ManagedProcess] = field(default_factory=list)
     sync_url: str | None = None
     router_url: str | None = None
-    # The router's admin port: /metrics and /pool/residency.
+    # The router's admin port: /metrics, /pool/residency and /v1/samples.
     router_admin_url: str | None = None
 
     @property
@@ -195,23 +222,28 @@ class LocalStack:
         """Start every piece, wait until adapters are loaded and the router is ready; returns the endpoint."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            if self.vllm_url is None:
+            sync_port = free_port()
+            self.sync_url = f"http://{self.host}:{sync_port}"
+            started_vllm = self.vllm_url is None
+            if started_vllm:
                 if self.base_model_dir is None or self.base_model_name is None:
                     raise StackError("base_model_dir and base_model_name are needed to start vLLM")
-                proc, self.vllm_url = start_vllm(
-                    self.base_model_dir, self.base_model_name, self.work_dir / "vllm.log",
-                    timeout=timeout, **self.vllm_options,
-                )
-                self.processes.append(proc)
-            sync_port = free_port()
+                self.vllm_url = f"http://127.0.0.1:{free_port()}"
+            # Adapter sync first: it waits for vLLM, and vLLM's resolver plugin asks it for cold adapters.
             sync = ManagedProcess("adapter-sync", [
                 sys.executable, "-m", "loraplane_server.adapter_sync",
                 "--routing-table", str(self.routing_table), "--vllm-url", self.vllm_url,
                 "--adapters-dir", str(self.work_dir / "adapters"), "--host", self.host, "--port", str(sync_port),
-                "--interval", "2", "--reload-interval", "1",
+                "--interval", "2", "--reload-interval", "1", *self.sync_args,
             ], self.work_dir / "adapter-sync.log").start()
             self.processes.append(sync)
-            self.sync_url = f"http://{self.host}:{sync_port}"
+            if started_vllm:
+                proc, _ = start_vllm(
+                    self.base_model_dir, self.base_model_name, self.work_dir / "vllm.log",
+                    port=int(self.vllm_url.rsplit(":", 1)[1]), timeout=timeout, adapter_sync_url=self.sync_url,
+                    **self.vllm_options,
+                )
+                self.processes.insert(0, proc)  # stopped last
             port, admin_port = self.router_port or free_port(), free_port()
             router = ManagedProcess("router", [
                 sys.executable, "-m", "loraplane_server.router",

@@ -12,16 +12,23 @@ import click
 from aiohttp import web
 
 from ..table_watch import TableWatcher
+from .disk import parse_size
 from .sync import AdapterSync, SyncMetrics
 from .vllm_client import VllmClient
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LORAPLANE_SYNC"})
-@click.option("--routing-table", required=True, type=click.Path(dir_okay=False), help="routing.yaml (reloaded live).")
+@click.option("--routing-table", required=True, type=click.Path(),
+              help="The pool's tables: a directory with one file per chatbot, or one routing.yaml (reloaded live).")
 @click.option("--vllm-url", default="http://127.0.0.1:8000", show_default=True, help="The vLLM server beside us.")
 @click.option(
     "--adapters-dir", default="/adapters", show_default=True, type=click.Path(file_okay=False, path_type=Path),
     help="Local volume shared with vLLM; verified adapters are placed here.",
+)
+@click.option(
+    "--disk-budget", callback=lambda _c, _p, v: parse_size(v) if v else None,
+    help="Bytes the adapters volume may hold (500Mi, 2Gi); beyond it the least recently used copies are "
+         "deleted and fetched again on their next request. Unset: unbounded.",
 )
 @click.option("--host", default="0.0.0.0", show_default=True)
 @click.option("--port", default=8001, show_default=True, type=int, help="Readiness (/readyz) and /metrics.")
@@ -30,9 +37,9 @@ from .vllm_client import VllmClient
 @click.option("--vllm-api-key-file", type=click.Path(dir_okay=False, exists=True),
               help="vLLM's API key (the server's VLLM_API_KEY), sent with every call to its API.")
 @click.option("--log-level", default="INFO", show_default=True)
-def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_interval, vllm_api_key_file,
-         log_level) -> None:
-    """Download, verify and hot-load the routing table's adapters into vLLM."""
+def main(routing_table, vllm_url, adapters_dir, disk_budget, host, port, interval, reload_interval,
+         vllm_api_key_file, log_level) -> None:
+    """Download, verify and register the pool's adapters in vLLM; fetch the rest on their first request."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = SyncMetrics()
     watcher = TableWatcher(routing_table, on_result=lambda r: metrics.reloads.labels(r).inc())
@@ -54,7 +61,7 @@ def main(routing_table, vllm_url, adapters_dir, host, port, interval, reload_int
                 await t
         await session.close()
 
-    sync = AdapterSync(watcher, None, adapters_dir.resolve(), metrics)  # type: ignore[arg-type]
+    sync = AdapterSync(watcher, None, adapters_dir.resolve(), metrics, disk_budget=disk_budget)  # type: ignore[arg-type]
     holder["sync"] = sync
     app = sync.app()
     app.cleanup_ctx.append(lifecycle)

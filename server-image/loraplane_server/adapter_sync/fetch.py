@@ -51,8 +51,8 @@ def _refresh_card(local: Path, uri: str, manifest: AdapterManifest) -> bool:
     return True
 
 
-def fetch_adapter(name: str, uri: str, root: Path, expected_digest: str | None = None) -> FetchedAdapter:
-    """Download the adapter at `uri` into `root/<name>-<digest>/` and verify it; raises AdapterRefused."""
+def published_manifest(name: str, uri: str, expected_digest: str | None = None) -> AdapterManifest:
+    """The manifest of a published, accepted adapter (what it weighs, before any download); raises AdapterRefused."""
     try:
         manifest = read_manifest(uri)
     except (ValueError, OSError) as exc:
@@ -70,6 +70,22 @@ def fetch_adapter(name: str, uri: str, root: Path, expected_digest: str | None =
         p = PurePosixPath(entry.path)
         if p.is_absolute() or ".." in p.parts:
             raise AdapterRefused(f"{name}: manifest lists an unsafe path {entry.path!r}")
+    return manifest
+
+
+def adapter_bytes(manifest: AdapterManifest) -> int:
+    """What the verified local copy takes on disk (its files plus manifest.json, roughly)."""
+    return sum(entry.size for entry in manifest.files) + len(manifest.to_json())
+
+
+def fetch_adapter(
+    name: str, uri: str, root: Path, expected_digest: str | None = None, manifest: AdapterManifest | None = None,
+) -> FetchedAdapter:
+    """Download the adapter at `uri` into `root/<name>-<digest>/` and verify it; raises AdapterRefused.
+
+    `manifest`: one already read by `published_manifest` (it is not read twice).
+    """
+    manifest = manifest or published_manifest(name, uri, expected_digest)
     root.mkdir(parents=True, exist_ok=True)
     final = root / local_name(name, manifest)
     if final.resolve().parent != root.resolve():

@@ -34,3 +34,30 @@ class VllmClient:
         async with self.session.post(f"{self.url}{path}", json=body, headers=self.headers) as r:
             if r.status != 200:
                 raise VllmError(f"POST {path} {body}: HTTP {r.status}: {(await r.text())[:500]}")
+
+    async def lora_activity(self) -> dict[str, float]:
+        """LoRA name -> when vLLM last ran or queued a request for it (epoch seconds), from its /metrics.
+
+        vLLM sets `vllm:lora_requests_info{running_lora_adapters, waiting_lora_adapters}` to the
+        current time on each stats interval; the newest sample naming an adapter is its last use.
+        """
+        async with self.session.get(f"{self.url}/metrics", headers=self.headers) as r:
+            if r.status != 200:
+                raise VllmError(f"GET /metrics: HTTP {r.status}")
+            text = await r.text()
+        return lora_activity(text)
+
+
+def lora_activity(exposition: str) -> dict[str, float]:
+    """Last use per LoRA name from vLLM's Prometheus exposition text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name != "vllm:lora_requests_info":
+            continue
+        for sample in family.samples:
+            for label in ("running_lora_adapters", "waiting_lora_adapters"):
+                for name in filter(None, sample.labels.get(label, "").split(",")):
+                    seen[name] = max(seen.get(name, 0.0), sample.value)
+    return seen
