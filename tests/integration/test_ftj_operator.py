@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from loraplane.pool_routing import table_file
 from loraplane.storage import AdapterManifest, FileEntry, RunLayout, RunProgress, VersionLayout, filesystem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -337,7 +338,8 @@ def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
 
     def routed() -> list[str]:
         cm = cluster.get_or_none("v1", "ConfigMap", NS, "rated-chat-routing")
-        return [v["name"] for v in yaml.safe_load(cm["data"]["routing.yaml"])["variants"]] if cm else []
+        table = (cm or {}).get("data", {}).get(table_file(NS, "rated-chat"))  # the pool's key for this chatbot
+        return [v["name"] for v in yaml.safe_load(table)["variants"]] if table else []
 
     cluster.wait_for(lambda: routed() == ["base"], 60, f"the chatbot to route to base only (now {routed()})")
     assert status["versions"][-1]["verdict"] == "pending"  # what a ChatbotDeployment following it reads
