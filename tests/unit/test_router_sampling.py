@@ -241,3 +241,30 @@ def test_cli_exports_merges_replicas_draws_prompts_and_builds_preference_pairs(t
                       {"role": "user", "content": "How do I reset my password?"}]
     assert feedback_pairs([sample("c", "stable", "x", feedback=1.0), sample("d", "canary", "y", feedback=1.0),
                            multi, sample("e", "stable", "z", question="other", feedback=0.0)]) == []
+
+
+async def test_eval_create_pins_each_variant_by_served_name_with_the_chatbots_key(pool, tmp_path):
+    """On a shared pool a bare variant name pins nothing: `eval create --model` pins `<served>:<variant>`."""
+    import asyncio
+    import hashlib
+
+    from loraplane.evaluation.session import read_session
+
+    keyed = TEAM_A.model_copy(update={"api_key_sha256": [hashlib.sha256(b"sk-team-a").hexdigest()]})
+    url, _, _, _ = await pool([keyed, TEAM_B])
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {n}"}) + "\n" for n in range(3)))
+
+    def create(*extra: str):
+        args = ["eval", "create", "--endpoint", f"{url}/v1", "--candidate", "canary", "--baseline", "stable",
+                "--prompts", str(prompts), "--items", "2", "--raters", "ann,bo,cy", "--out",
+                str(tmp_path / f"session-{len(extra)}"), *extra]
+        return CliRunner().invoke(cli_main, args)
+
+    res = await asyncio.to_thread(create)  # bare variant names: not served on a shared pool
+    assert res.exit_code != 0 and "HTTP 404" in res.output
+    res = await asyncio.to_thread(create, "--model", "bot-a")  # no key: refused
+    assert res.exit_code != 0 and "HTTP 401" in res.output
+    res = await asyncio.to_thread(create, "--model", "bot-a", "--api-key", "sk-team-a")
+    assert res.exit_code == 0, res.output
+    assert len(read_session(tmp_path / "session-4").items) == 2

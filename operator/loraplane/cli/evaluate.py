@@ -26,16 +26,21 @@ from .processes import python_module
 JUDGE_FILE = "judge.json"
 
 
-def ask(endpoint: str, model: str, variant: str, prompt: str, max_tokens: int, system: str | None) -> str:
-    """One greedy answer of `variant` through the router; the router must say it served that variant."""
+def ask(endpoint: str, model: str | None, variant: str, prompt: str, max_tokens: int, system: str | None,
+        api_key: str | None = None) -> str:
+    """One greedy answer of `variant` through the router; the router must say it served that variant.
+
+    With the served name the pin is `<model>:<variant>` (any pool); without, the bare variant (a private pool)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.post(f"{endpoint.rstrip('/')}/chat/completions", timeout=300, json={
-            "model": variant, "messages": messages, "temperature": 0, "max_tokens": max_tokens})
+        r = httpx.post(f"{endpoint.rstrip('/')}/chat/completions", timeout=300, headers=headers, json={
+            "model": f"{model}:{variant}" if model else variant, "messages": messages, "temperature": 0,
+            "max_tokens": max_tokens})
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
     if r.status_code != 200:
-        raise click.ClickException(f"{endpoint}: variant {variant} of {model}: HTTP {r.status_code}: {r.text[:300]}")
+        raise click.ClickException(f"{endpoint}: variant {variant} of {model or 'the chatbot'}: HTTP {r.status_code}: {r.text[:300]}")
     served = r.headers.get("x-loraplane-variant")
     if served is not None and served != variant:
         raise click.ClickException(f"{endpoint}: asked for variant {variant}, the router served {served}")
@@ -57,7 +62,10 @@ def eval_group() -> None:
 @eval_group.command("create")
 @click.option("--endpoint", required=True, help="The chatbot's OpenAI-compatible endpoint (the router), e.g. "
               "http://support-bot-router:8000/v1.")
-@click.option("--model", default="chatbot", show_default=True, help="The chatbot's model name (for messages).")
+@click.option("--model", default=None, help="The chatbot's served name: variants are pinned as <model>:<variant> "
+              "(needed on a shared ModelPool); unset, as the bare variant name (a private pool).")
+@click.option("--api-key", envvar="LORAPLANE_API_KEY", default=None,
+              help="The chatbot's API key (spec.auth.apiKeySecretRef), when it has one.")
 @click.option("--candidate", required=True, help="Variant on trial (the tuned adapter or the canary).")
 @click.option("--baseline", required=True, help="Variant it must beat ('base' for the bare base model, or the stable).")
 @click.option("--prompts", "prompt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -69,7 +77,7 @@ def eval_group() -> None:
 @click.option("--system-prompt", default=None, help="System prompt the chatbot serves with.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def create(endpoint, model, candidate, baseline, prompt_file, probe_uri, n_items, raters, max_tokens, system_prompt,
+def create(endpoint, model, api_key, candidate, baseline, prompt_file, probe_uri, n_items, raters, max_tokens, system_prompt,
            seed, out_dir) -> None:
     """Answer sampled prompts with both variants through the router and write a rating session."""
     if (prompt_file is None) == (probe_uri is None):
@@ -90,7 +98,7 @@ def create(endpoint, model, candidate, baseline, prompt_file, probe_uri, n_items
     with click.progressbar(chosen, label=f"asking {candidate} and {baseline}") as bar:
         for prompt, _ in bar:
             for v in answers:
-                answers[v].append(ask(endpoint, model, v, prompt, max_tokens, system_prompt))
+                answers[v].append(ask(endpoint, model, v, prompt, max_tokens, system_prompt, api_key))
     try:
         session = new_session(candidate=candidate, baseline=baseline, source=source,
                               items=items_from(chosen, answers), raters=names)
