@@ -108,7 +108,7 @@ async def run_mode(mode: str, tables_dir: Path, upstreams: list[str], sequence: 
                    seed: int, slots: int) -> dict:
     pool = UpstreamPool(upstreams, max_in_flight=8, queue_size=256, affinity_replicas=1 if mode == "affinity" else 0)
     if mode == "random":
-        rng = random.Random(seed)
+        rng = random.Random(f"placement-{seed}")  # not the sequence's stream: that would correlate the two
         pool.place = lambda _adapter, loads, _k, _f: rng.choice(sorted(loads))
     record: list[tuple[str, str]] = []
     acquire = pool.acquire

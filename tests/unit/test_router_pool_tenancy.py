@@ -52,6 +52,7 @@ async def pool(tmp_path: Path):
     watcher = TableWatcher(tables)
     watcher.check()
     router = Router(watcher, UpstreamPool([up]), RouterMetrics())
+    watcher._on_change = router.on_table  # as the router's entry point wires it
     runner, url = await serve(router.app())
     admin_runner, admin = await serve(router.admin_app())
     import aiohttp
@@ -178,3 +179,14 @@ async def test_cache_and_stickiness_are_per_chatbot(pool):
     status, _, headers = await post(http, url, chat("alpha:stable", temperature=0), KEY_A)
     assert status == 200 and headers.get("x-loraplane-cache") is None
     assert [b["model"] for b in stub.requests] == ["team-c/open/stable", "team-a/alpha/stable"]
+
+
+async def test_a_chatbot_that_leaves_the_pool_is_no_longer_served_and_the_others_are_untouched(pool, tmp_path):
+    http, url, _, stub, router = pool
+    assert (await post(http, url, chat("beta"), KEY_B))[0] == 200
+    (tmp_path / "routing" / "team-b.beta.yaml").unlink()
+    assert router.watcher.check() is True
+    assert (await post(http, url, chat("beta"), KEY_B))[0] == 404
+    assert (await post(http, url, chat("alpha"), KEY_A))[0] == 200
+    assert "team-b.beta" not in router.caches
+    assert 'in_flight_requests{chatbot="beta"' not in router.metrics.exposition().decode()

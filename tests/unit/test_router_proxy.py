@@ -182,6 +182,7 @@ async def test_connection_failure_retries_on_another_replica(harness):
     stub, up = await harness.stub()
     dead = f"http://127.0.0.1:{free_port()}"
     url, router = await harness([dead, up])
+    router.pool.affinity_replicas = 0  # by load alone, ties in list order: the dead replica is tried first
     http = await harness.client()
     for _ in range(4):
         async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:

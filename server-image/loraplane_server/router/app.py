@@ -192,6 +192,7 @@ class Router:
         self.metrics = metrics
         # One cache per chatbot (its table's key), sized by that chatbot's settings.
         self.caches: dict[str, ResponseCache] = {}
+        self._gauged: dict[str, tuple[str, str, str]] = {}  # chatbots with an in-flight gauge
         self.residency = ResidencyPoller(pool, upstream_api_key)
         self.request_ids = request_ids or RequestIds()
         self.seen_feedback = SeenIds()
@@ -214,9 +215,12 @@ class Router:
         served = {t.key: t for t in pool.served()}
         for key in [k for k in self.caches if k not in served]:
             del self.caches[key]  # a chatbot that left the pool takes its answers with it
+            with contextlib.suppress(KeyError):
+                self.metrics.in_flight.remove(*self._gauged.pop(key))
         for key, table in served.items():
             self.caches.setdefault(key, ResponseCache(table.cache.max_entries, table.cache.ttl_seconds))
             self.caches[key].configure(table.cache)
+            self._gauged[key] = chatbot_labels(table)
             self.metrics.in_flight.labels(*chatbot_labels(table)).set_function(
                 lambda k=key, tenants=self.pool.tenants: (t.in_flight + t.queued) if (t := tenants.get(k)) else 0)
         self.sampling.on_table(pool)

@@ -39,11 +39,11 @@ def place(adapter: str | None, loads: Mapping[str, int], k: int = DEFAULT_AFFINI
     """The replica for one request: the least-loaded home of `adapter` within the load bound, else the least loaded.
 
     `loads` maps each candidate replica to its outstanding requests; `adapter` None (the base
-    model) or `k` 0 places by load alone. Ties go to the home ranked first, then to URL order.
+    model) or `k` 0 places by load alone. Ties go to the home ranked first, else to the order of `loads`.
     """
     if not loads:
         raise ValueError("no replica to place on")
-    least = min(loads, key=lambda r: (loads[r], r))
+    least = min(loads, key=lambda r: loads[r])
     if adapter is None or k <= 0 or len(loads) == 1:
         return least
     bound = load_bound(loads, load_factor)

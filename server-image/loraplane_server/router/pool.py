@@ -121,10 +121,10 @@ class UpstreamPool:
         return {k: t.weight for k, t in self.tenants.items()
                 if t.in_flight or t.queued or now - t.last_seen <= self.active_window}
 
-    def limits(self, tenant: str) -> tuple[int, int]:
-        """(slots, queue places) `tenant` may hold now."""
+    def limits(self, tenant: str, active: dict[str, int] | None = None) -> tuple[int, int]:
+        """(slots, queue places) `tenant` may hold now (`active`: the active weights, when already known)."""
         healthy = sum(1 for u in self.upstreams if u.healthy) or 1
-        active = self._active_weights(self._clock())
+        active = dict(self._active_weights(self._clock()) if active is None else active)
         weight = self.tenants[tenant].weight if tenant in self.tenants else 1
         active.setdefault(tenant, weight)
         return (share_limit(self.max_in_flight * healthy, weight, active),
@@ -188,8 +188,10 @@ class UpstreamPool:
     def _dispatch_all(self) -> None:
         """Hand free slots to waiters, fairly; when a share alone holds waiters back, look again later."""
         held_back = False
-        for upstream in self.upstreams:
-            held_back |= self._dispatch(upstream)
+        if any(u.waiting for u in self.upstreams):
+            active = self._active_weights(self._clock())
+            for upstream in self.upstreams:
+                held_back |= self._dispatch(upstream, active)
         if held_back and self._redispatch is None:
             with contextlib.suppress(RuntimeError):  # no running loop: nothing can be waiting
                 loop = asyncio.get_running_loop()
@@ -199,7 +201,7 @@ class UpstreamPool:
         self._redispatch = None
         self._dispatch_all()
 
-    def _dispatch(self, upstream: Upstream) -> bool:
+    def _dispatch(self, upstream: Upstream, active: dict[str, int]) -> bool:
         """Fill `upstream`'s free slots from its queue; True when waiters stay only because of their shares."""
         while upstream.waiting and upstream.in_flight < self.max_in_flight:
             # A cancelled waiter is skipped here and removed (and uncounted) by its own acquire.
@@ -208,7 +210,7 @@ class UpstreamPool:
             for w in live:
                 if w.tenant not in eligible:
                     state = self.tenants[w.tenant]
-                    eligible[w.tenant] = int(state.in_flight < self.limits(w.tenant)[0])
+                    eligible[w.tenant] = int(state.in_flight < self.limits(w.tenant, active)[0])
             chosen = next_tenant(eligible, {k: t.in_flight for k, t in self.tenants.items()},
                                  {k: t.weight for k, t in self.tenants.items()})
             if chosen is None:
