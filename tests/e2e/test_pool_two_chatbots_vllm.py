@@ -1,8 +1,7 @@
 """Two chatbots of two namespaces on ONE real vLLM (CPU build) behind one router: a shared pool.
 
-Chatbot A (team-a/support-bot) serves two trained adapters (each knows its own made-up facts);
-chatbot B (team-b/sales-bot, served as "sales") serves two random-weight adapters with their own
-greedy answers. The pool's tables are a directory with one file per chatbot, as the operator
+Chatbot A (team-a/support-bot) and chatbot B (team-b/sales-bot, served as "sales") serve two
+random-weight peft adapters each (tests/support/random_adapters.py), each with its own greedy answer. The pool's tables are a directory with one file per chatbot, as the operator
 mounts them, read by the real router and adapter sync. Each chatbot's answers come from its own
 adapters, and no model name, pin or header sent for one reaches the other's. A canary on A rolls
 back on errors injected for A's canary adapter (a reverse proxy between the router and vLLM, as in
@@ -24,7 +23,6 @@ from loraplane.pool_routing import table_file
 from loraplane.routing import RoutingTable, load_routing_table
 
 from tests.e2e.test_canary_real_stack import FaultProxy
-from tests.support.adapters import PROBE, ensure_adapters
 from tests.support.random_adapters import ensure_random_adapters
 from tests.support.vllm_server import vllm_server  # noqa: F401  (session fixture)
 
@@ -35,11 +33,11 @@ B_SERVED = "sales"
 SAY = [{"role": "user", "content": "Say something."}]
 
 
-def tables(trained: dict[str, Path], random_paths: list[Path], base: str) -> list[RoutingTable]:
+def tables(random_paths: list[Path], base: str) -> list[RoutingTable]:
     a = RoutingTable.model_validate({
         "model": A[1], "namespace": A[0], "chatbot": A[1], "baseModel": base, "cache": {"enabled": False},
-        "variants": [{"name": "stable", "weight": 100, "adapterUri": str(trained["stable"])},
-                     {"name": "canary", "weight": 0, "adapterUri": str(trained["canary"])}]})
+        "variants": [{"name": "stable", "weight": 100, "adapterUri": str(random_paths[2])},
+                     {"name": "canary", "weight": 0, "adapterUri": str(random_paths[3])}]})
     b = RoutingTable.model_validate({
         "model": B_SERVED, "namespace": B[0], "chatbot": B[1], "baseModel": base, "cache": {"enabled": False},
         "variants": [{"name": "r1", "weight": 100, "adapterUri": str(random_paths[0])},
@@ -58,8 +56,7 @@ def proxy(vllm_server):  # noqa: F811
 def pool(smollm2_dir, vllm_server, proxy, tmp_path_factory):  # noqa: F811
     work = tmp_path_factory.mktemp("pool-two-chatbots")
     routing = work / "routing"
-    write_pool_tables(routing, tables(ensure_adapters(smollm2_dir), ensure_random_adapters(smollm2_dir, 2),
-                                      vllm_server.served_name))
+    write_pool_tables(routing, tables(ensure_random_adapters(smollm2_dir, 4), vllm_server.served_name))
     s = LocalStack(routing_table=routing, work_dir=work, vllm_url=proxy.url)
     s.start(timeout=300)
     yield s
@@ -87,8 +84,6 @@ async def test_each_chatbot_answers_from_its_own_adapters_and_never_the_others(p
         r = await ask(client, pool.endpoint, A[1])
         assert r.status_code == 200 and r.headers["x-loraplane-variant"] == "stable"
         assert content(r) == own[(A[1], "stable")]
-        question, word = PROBE["stable"]
-        assert word in content(await ask(client, pool.endpoint, A[1], [{"role": "user", "content": question}]))
         r = await ask(client, pool.endpoint, f"{A[1]}:canary")  # A's own pin
         assert r.status_code == 200 and content(r) == own[(A[1], "canary")]
         r = await ask(client, pool.endpoint, B_SERVED)

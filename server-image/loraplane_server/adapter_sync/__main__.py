@@ -17,6 +17,13 @@ from .sync import AdapterSync, SyncMetrics
 from .vllm_client import VllmClient
 
 
+def _size(value: str | None) -> int | None:
+    try:
+        return parse_size(value) if value else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LORAPLANE_SYNC"})
 @click.option("--routing-table", required=True, type=click.Path(),
               help="The pool's tables: a directory with one file per chatbot, or one routing.yaml (reloaded live).")
@@ -26,7 +33,7 @@ from .vllm_client import VllmClient
     help="Local volume shared with vLLM; verified adapters are placed here.",
 )
 @click.option(
-    "--disk-budget", callback=lambda _c, _p, v: parse_size(v) if v else None,
+    "--disk-budget", callback=lambda _c, _p, v: _size(v),
     help="Bytes the adapters volume may hold (500Mi, 2Gi); beyond it the least recently used copies are "
          "deleted and fetched again on their next request. Unset: unbounded.",
 )
