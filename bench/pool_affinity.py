@@ -109,7 +109,7 @@ async def run_mode(mode: str, tables_dir: Path, upstreams: list[str], sequence: 
     pool = UpstreamPool(upstreams, max_in_flight=8, queue_size=256, affinity_replicas=1 if mode == "affinity" else 0)
     if mode == "random":
         rng = random.Random(f"placement-{seed}")  # not the sequence's stream: that would correlate the two
-        pool.place = lambda _adapter, loads, _k, _f: rng.choice(sorted(loads))
+        pool.place = lambda _adapter, loads, *_: rng.choice(sorted(loads))
     record: list[tuple[str, str]] = []
     acquire = pool.acquire
 
@@ -166,17 +166,19 @@ def main() -> None:
     parser.add_argument("--adapters", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--modes", default="random,least-loaded,affinity", help="Placements to run, in order.")
+    parser.add_argument("--work", type=Path, help="Working directory (adapters are reused from it).")
     parser.add_argument("--max-loras", type=int, default=4, help="GPU slots per replica (also --max-cpu-loras).")
     args = parser.parse_args()
     from loraplane_trainer.smollm2 import ensure_smollm2
 
     base = ensure_smollm2()
-    work = Path(tempfile.mkdtemp(prefix="pool-affinity-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="pool-affinity-"))
     t0 = time.perf_counter()
     adapters = make_adapters(base, work / "adapters", args.adapters)
     tables = [chatbot(i, p) for i, p in enumerate(adapters)]
     tables_dir = work / "routing"
-    tables_dir.mkdir()
+    tables_dir.mkdir(exist_ok=True)
     for name, text in pool_files(tables).items():
         (tables_dir / name).write_text(text)
     print(f"{len(adapters)} adapters made in {time.perf_counter() - t0:.0f}s; starting two vLLM replicas "
@@ -194,7 +196,7 @@ def main() -> None:
         rng = random.Random(args.seed)
         sequence = [rng.randrange(len(tables)) for _ in range(args.requests)]
         results = {}
-        for mode in ("random", "least-loaded", "affinity"):
+        for mode in args.modes.split(","):
             results[mode] = asyncio.run(run_mode(mode, tables_dir, urls, sequence, args.concurrency, args.seed,
                                                    args.max_loras))
             print(json.dumps(results[mode]), flush=True)

@@ -55,6 +55,14 @@ def test_a_busy_first_home_gives_way_to_the_second_then_to_the_least_loaded():
     assert place(a, loads) == others[0]  # both homes over the bound: least loaded overall
 
 
+def test_a_home_with_a_free_slot_keeps_its_adapter_however_uneven_the_load():
+    a = ADAPTERS[0]
+    home, other = home_replicas(a, REPLICAS[:2], 2)
+    assert place(a, {home: 3, other: 0}, k=1, capacity=4) == home  # 1.25x the mean alone would spill
+    assert place(a, {home: 3, other: 0}, k=1) == other
+    assert place(a, {home: 4, other: 0}, k=1, capacity=4) == other  # full: under pressure, least loaded
+
+
 def test_base_model_requests_and_affinity_off_place_by_load_alone():
     loads = {**idle(), REPLICAS[2]: 0, REPLICAS[0]: 2, REPLICAS[1]: 2, REPLICAS[3]: 1}
     assert place(None, loads) == REPLICAS[2]
@@ -70,10 +78,12 @@ async def test_the_pool_places_each_adapter_on_its_home_and_spills_under_pressur
         assert u.url == home_replicas(a, REPLICAS[:2], 1)[0]
         pool.release(u)
     a = ADAPTERS[0]
-    held = [await pool.acquire(adapter=a) for _ in range(6)]
-    # 1.25x the mean bounds the home: of six at once, four stay home and two go to the other replica.
-    assert Counter(u.url for u in held) == {home_replicas(a, REPLICAS[:2], 1)[0]: 4,
-                                            home_replicas(a, REPLICAS[:2], 2)[1]: 2}
+    home, other = home_replicas(a, REPLICAS[:2], 2)
+    small = UpstreamPool(REPLICAS[:2], max_in_flight=2, queue_size=0, affinity_replicas=1)
+    held = [await small.acquire(adapter=a) for _ in range(3)]
+    # The home takes requests while it has a free slot; with none left, the other replica serves.
+    assert [u.url for u in held] == [home, home, other]
+    pool = small
     for u in held:
         pool.release(u)
     assert all(u.in_flight == 0 for u in pool.upstreams)

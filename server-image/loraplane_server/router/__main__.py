@@ -40,7 +40,7 @@ from .pool import UpstreamPool, dns_loop
 @click.option("--affinity-replicas", default=DEFAULT_AFFINITY_REPLICAS, show_default=True, type=int,
               help="Home replicas per adapter (rendezvous hashing); 0 places by load alone.")
 @click.option("--affinity-load-factor", default=DEFAULT_LOAD_FACTOR, show_default=True, type=float,
-              help="A home replica is skipped above this times the mean load (then the least loaded serves).")
+              help="A full home replica is skipped above this times the mean load (then the least loaded serves).")
 @click.option("--residency-interval", default=10.0, show_default=True, type=float,
               help="Seconds between reads of each replica's adapters (/v1/models, vllm:lora_requests_info).")
 @click.option("--max-in-flight", default=32, show_default=True, type=int, help="Requests at once per vLLM replica.")

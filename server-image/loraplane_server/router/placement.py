@@ -4,9 +4,12 @@ vLLM keeps `--max-loras` adapters in GPU slots per replica; a request for an ada
 that is not in a slot waits for a swap. Spreading an adapter's requests over every
 replica makes each replica hold every adapter in turn. So each adapter is rendezvous-
 hashed to `k` home replicas (highest-random-weight: adding or removing a replica moves
-only the adapters homed there), and a request goes to its least-loaded home unless that
-one is over `load_factor` times the pool's mean load (bounded-load consistent hashing,
-Mirrokni et al.); then, under pressure, it falls back to the least-loaded replica.
+only the adapters homed there), and a request goes to its least-loaded home while that
+one has a free slot (`capacity`) or is within `load_factor` times the pool's mean load
+(bounded-load consistent hashing, Mirrokni et al.); only then, under pressure, does it
+fall back to the least-loaded replica. The free-slot rule matters at low load: with few
+requests outstanding, 1.25x the mean rounds to the mean itself and would spread every
+adapter over every replica, which is what affinity is for avoiding.
 """
 
 from __future__ import annotations
@@ -35,10 +38,11 @@ def load_bound(loads: Mapping[str, int], load_factor: float) -> int:
 
 
 def place(adapter: str | None, loads: Mapping[str, int], k: int = DEFAULT_AFFINITY_REPLICAS,
-          load_factor: float = DEFAULT_LOAD_FACTOR) -> str:
+          load_factor: float = DEFAULT_LOAD_FACTOR, capacity: int = 0) -> str:
     """The replica for one request: the least-loaded home of `adapter` within the load bound, else the least loaded.
 
-    `loads` maps each candidate replica to its outstanding requests; `adapter` None (the base
+    `loads` maps each candidate replica to its outstanding requests, `capacity` is the requests a
+    replica runs at once (0: only the load bound counts); `adapter` None (the base
     model) or `k` 0 places by load alone. Ties go to the home ranked first, else to the order of `loads`.
     """
     if not loads:
@@ -46,7 +50,7 @@ def place(adapter: str | None, loads: Mapping[str, int], k: int = DEFAULT_AFFINI
     least = min(loads, key=lambda r: loads[r])
     if adapter is None or k <= 0 or len(loads) == 1:
         return least
-    bound = load_bound(loads, load_factor)
+    bound = max(load_bound(loads, load_factor), capacity)
     homes = [r for r in home_replicas(adapter, list(loads), k) if loads[r] < bound]
     if not homes:
         return least

@@ -145,7 +145,7 @@ class UpstreamPool:
         state.weight, state.last_seen = weight, self._clock()
         slots, places = self.limits(tenant)
         best = candidates[self.place(adapter, {url: u.outstanding for url, u in candidates.items()},
-                                self.affinity_replicas, self.load_factor)]
+                                     self.affinity_replicas, self.load_factor, self.max_in_flight)]
         if best.in_flight < self.max_in_flight and state.in_flight < slots:
             # Waiters still queued here are held back by their own shares (dispatch runs on every change).
             self._grant(best, state)
