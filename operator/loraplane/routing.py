@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from .api.chatbotdeployment import SamplingConsent
+
 ROUTING_FILE = "routing.yaml"
 
 
@@ -42,6 +44,17 @@ class CacheSettings(_Model):
     ttl_seconds: float = Field(default=600, gt=0)
     max_entries: int = Field(default=10_000, ge=1)
     max_temperature: float = Field(default=0.0, ge=0)
+
+
+# --- Opt-in traffic sampling (spec.sampling; docs/evaluation.md) ------------------------------------------
+class SamplingSettings(_Model):
+    """Which requests the router keeps, with their answers, for evaluation; absent: none."""
+
+    rate: float = Field(ge=0, le=1)
+    consent: SamplingConsent = SamplingConsent.HEADER
+    max_samples: int = Field(default=1000, ge=1, le=10_000)
+    retention_seconds: float = Field(default=7 * 86400, gt=0)
+# --- end of traffic sampling -------------------------------------------------------------------------------
 
 
 class RoutingTable(_Model):
@@ -70,6 +83,7 @@ class RoutingTable(_Model):
     # generates per second at the pool's usual batch size.
     gpu_tokens_per_second: float = Field(default=1000.0, gt=0)
     prompt_token_weight: float = Field(default=0.1, ge=0)
+    sampling: SamplingSettings | None = None  # opt-in traffic sampling (the block above)
 
     @field_validator("variants")
     @classmethod

@@ -7,8 +7,10 @@ import json
 import subprocess
 import sys
 
+import httpx
 import pytest
 from loraplane.evaluation.session import read_session
+from loraplane.evaluation.traffic import read_samples
 from loraplane.local.stack import LocalStack, ManagedProcess, free_port, wait_http
 from loraplane.routing import RoutingTable
 
@@ -36,7 +38,9 @@ def stack(smollm2_dir, vllm_server, tmp_path_factory):  # noqa: F811
     table = RoutingTable.model_validate({
         "model": MODEL, "baseModel": vllm_server.served_name,
         "variants": [{"name": BASELINE, "weight": 90, "adapterUri": str(adapters["stable"])},
-                     {"name": CANDIDATE, "weight": 10, "adapterUri": str(adapters["canary"])}]})
+                     {"name": CANDIDATE, "weight": 10, "adapterUri": str(adapters["canary"])}],
+        # Every request is kept (consent declared), so the session's own requests are the traffic sampled.
+        "sampling": {"rate": 1.0, "consent": "Declared"}})
     (work / "routing.yaml").write_text(table.to_yaml())
     s = LocalStack(routing_table=work / "routing.yaml", work_dir=work, vllm_url=vllm_server.url)
     s.start(timeout=300)
@@ -65,6 +69,30 @@ def test_the_answers_came_from_each_variant_through_the_router(session_dir):
     assert word not in item.answers[BASELINE], item.answers
     for i in session.items:
         assert CANDIDATE not in json.dumps(i.answers[CANDIDATE]) + i.answers[BASELINE]
+
+
+def test_sampled_traffic_exports_with_feedback_and_becomes_preference_pairs(stack, session_dir, tmp_path):
+    session = read_session(session_dir)
+    samples = tmp_path / "samples.jsonl"
+    export = ("samples", "--endpoint", stack.router_admin_url, "--chatbot", MODEL,
+              "--key-file", str(stack.signing_key_file()), "--out", str(samples))
+    cli(*export)
+    kept = {(s.variant, s.messages[-1]["content"]): s for s in read_samples(samples)}
+    for item in session.items:  # every answer the session holds, as the router relayed it from vLLM
+        for v in session.variants:
+            assert kept[(v, item.prompt)].answer.strip() == item.answers[v]
+    question, _ = PROBE["canary"]
+    for variant, score in ((CANDIDATE, "up"), (BASELINE, "down")):
+        r = httpx.post(f"{stack.router_url}/v1/feedback", json={"requestId": kept[(variant, question)].request_id,
+                                                                 "score": score})
+        assert r.status_code == 200, r.text
+    cli(*export)
+    prefs = tmp_path / "prefs.jsonl"
+    cli("preferences", "--samples", str(samples), "--out", str(prefs))
+    rows = [json.loads(line) for line in prefs.read_text().splitlines()]
+    item = next(i for i in session.items if i.prompt == question)
+    assert [(r["prompt"], r["chosen"].strip(), r["rejected"].strip(), r["chosenVariant"]) for r in rows] == [
+        (question, item.answers[CANDIDATE], item.answers[BASELINE], CANDIDATE)]
 
 
 def test_three_raters_rate_real_answers_and_the_results_match(session_dir, tmp_path, vllm_server):  # noqa: F811

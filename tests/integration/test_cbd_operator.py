@@ -100,7 +100,7 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def metrics():
-    m = RouterMetrics("placeholder")
+    m = RouterMetrics("placeholder", namespace=NS)
     m.start()
     yield m
     m.stop()

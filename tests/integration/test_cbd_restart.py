@@ -17,7 +17,7 @@ from tests.support.canary_metrics import RouterMetrics
 
 def test_canary_survives_an_operator_restart(cluster, tmp_path):
     cluster.ensure_namespace(NS)
-    metrics = RouterMetrics("restart")
+    metrics = RouterMetrics("restart", namespace=NS)
     metrics.start()
     uris = {v: write_adapter(tmp_path / v, v) for v in ("v1", "v2")}
     try:

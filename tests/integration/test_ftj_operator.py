@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from loraplane.pool_routing import table_file
 from loraplane.storage import AdapterManifest, FileEntry, RunLayout, RunProgress, VersionLayout, filesystem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -366,3 +367,78 @@ def test_several_nodes_run_as_a_jobset_whose_status_the_ftj_reads(env):
                      30, "the JobSet to be collected with its FineTuneJob")
     cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "multi-bot-train-1-node-0") is None, 30,
                      "the set's Job to be collected")
+
+
+def test_human_gate_holds_the_adapter_until_people_sign_it_off(env):
+    """spec.evaluation.human: pending until an evaluation with enough ratings is attached, then decided by its
+    win rate; the results land in the adapter's model card and the adapter's digest does not change."""
+    from loraplane.evaluation.attached import HumanEvaluation, attach
+    from loraplane.storage import read_manifest
+
+    cluster, _ = env
+    spec = ftj("rated-bot")["spec"]
+    spec["evaluation"]["human"] = {"minWinRate": 0.6, "minRaters": 3}
+    obj = cluster.create({**ftj("rated-bot"), "spec": spec})
+    uid = obj["metadata"]["uid"]
+    cluster.wait_for(lambda: cluster.get_or_none("batch/v1", "Job", NS, "rated-bot-train-1"), 30, "the Job")
+    manifest = publish("rated-bot", "v1")
+    uri = "s3://adapters/rated-bot/v1/"
+    write(f"{uri}README.md", "# rated-bot v1\n\nTrained by LoRAPlane.\n")
+    write_progress("rated-bot", f"{uid}-1", phase="Succeeded", step=10, total_steps=10,
+                   adapter={"version": "v1", "uri": uri, "verdict": "accepted"})
+    cluster.set_job_status(NS, "rated-bot-train-1", succeeded=1, condition="Complete")
+
+    def adapter_state(state: str, phase: str) -> dict:
+        return cluster.wait_for(
+            lambda: (s := status_of(cluster, "rated-bot")).get("adapter", {}).get("humanEvaluation", {})
+            .get("state") == state and s.get("phase") == phase and s, 30,
+            f"the human gate to say {state} (now {status_of(cluster, 'rated-bot').get('adapter')})")
+
+    status = adapter_state("Pending", "Succeeded")
+    assert status["adapter"]["verdict"] == "pending"
+    # A chatbot that follows the FineTuneJob does not serve the held version.
+    cluster.create({"apiVersion": API, "kind": "ChatbotDeployment", "metadata": {"name": "rated-chat", "namespace": NS},
+                    "spec": {"baseModel": {"name": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+                             "adapters": [{"name": "support", "fineTuneJobRef": {"name": "rated-bot"}}]}})
+
+    def routed() -> list[str]:
+        cm = cluster.get_or_none("v1", "ConfigMap", NS, "rated-chat-routing")
+        table = (cm or {}).get("data", {}).get(table_file(NS, "rated-chat"))  # the pool's key for this chatbot
+        return [v["name"] for v in yaml.safe_load(table)["variants"]] if table else []
+
+    cluster.wait_for(lambda: routed() == ["base"], 60, f"the chatbot to route to base only (now {routed()})")
+    assert status["versions"][-1]["verdict"] == "pending"  # what a ChatbotDeployment following it reads
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Ready"]["status"] == "False" and conds["Reconciling"]["status"] == "True"
+    assert conds["HumanEvaluationPassed"]["reason"] == "AwaitingHumanEvaluation"
+    assert conds["QualityGatePassed"]["status"] == "True"
+
+    def evaluation(win_rate: float, fewest: int) -> HumanEvaluation:
+        return HumanEvaluation(session="s-1", candidate="tuned", baseline="base", win_rate=win_rate,
+                               enough_ratings=fewest >= 3, raters=3, items=4, fewest_item_raters=fewest,
+                               attached_at=datetime.now(UTC))
+
+    attach(uri, evaluation(0.9, fewest=2), card_section="## Human evaluation\n\nwin rate 0.90 (partial)\n")
+    status = cluster.wait_for(lambda: "too few ratings" in (s := status_of(cluster, "rated-bot"))["message"] and s,
+                              30, "the gate to see the partial session")
+    assert status["adapter"]["verdict"] == "pending"
+
+    attach(uri, evaluation(0.25, fewest=3), card_section="## Human evaluation\n\nwin rate 0.25\n")
+    status = adapter_state("Failed", "Failed")
+    assert status["adapter"]["verdict"] == "rejected"
+    assert "below minWinRate 0.6" in status["adapter"]["reason"]
+    assert {c["type"]: c for c in status["conditions"]}["HumanEvaluationPassed"]["reason"] == "HumanEvaluationFailed"
+
+    attach(uri, evaluation(0.75, fewest=3), card_section="## Human evaluation\n\nwin rate 0.75\n")
+    status = adapter_state("Passed", "Succeeded")
+    assert status["adapter"]["verdict"] == "accepted"
+    cluster.wait_for(lambda: "support-v1" in routed(), 60, f"the chatbot to serve v1 once signed off (now {routed()})")
+    assert status["adapter"]["humanEvaluation"]["winRate"] == 0.75
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+    # The card holds the latest section once, after the trainer's text; the manifest lists the new card.
+    fs, path = filesystem(f"{uri}README.md")
+    card = fs.cat_file(path).decode()
+    assert card.startswith("# rated-bot v1") and card.count("## Human evaluation") == 1 and "0.75" in card
+    amended = read_manifest(uri)
+    assert any(e.path == "README.md" for e in amended.files)
+    assert amended.digest == manifest.digest == status["adapter"]["sha256"]

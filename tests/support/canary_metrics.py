@@ -20,9 +20,7 @@ class RouterMetrics:
     """Per-variant router figures in a registry, as the router exports them."""
 
     def __init__(self, model: str, namespace: str = "default", chatbot: str | None = None):
-        self.model = model
-        # Every series names its chatbot as the router's do: namespace, chatbot, served name.
-        self.chatbot_labels = (namespace, chatbot or model, model)
+        self.model, self.namespace, self.chatbot = model, namespace, chatbot
         labels = ["namespace", "chatbot", "model", "variant"]
         self.registry = CollectorRegistry()
         # prometheus_client appends _total to counters itself.
@@ -34,6 +32,12 @@ class RouterMetrics:
                                   registry=self.registry)
         self.url: str | None = None
         self._server = None
+
+    @property
+    def chatbot_labels(self) -> tuple[str, str, str]:
+        """Every series names its chatbot as the router's do: namespace, chatbot, served name (read at each
+        serve(): a test may point one stand-in at another chatbot)."""
+        return self.namespace, self.chatbot or self.model, self.model
 
     def serve(self, variant: str, n: int, *, latency: float = 0.2, error_rate: float = 0.0,
               feedback: float | None = None, seed: int = 0) -> None:

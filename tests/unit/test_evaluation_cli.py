@@ -54,3 +54,27 @@ def test_bad_input_is_a_clear_error(tmp_path):
     assert unreachable.exit_code != 0 and "http://127.0.0.1:9/v1: ConnectError" in unreachable.output
     missing = runner.invoke(cli, ["eval", "results", "--session", str(tmp_path / "none")])
     assert missing.exit_code != 0 and "no session here" in missing.output
+
+
+def test_attach_writes_the_results_into_the_adapters_model_card(tmp_path):
+    from loraplane.evaluation.attached import read_attached
+    from loraplane.storage import AdapterManifest, FileEntry, read_manifest, verify_files
+
+    session = make_session(tmp_path / "s")
+    _rate_all(tmp_path / "s", session, lambda r, i: CANDIDATE)
+    adapter = tmp_path / "v3"
+    adapter.mkdir()
+    (adapter / "README.md").write_text("# v3\n")
+    manifest = AdapterManifest(job="j", version="v3", verdict="accepted", base_model="smol",
+                               created_at=datetime.now(UTC),
+                               files=[FileEntry(path="README.md", sha256="0" * 64, size=5)])
+    (adapter / "manifest.json").write_text(manifest.to_json())
+    uri = f"file://{adapter}"
+    for _ in range(2):  # attaching again replaces the section
+        out = CliRunner().invoke(cli, ["eval", "results", "--session", str(tmp_path / "s"), "--attach", uri,
+                                       "--min-win-rate", "0.6"])
+        assert out.exit_code == 0, out.output
+    card = (adapter / "README.md").read_text()
+    assert card.startswith("# v3\n") and card.count("## Human evaluation") == 1 and "Human gate: passed" in card
+    verify_files(uri, read_manifest(uri))  # the manifest lists the amended card
+    assert read_attached(uri).win_rate == 1.0 and read_attached(uri).fewest_item_raters == 3

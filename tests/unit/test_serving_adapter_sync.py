@@ -204,3 +204,24 @@ async def test_readiness_follows_a_vllm_restart_at_once(env):
             assert r.status == 503
     await runner.cleanup()
     assert sync.wake.is_set()  # the next pass reloads it at once
+
+
+def test_an_amended_model_card_refreshes_the_card_alone(tmp_path):
+    """The card is amended after publishing (human evaluation results): a local copy keeps its weights."""
+    from loraplane.storage.model_card import amend_card
+    from loraplane_server.adapter_sync.fetch import fetch_adapter
+
+    a = make_adapter(tmp_path / "store" / "a", 1)
+    (a / "README.md").write_text("# v1\n")
+    publish_dir(a, job="bot", version="v1", base_model="base")
+    first = fetch_adapter("a", str(a), tmp_path / "local")
+    weights = first.path / "adapter_model.safetensors"
+    before = weights.stat().st_ino
+    amend_card(f"file://{a}", "human-evaluation", "## Human evaluation\n\nwin rate 0.75\n")
+    again = fetch_adapter("a", str(a), tmp_path / "local", expected_digest=first.manifest.digest)
+    assert again.path == first.path and weights.stat().st_ino == before  # not downloaded again
+    assert "win rate 0.75" in (again.path / "README.md").read_text()
+    # Any other stale file still means a fresh download.
+    weights.write_bytes(b"\0" * 10)
+    fixed = fetch_adapter("a", str(a), tmp_path / "local")
+    assert fixed.path.joinpath("adapter_model.safetensors").read_bytes() == (a / "adapter_model.safetensors").read_bytes()

@@ -48,6 +48,14 @@ if status.phase == "Succeeded" then
     hs.message = "Adapter " .. adapter_version(status.adapter) .. " rejected: " .. (status.adapter.reason or "quality gate")
     return hs
   end
+  if status.adapter ~= nil and status.adapter.verdict == "pending" then
+    -- spec.evaluation.human: trained and through the automatic gates, waiting for people to sign it off.
+    hs.status = "Progressing"
+    local human = status.adapter.humanEvaluation or {}
+    hs.message = "Adapter " .. adapter_version(status.adapter) .. " awaits human evaluation: " ..
+      (human.message or "no evaluation attached")
+    return hs
+  end
   hs.status = "Healthy"
   if status.adapter ~= nil then
     hs.message = "Adapter " .. adapter_version(status.adapter) .. " published"

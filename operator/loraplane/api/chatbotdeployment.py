@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -220,6 +221,23 @@ class RouterSpec(ApiModel):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Router autoscaling.")
 
 
+class SamplingConsent(StrEnum):
+    """Which requests may be sampled."""
+
+    HEADER = "Header"  # only requests whose client sent x-loraplane-sample-consent: yes
+    DECLARED = "Declared"  # the chatbot's owner declares every user consented (e.g. in the terms of use)
+
+
+class TrafficSamplingSpec(ApiModel):
+    """Opt-in sampling of prompt/answer pairs from live traffic, for evaluation sessions and preferences."""
+
+    enabled: bool = Field(default=False, description="Keep a sample of requests and their answers.")
+    rate: float = Field(default=0.05, ge=0, le=1, description="Share of consenting requests kept.")
+    consent: SamplingConsent = Field(default=SamplingConsent.HEADER, description="Header, or Declared.")
+    max_samples: int = Field(default=1000, ge=1, le=10_000, description="Samples kept per router replica.")
+    retention: Duration = Field(default="168h", description="Samples older than this are dropped.")
+
+
 class ServingResources(ApiModel):
     """Resources of each vLLM replica."""
 
@@ -349,6 +367,9 @@ class ChatbotDeploymentSpec(ApiModel):
         default=None, description="Secret with object-storage credentials for adapter sync."
     )
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Prometheus integration.")
+    sampling: TrafficSamplingSpec = Field(
+        default_factory=TrafficSamplingSpec, description="Opt-in sampling of live prompts and answers."
+    )
 
     @model_validator(mode="after")
     def _pool_or_private(self) -> ChatbotDeploymentSpec:

@@ -22,7 +22,7 @@ from .base import (
     Uri,
     cel,
 )
-from .states import FineTuneJobPhase
+from .states import FineTuneJobPhase, HumanEvaluationState
 
 
 def _cron_field(number: str) -> str:
@@ -47,7 +47,7 @@ CRON_PATTERN = (
     + r")$"
 )
 
-AdapterVerdict = Literal["accepted", "rejected"]
+AdapterVerdict = Literal["accepted", "rejected", "pending"]
 
 
 class BaseModelSpec(ApiModel):
@@ -381,6 +381,16 @@ class SafetyEvaluation(ApiModel):
     )
 
 
+class HumanEvaluationGate(ApiModel):
+    """A blind human evaluation the adapter must pass before it counts as accepted (`loraplane eval`)."""
+
+    min_win_rate: float = Field(
+        ge=0, le=1, description="Lowest win rate of the adapter in the evaluation attached to it "
+        "(`loraplane eval results --attach`); until one with enough ratings is attached the adapter is pending."
+    )
+    min_raters: int = Field(default=3, ge=1, le=1000, description="Raters every item of the session needs.")
+
+
 class EvaluationSpec(ApiModel):
     """Before/after evaluation of the adapter."""
 
@@ -393,6 +403,9 @@ class EvaluationSpec(ApiModel):
     max_new_tokens: int = Field(default=96, ge=1, le=4096, description="Tokens generated per exact-match answer.")
     safety: SafetyEvaluation = Field(default_factory=SafetyEvaluation, description="Safety probes.")
     gates: QualityGates = Field(default_factory=QualityGates, description="Quality gates.")
+    human: HumanEvaluationGate | None = Field(
+        default=None, description="Hold an adapter that passed the automatic gates until people sign it off."
+    )
 
 
 class ParallelStrategy(StrEnum):
@@ -535,15 +548,31 @@ class MetricsStatus(StatusModel):
     )
 
 
+class HumanEvaluationStatus(StatusModel):
+    """The human gate's view of the evaluation attached to an adapter."""
+
+    state: HumanEvaluationState = Field(description="Pending, Passed or Failed.")
+    session: str | None = Field(default=None, max_length=128, description="The evaluation session.")
+    win_rate: float | None = Field(default=None, ge=0, le=1, description="The adapter's win rate in it.")
+    raters: int | None = Field(default=None, ge=0, description="Raters who rated.")
+    items: int | None = Field(default=None, ge=0, description="Prompts in the session.")
+    message: str = Field(default="", max_length=1024, description="The gate's account in one line.")
+
+
 class AdapterStatus(StatusModel):
     """The adapter the last run published."""
 
     version: str = Field(max_length=63, description="Adapter version, e.g. v3.")
     uri: str = Field(max_length=2048, description="Prefix of the published adapter directory.")
     sha256: str | None = Field(default=None, max_length=80, description="Digest of the adapter's manifest.")
-    verdict: AdapterVerdict = Field(description="accepted, or rejected by a quality gate.")
+    verdict: AdapterVerdict = Field(
+        description="accepted, rejected by a quality gate, or pending a human evaluation (spec.evaluation.human)."
+    )
     reason: str | None = Field(default=None, max_length=1024, description="Why it was rejected.")
     published_at: datetime | None = Field(default=None, description="When the manifest was written.")
+    human_evaluation: HumanEvaluationStatus | None = Field(
+        default=None, description="The human gate's account (with spec.evaluation.human)."
+    )
 
 
 class RunStatus(StatusModel):

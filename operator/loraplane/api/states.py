@@ -65,6 +65,7 @@ class ConditionType(StrEnum):
     DATASET_VALID = "DatasetValid"
     QUALITY_GATE_PASSED = "QualityGatePassed"
     SUSPENDED = "Suspended"
+    HUMAN_EVALUATION_PASSED = "HumanEvaluationPassed"
     # ChatbotDeployment
     ADAPTERS_RESOLVED = "AdaptersResolved"
     CANARY_ANALYSIS = "CanaryAnalysis"
@@ -105,6 +106,9 @@ class Reason(StrEnum):
     # FineTuneJob: domain conditions
     DATASET_CHECKED = "DatasetChecked"
     GATES_PASSED = "GatesPassed"
+    AWAITING_HUMAN_EVALUATION = "AwaitingHumanEvaluation"
+    HUMAN_EVALUATION_PASSED = "HumanEvaluationPassed"
+    HUMAN_EVALUATION_FAILED = "HumanEvaluationFailed"
     # ChatbotDeployment
     RESOLVED = "Resolved"
     ADAPTER_NOT_SERVABLE = "AdapterNotServable"
@@ -128,6 +132,14 @@ class NamespacesFrom(StrEnum):
     SAME = "Same"
     ALL = "All"
     SELECTOR = "Selector"
+
+
+class HumanEvaluationState(StrEnum):
+    """Where an adapter stands with spec.evaluation.human (status.adapter.humanEvaluation.state)."""
+
+    PENDING = "Pending"  # no evaluation attached yet, or too few ratings
+    PASSED = "Passed"
+    FAILED = "Failed"  # enough ratings, and the people did not prefer it enough
 
 
 class ProblemKind(StrEnum):

@@ -16,7 +16,7 @@ from typing import Any
 from ..api.base import parse_duration
 from ..api.chatbotdeployment import BASE_VARIANT, ChatbotDeploymentSpec, ServedBaseModel
 from ..pool_routing import table_file
-from ..routing import CacheSettings, RoutingTable, Variant
+from ..routing import CacheSettings, RoutingTable, SamplingSettings, Variant
 from .common import child_metadata, child_name
 
 COMPONENT = "routing"
@@ -103,7 +103,17 @@ def build_routing_table(
         retained=[Variant(name=r.name, weight=0, adapter_uri=r.uri, sha256=r.sha256)
                   for r in retained if r.uri and r.name not in routed],
         price_per_gpu_hour=spec.resources.price_per_gpu_hour,
+        sampling=sampling_settings(spec),
     )
+
+
+def sampling_settings(spec: ChatbotDeploymentSpec) -> SamplingSettings | None:
+    """spec.sampling as the router reads it; None while it is off."""
+    s = spec.sampling
+    if not s.enabled:
+        return None
+    return SamplingSettings(rate=s.rate, consent=s.consent, max_samples=s.max_samples,
+                            retention_seconds=parse_duration(s.retention).total_seconds())
 
 
 def build_routing_configmap(owner: Mapping[str, Any], table: RoutingTable | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Resolve a ChatbotDeployment's adapter entries to servable variants. Pure: the caller fetches.
 
 - `uri` entries: servable when their manifest exists and its verdict is accepted.
-- `fineTuneJobRef` with a `version`: that version from the FineTuneJob's status, if accepted.
+- `fineTuneJobRef` with a `version`: that version from the FineTuneJob's status, if accepted (one held for
+  a human evaluation, verdict `pending`, waits).
 - `fineTuneJobRef` without a version follows the FineTuneJob: every accepted version is
   servable as variant `<entry>-<version>` (two versions run side by side during a canary).
 
@@ -100,6 +101,9 @@ def resolve_entry(entry: AdapterRef, ftjs: Mapping[str, Mapping[str, Any] | None
         v = next((v for v in versions if v["version"] == ref.version), None)
         if v is None:
             res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: FineTuneJob {ref.name} has not published {ref.version}")
+        elif v.get("verdict") == "pending":
+            res.refuse(ProblemKind.WAITING, f"adapter {entry.name}: {ref.name} {ref.version} awaits its human "
+                                              "evaluation (spec.evaluation.human)")
         elif v.get("verdict") != "accepted":
             res.refuse(ProblemKind.BROKEN, f"adapter {entry.name}: {ref.name} {ref.version} was rejected: "
                                              f"{v.get('reason') or 'quality gate'}")

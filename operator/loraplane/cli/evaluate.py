@@ -20,21 +20,27 @@ from ..evaluation.prompts import PromptSourceError, items_from, probe_prompts, r
 from ..evaluation.results import MIN_RATERS, human_gate, markdown, ratings_csv, summarize
 from ..evaluation.safety import ProbeSetError
 from ..evaluation.session import new_session, read_ratings, read_session, write_session
+from ..evaluation.traffic import SamplesError, TrafficSample, feedback_pairs, read_samples, samples_token
 from .processes import python_module
 
 JUDGE_FILE = "judge.json"
 
 
-def ask(endpoint: str, model: str, variant: str, prompt: str, max_tokens: int, system: str | None) -> str:
-    """One greedy answer of `variant` through the router; the router must say it served that variant."""
+def ask(endpoint: str, model: str | None, variant: str, prompt: str, max_tokens: int, system: str | None,
+        api_key: str | None = None) -> str:
+    """One greedy answer of `variant` through the router; the router must say it served that variant.
+
+    With the served name the pin is `<model>:<variant>` (any pool); without, the bare variant (a private pool)."""
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.post(f"{endpoint.rstrip('/')}/chat/completions", timeout=300, json={
-            "model": variant, "messages": messages, "temperature": 0, "max_tokens": max_tokens})
+        r = httpx.post(f"{endpoint.rstrip('/')}/chat/completions", timeout=300, headers=headers, json={
+            "model": f"{model}:{variant}" if model else variant, "messages": messages, "temperature": 0,
+            "max_tokens": max_tokens})
     except httpx.HTTPError as exc:
         raise click.ClickException(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
     if r.status_code != 200:
-        raise click.ClickException(f"{endpoint}: variant {variant} of {model}: HTTP {r.status_code}: {r.text[:300]}")
+        raise click.ClickException(f"{endpoint}: variant {variant} of {model or 'the chatbot'}: HTTP {r.status_code}: {r.text[:300]}")
     served = r.headers.get("x-loraplane-variant")
     if served is not None and served != variant:
         raise click.ClickException(f"{endpoint}: asked for variant {variant}, the router served {served}")
@@ -56,7 +62,10 @@ def eval_group() -> None:
 @eval_group.command("create")
 @click.option("--endpoint", required=True, help="The chatbot's OpenAI-compatible endpoint (the router), e.g. "
               "http://support-bot-router:8000/v1.")
-@click.option("--model", default="chatbot", show_default=True, help="The chatbot's model name (for messages).")
+@click.option("--model", default=None, help="The chatbot's served name: variants are pinned as <model>:<variant> "
+              "(needed on a shared ModelPool); unset, as the bare variant name (a private pool).")
+@click.option("--api-key", envvar="LORAPLANE_API_KEY", default=None,
+              help="The chatbot's API key (spec.auth.apiKeySecretRef), when it has one.")
 @click.option("--candidate", required=True, help="Variant on trial (the tuned adapter or the canary).")
 @click.option("--baseline", required=True, help="Variant it must beat ('base' for the bare base model, or the stable).")
 @click.option("--prompts", "prompt_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -68,7 +77,7 @@ def eval_group() -> None:
 @click.option("--system-prompt", default=None, help="System prompt the chatbot serves with.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-def create(endpoint, model, candidate, baseline, prompt_file, probe_uri, n_items, raters, max_tokens, system_prompt,
+def create(endpoint, model, api_key, candidate, baseline, prompt_file, probe_uri, n_items, raters, max_tokens, system_prompt,
            seed, out_dir) -> None:
     """Answer sampled prompts with both variants through the router and write a rating session."""
     if (prompt_file is None) == (probe_uri is None):
@@ -89,7 +98,7 @@ def create(endpoint, model, candidate, baseline, prompt_file, probe_uri, n_items
     with click.progressbar(chosen, label=f"asking {candidate} and {baseline}") as bar:
         for prompt, _ in bar:
             for v in answers:
-                answers[v].append(ask(endpoint, model, v, prompt, max_tokens, system_prompt))
+                answers[v].append(ask(endpoint, model, v, prompt, max_tokens, system_prompt, api_key))
     try:
         session = new_session(candidate=candidate, baseline=baseline, source=source,
                               items=items_from(chosen, answers), raters=names)
@@ -163,7 +172,7 @@ def results(session_dir, json_out, csv_out, card_out, min_win_rate, min_raters, 
     if card_out:
         card_out.write_text(text)
     if adapter_uri:
-        click.echo(f"attached: {attach(adapter_uri, from_results(res, min_raters))}")
+        click.echo(f"attached: {attach(adapter_uri, from_results(res, min_raters), card_section=text)}")
     if gate:
         raise SystemExit(1)
 
@@ -197,16 +206,75 @@ def judge(session_dir: Path, endpoint: str, model: str) -> None:
 
 
 @eval_group.command("preferences")
-@click.option("--session", "session_dirs", required=True, multiple=True,
+@click.option("--session", "session_dirs", multiple=True,
               type=click.Path(file_okay=False, path_type=Path), help="Session directory (repeatable).")
+@click.option("--samples", "sample_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Traffic samples with feedback (`loraplane eval samples`; repeatable).")
 @click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-def preferences(session_dirs, out_file: Path) -> None:
-    """Export the ratings (and judge verdicts where raters split) as DPO-ready JSONL: prompt, chosen, rejected."""
+def preferences(session_dirs, sample_files, out_file: Path) -> None:
+    """Export ratings (judge verdicts where raters split) and live feedback as DPO-ready JSONL: prompt, chosen,
+    rejected."""
+    if not session_dirs and not sample_files:
+        raise click.UsageError("give --session or --samples (or both)")
     rows = []
     for d in session_dirs:
         rows += preference_pairs(_session_dir(d), read_ratings(d), _judge_results(d))
-    out_file.write_text(to_jsonl(rows))
-    click.echo(f"{len(rows)} preference pairs -> {out_file}")
+    samples = []
+    for f in sample_files:
+        try:
+            samples += read_samples(f)
+        except SamplesError as exc:
+            raise click.ClickException(str(exc)) from exc
+    from_feedback = feedback_pairs(samples)
+    out_file.write_text(to_jsonl(rows + from_feedback))
+    click.echo(f"{len(rows) + len(from_feedback)} preference pairs ({len(from_feedback)} from feedback) -> {out_file}")
+
+
+def fetch_samples(endpoint: str, chatbot: str, token: str) -> tuple[list[TrafficSample], dict[str, float]]:
+    """One router replica's samples of `chatbot` (`<namespace>.<name>`) and its feedback log."""
+    url = endpoint.rstrip("/")
+    url = url[: -len("/v1")] if url.endswith("/v1") else url
+    try:
+        r = httpx.get(f"{url}/v1/samples", params={"chatbot": chatbot}, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"{endpoint}: {type(exc).__name__}: {exc}") from exc
+    if r.status_code != 200:
+        raise click.ClickException(f"{endpoint}: HTTP {r.status_code}: {r.text[:300]}")
+    body = r.json()
+    return ([TrafficSample.model_validate(s) for s in body.get("samples") or []],
+            {f["requestId"]: f["score"] for f in body.get("feedback") or []})
+
+
+@eval_group.command("samples")
+@click.option("--endpoint", "endpoints", required=True, multiple=True,
+              help="A router replica's admin port, e.g. http://10.0.3.7:9090 (repeat for every replica: each "
+                   "keeps its own).")
+@click.option("--chatbot", required=True, help="The chatbot (its ChatbotDeployment's name).")
+@click.option("--namespace", default="default", show_default=True, help="The ChatbotDeployment's namespace.")
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The pool's router request-id signing key (the request-id-key of its router's keys Secret).")
+@click.option("--out", "out_file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def samples(endpoints, chatbot: str, namespace: str, key_file: Path, out_file: Path) -> None:
+    """Export the prompts and answers the routers sampled (spec.sampling), with feedback joined across replicas.
+
+    The file is JSONL of chat `messages` (the answer last): `eval create --prompts` draws prompts from it and
+    `eval preferences --samples` turns its feedback into preference pairs."""
+    key = f"{namespace}.{chatbot}"  # the chatbot's routing table key
+    token = samples_token(key_file.read_bytes().strip(), key)
+    found: dict[str, TrafficSample] = {}
+    scores: dict[str, float] = {}
+    for e in endpoints:
+        got, log = fetch_samples(e, key, token)
+        found.update({s.request_id: s for s in got})
+        scores.update(log)
+    rows = sorted(found.values(), key=lambda s: s.at)
+    for s in rows:
+        if s.request_id in scores:
+            s.feedback = scores[s.request_id]
+    out_file.write_text("".join(s.to_json_line() for s in rows))
+    rated = sum(s.feedback is not None for s in rows)
+    click.echo(f"{len(rows)} samples of {key} ({rated} with feedback) from {len(endpoints)} router(s) -> {out_file}")
 
 
 commands = [eval_group]

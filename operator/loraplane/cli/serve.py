@@ -83,6 +83,10 @@ def serve_command(files, adapters_root, given_model_dir, port, work_dir, vllm_ur
         )
         click.echo(f"  metrics: {stack.router_admin_url}/metrics   residency: {stack.sync_url}/status   "
                    f"routing tables (live): {routing}   Ctrl-C stops")
+        for table in (t for t in tables if t.sampling is not None):
+            click.echo(f"  traffic samples of {table.key}: loraplane eval samples --endpoint {stack.router_admin_url} "
+                       f"--namespace {table.namespace} --chatbot {table.chatbot_name} "
+                       f"--key-file {stack.signing_key_file()} --out samples.jsonl")
         while True:
             for proc in stack.processes:
                 if proc.exited() is not None:

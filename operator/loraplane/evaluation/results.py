@@ -43,6 +43,7 @@ class Results(BaseModel):
     raters: int  # raters with at least one rating
     ratings: int
     items_fully_rated: int  # items rated by at least MIN_RATERS raters
+    fewest_item_raters: int = 0  # raters of the least-rated item
     criteria: list[CriterionResult]
     wins: int
     losses: int
@@ -100,6 +101,7 @@ def summarize(session: Session, ratings: list[Rating]) -> Results:
         session=session.id, candidate=session.candidate, baseline=session.baseline, items=len(item_ids),
         raters=len(raters), ratings=len(ratings),
         items_fully_rated=sum(len({r.rater for r in by_item[i]}) >= MIN_RATERS for i in item_ids),
+        fewest_item_raters=min((len({r.rater for r in by_item[i]}) for i in item_ids), default=0),
         criteria=criteria, wins=prefs.count(session.candidate), losses=prefs.count(session.baseline),
         ties=prefs.count("tie"), win_rate=win_rate, preference_kappa=kappa, preference_kappa_items=len(full))
 

@@ -16,6 +16,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from ..api.finetunejob import AdapterStatus, FineTuneJobSpec
+from ..evaluation.attached import HUMAN_EVALUATION_FILE, HumanEvaluation
 from ..storage import AdapterManifest, RunLayout, RunProgress, VersionLayout
 from ..storage.manifest import adapter_status
 from ..storage.uris import storage_options
@@ -78,6 +79,12 @@ def read_published_adapter(output_uri: str, job: str, version: str, creds: Mappi
     if raw is None:
         return None
     return adapter_status(AdapterManifest.model_validate_json(raw), layout.prefix + "/")
+
+
+def read_human_evaluation(adapter_uri: str, creds: Mapping[str, str]) -> HumanEvaluation | None:
+    """human-evaluation.json beside a published adapter (None while none is attached); ValueError if malformed."""
+    raw = _read(adapter_uri.rstrip("/") + "/" + HUMAN_EVALUATION_FILE, creds)
+    return None if raw is None else HumanEvaluation.model_validate_json(raw)
 
 
 def dataset_fingerprint(spec: FineTuneJobSpec, creds: Mapping[str, str], config_map: Mapping | None) -> str | None:

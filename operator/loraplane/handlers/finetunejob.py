@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from .. import API_VERSION, config, kube, metrics
 from ..api.finetunejob import FineTuneJob, RunStatus
-from ..api.states import FineTuneJobPhase, Reason
+from ..api.states import FineTuneJobPhase, HumanEvaluationState, Reason
 from ..builders.common import is_owned_by, owner_of, owner_selector
 from ..builders.training_job import COMPONENT, job_config_map
 from ..builders.training_workload import JOB, JOBSET, KINDS, WorkloadKind, training_workload, workload_kind
@@ -169,9 +169,20 @@ async def _read_run(ftj: FineTuneJob, run: RunStatus) -> tuple[Any, Any]:
     known = ftj.status.adapter if ftj.status else None
     if version is None:
         return progress, None
-    if known is not None and known.version == version:
-        return progress, known  # already read from its manifest
+    if known is not None and known.version == version and known.human_evaluation is None:
+        return progress, known  # already read from its manifest (a held one is read again: its verdict is ours)
     return progress, await asyncio.to_thread(runs.read_published_adapter, output, name, version, creds)
+
+
+async def _read_human_evaluation(ftj: FineTuneJob, adapter: Any, logger: Any) -> Any:
+    """With spec.evaluation.human: the evaluation attached to an adapter the automatic gates accepted."""
+    if ftj.spec.evaluation.human is None or adapter is None or adapter.verdict != "accepted":
+        return None
+    try:
+        return await asyncio.to_thread(runs.read_human_evaluation, adapter.uri, await _credentials(ftj))
+    except ValueError as err:  # a malformed file holds the adapter as if none were attached
+        logger.warning("ignoring %s's human-evaluation.json: %s", adapter.uri, err)
+        return None
 
 
 async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
@@ -201,9 +212,10 @@ async def observe(body: Mapping[str, Any], ftj: FineTuneJob, run: RunStatus,
     progress = adapter = None
     if job is not None or finished_before:
         progress, adapter = await _read_run(ftj, run)
+    human = await _read_human_evaluation(ftj, adapter or (progress.adapter if progress else None), logger)
     suspended = ftj.spec.suspend and (job is None or bool((job.get("spec") or {}).get("suspend")))
-    return Observed(run=run, job=job, pods=pods, progress=progress, adapter=adapter, suspended=suspended,
-                    now=_iso(_now())), plan, refused
+    return Observed(run=run, job=job, pods=pods, progress=progress, adapter=adapter, human=human,
+                    suspended=suspended, now=_iso(_now())), plan, refused
 
 
 # ---------------------------------------------------------------- reconcile
@@ -325,6 +337,21 @@ async def _every(seconds: Any, stopped: kopf.DaemonStopped, logger: kopf.Logger,
 async def poll_progress(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                         logger: kopf.Logger, **_: Any) -> None:
     """Copy the Job's state and the run's progress.json into status while the run is going."""
+    await _every(lambda: config.current().progress_interval_seconds, stopped, logger,
+                 lambda: reconcile(namespace, name, memo, logger))
+
+
+def _held_for_people(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
+    """Polled while spec.evaluation.human holds the adapter (pending, or rejected until a new evaluation)."""
+    human = ((status.get("adapter") or {}).get("humanEvaluation") or {}).get("state")
+    return bool((spec.get("evaluation") or {}).get("human")) and human in (
+        HumanEvaluationState.PENDING, HumanEvaluationState.FAILED)
+
+
+@kopf.daemon(*RESOURCE, when=_held_for_people, cancellation_timeout=5)
+async def poll_human_evaluation(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
+                                logger: kopf.Logger, **_: Any) -> None:
+    """Read the human evaluation attached to a held adapter until the gate decides it."""
     await _every(lambda: config.current().progress_interval_seconds, stopped, logger,
                  lambda: reconcile(namespace, name, memo, logger))
 

@@ -11,6 +11,7 @@ environment, by module name, exactly as their images run them.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -210,7 +211,7 @@ class LocalStack:
     processes: list[ManagedProcess] = field(default_factory=list)
     sync_url: str | None = None
     router_url: str | None = None
-    # The router's admin port: /metrics and /pool/residency.
+    # The router's admin port: /metrics, /pool/residency and /v1/samples.
     router_admin_url: str | None = None
 
     @property
@@ -248,7 +249,7 @@ class LocalStack:
                 sys.executable, "-m", "loraplane_server.router",
                 "--routing-table", str(self.routing_table), "--upstream", self.vllm_url,
                 "--host", self.host, "--port", str(port), "--admin-port", str(admin_port),
-                "--reload-interval", "1", *self.router_args,
+                "--reload-interval", "1", "--signing-key-file", str(self.signing_key_file()), *self.router_args,
             ], self.work_dir / "router.log").start()
             self.processes.append(router)
             self.router_url = f"http://{self.host}:{port}"
@@ -259,6 +260,15 @@ class LocalStack:
             self.stop()
             raise
         return self.endpoint
+
+    def signing_key_file(self) -> Path:
+        """The router's request-id key, kept in the work directory (as the cluster keeps it in the keys
+        Secret): request ids and the traffic samples token stay valid across restarts."""
+        path = self.work_dir / "request-id-key"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path
 
     def stop(self) -> None:
         """Stop the children, router first and vLLM last."""

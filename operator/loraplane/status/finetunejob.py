@@ -15,9 +15,11 @@ from typing import Any
 
 from .. import exitcodes
 from ..api.finetunejob import AdapterStatus, FineTuneJob, FinishedRun, RunStatus
-from ..api.states import ConditionType, FineTuneJobPhase, Reason, RunPhase
+from ..api.states import ConditionType, FineTuneJobPhase, HumanEvaluationState, Reason, RunPhase
+from ..evaluation.attached import HumanEvaluation
 from ..storage import RunProgress
 from .conditions import ConditionSet, kstatus
+from .human_gate import with_human_gate
 
 TERMINAL = (FineTuneJobPhase.SUCCEEDED, FineTuneJobPhase.FAILED)
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
@@ -37,6 +39,7 @@ class Observed:
     pods: tuple[Mapping[str, Any], ...] = ()
     progress: RunProgress | None = None
     adapter: AdapterStatus | None = None  # from the published manifest
+    human: HumanEvaluation | None = None  # human-evaluation.json beside it (read with spec.evaluation.human)
     suspended: bool = False
     now: str = ""
 
@@ -152,11 +155,16 @@ def _verdict(ftj: FineTuneJob, obs: Observed, adapter: Mapping[str, Any] | None)
         reason, message = _failure(obs)
         return _Verdict(P.FAILED, reason, message, stalled=True)
     if _job_condition(obs.job, "Complete"):
+        human = (adapter or {}).get("humanEvaluation")
         if adapter and adapter.get("verdict") == "rejected":
             why = adapter.get("reason") or "a quality gate failed"
-            return _Verdict(P.FAILED, R.QUALITY_GATE_FAILED, f"adapter {adapter.get('version')} rejected: {why}",
-                            stalled=True)
+            return _Verdict(P.FAILED, R.HUMAN_EVALUATION_FAILED if human else R.QUALITY_GATE_FAILED,
+                            f"adapter {adapter.get('version')} rejected: {why}", stalled=True)
         message = f"adapter {adapter['version']} published at {adapter['uri']}" if adapter else "training finished"
+        if adapter and adapter.get("verdict") == "pending":
+            # Trained and through the automatic gates; people have not signed it off yet.
+            return _Verdict(P.SUCCEEDED, R.AWAITING_HUMAN_EVALUATION,
+                            f"{message}, awaiting human evaluation: {human['message']}", reconciling=True)
         return _Verdict(P.SUCCEEDED, R.SUCCEEDED, message, ready=True)
     if obs.suspended:
         return _Verdict(P.SUSPENDED, R.SUSPENDED, "spec.suspend is true: no training runs")
@@ -197,9 +205,18 @@ def _domain_conditions(conds: ConditionSet, p: RunProgress | None, adapter: Mapp
             examples = p.dataset.examples if p.dataset.examples is not None else "?"
             conds.set(C.DATASET_VALID, True, R.DATASET_CHECKED, f"{examples} examples, {warnings} warning(s)")
     if adapter:
-        accepted = adapter.get("verdict") == "accepted"
+        human = adapter.get("humanEvaluation")
+        accepted = adapter.get("verdict") == "accepted" or human is not None  # held only after the gates passed
         conds.set(C.QUALITY_GATE_PASSED, accepted, R.GATES_PASSED if accepted else R.QUALITY_GATE_FAILED,
                   f"adapter {adapter.get('version')} accepted" if accepted else adapter.get("reason") or "rejected")
+        if human is not None:
+            state = HumanEvaluationState(human["state"])
+            conds.set(C.HUMAN_EVALUATION_PASSED, state is HumanEvaluationState.PASSED, {
+                HumanEvaluationState.PENDING: R.AWAITING_HUMAN_EVALUATION,
+                HumanEvaluationState.PASSED: R.HUMAN_EVALUATION_PASSED,
+                HumanEvaluationState.FAILED: R.HUMAN_EVALUATION_FAILED}[state], human.get("message", ""))
+        else:
+            conds.remove(C.HUMAN_EVALUATION_PASSED)
     if verdict.phase is FineTuneJobPhase.FAILED:
         if verdict.reason == R.QUALITY_GATE_FAILED or (p is not None and p.reason == R.QUALITY_GATE_FAILED):
             conds.set(C.QUALITY_GATE_PASSED, False, R.QUALITY_GATE_FAILED, verdict.message)
@@ -270,6 +287,8 @@ def compute_status(ftj: FineTuneJob, obs: Observed, old: Mapping[str, Any] | Non
     status.update(_run_figures(old, obs, p))
     # The adapter this run published (the manifest's account first); the last one stays in status.
     found = obs.adapter or (p.adapter if p is not None else None)
+    if found is not None:
+        found = with_human_gate(found, ftj.spec.evaluation.human, obs.human)
     adapter = found.to_wire() if found else None
     if adapter:
         status["adapter"] = adapter

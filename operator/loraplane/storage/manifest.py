@@ -19,6 +19,9 @@ from ..api.finetunejob import AdapterStatus
 from .uris import filesystem, join
 
 MANIFEST_FILE = "manifest.json"
+# The model card may be amended after publishing (a human evaluation's results): it is listed and verified
+# like every file, but it is not part of the digest that names the adapter, so amending it reloads nothing.
+CARD_FILE = "README.md"
 CHUNK = 1 << 20
 
 
@@ -58,9 +61,11 @@ class AdapterManifest(_Model):
 
     @property
     def digest(self) -> str:
-        """sha256 over the sorted (path, sha256) pairs: one value naming this exact adapter."""
+        """sha256 over the sorted (path, sha256) pairs but the model card's: one value naming this exact adapter."""
         h = hashlib.sha256()
         for entry in sorted(self.files, key=lambda e: e.path):
+            if entry.path == CARD_FILE:
+                continue
             h.update(f"{entry.path}\0{entry.sha256}\n".encode())
         return h.hexdigest()
 

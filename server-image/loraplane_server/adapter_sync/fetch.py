@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from loraplane.storage import AdapterManifest, ManifestError, filesystem, read_manifest, verify_files
+from loraplane.storage.manifest import CARD_FILE
 from loraplane.storage.uris import join
 
 
@@ -31,6 +32,23 @@ class FetchedAdapter:
 
 def local_name(name: str, manifest: AdapterManifest) -> str:
     return f"{name}-{manifest.digest[:16]}"
+
+
+def _refresh_card(local: Path, uri: str, manifest: AdapterManifest) -> bool:
+    """A local copy whose only stale file is the model card (amended after publishing, outside the digest):
+    fetch the card alone. False when anything else differs."""
+    rest = manifest.model_copy(update={"files": [e for e in manifest.files if e.path != CARD_FILE]})
+    if len(rest.files) == len(manifest.files):
+        return False
+    try:
+        verify_files(str(local), rest)
+        fs, base = filesystem(uri)
+        fs.get(f"{base}/{CARD_FILE}", str(local / CARD_FILE))
+        verify_files(str(local), manifest)
+    except (ManifestError, OSError):
+        return False
+    (local / "manifest.json").write_text(manifest.to_json())
+    return True
 
 
 def published_manifest(name: str, uri: str, expected_digest: str | None = None) -> AdapterManifest:
@@ -78,6 +96,8 @@ def fetch_adapter(
             verify_files(str(final), manifest)
             return FetchedAdapter(final, manifest)
         except ManifestError:
+            if _refresh_card(final, uri, manifest):
+                return FetchedAdapter(final, manifest)
             shutil.rmtree(final)  # a damaged local copy: fetch again
     partial = root / f".{final.name}.partial-{secrets.token_hex(4)}"
     try:

@@ -21,8 +21,8 @@ must arrive within the server's header timeout (see `__main__`), bodies within
 `body_timeout`.
 
 One router serves every chatbot table of its pool (`TableWatcher.pool`); cache,
-stickiness, feedback, usage and metrics are kept per chatbot. `/metrics` and
-`/pool/residency` are served by `admin_app()` on a separate port, out of users' reach.
+stickiness, feedback, usage, traffic samples and metrics are kept per chatbot. `/metrics`,
+`/pool/residency` and `/v1/samples` are served by `admin_app()` on a separate port, out of users' reach.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from .feedback import FeedbackError, RequestIds, SeenIds, normalise_score
 from .metrics import RouterMetrics, VariantSeries, chatbot_labels
 from .pool import NoUpstream, QueueFull, Upstream, UpstreamPool
 from .residency import ResidencyPoller
+from .sampling import PendingSample, Sampling
 from .selection import Choice, UnknownModel, choose, pin_ids, resolve_table
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,7 @@ class Call:
     key: str | None = None
     leader: asyncio.Future | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    sample: PendingSample | None = None  # kept for evaluation (router/sampling.py)
 
     @property
     def variant(self) -> str:
@@ -194,6 +196,7 @@ class Router:
         self.residency = ResidencyPoller(pool, upstream_api_key)
         self.request_ids = request_ids or RequestIds()
         self.seen_feedback = SeenIds()
+        self.sampling = Sampling(self.request_ids.key, lambda: self.watcher.pool, rng)
         self.upstream_api_key = upstream_api_key
         self.max_concurrent = max_concurrent
         self.max_body_bytes = max_body_bytes
@@ -220,6 +223,7 @@ class Router:
             self._gauged[key] = chatbot_labels(table)
             self.metrics.in_flight.labels(*chatbot_labels(table)).set_function(
                 lambda k=key, tenants=self.pool.tenants: (t.in_flight + t.queued) if (t := tenants.get(k)) else 0)
+        self.sampling.on_table(pool)
 
     def cache_of(self, table: RoutingTable) -> ResponseCache:
         cache = self.caches.get(table.key)
@@ -247,6 +251,7 @@ class Router:
         app = web.Application(client_max_size=1024)
         app.router.add_get("/metrics", self.metrics_endpoint)
         app.router.add_get("/pool/residency", self.residency_endpoint)
+        app.router.add_get("/v1/samples", self.sampling.export)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -339,6 +344,7 @@ class Router:
         if not self.seen_feedback.add(request_id):
             return openai_error(409, f"requestId {request_id} already has feedback", "conflict")
         self.metrics.series(table, variant).feedback.observe(score)
+        self.sampling.feedback(table, request_id, score)
         return web.json_response({"requestId": request_id, "variant": variant, "score": score})
 
     # --- the proxy -----------------------------------------------------------------------------
@@ -374,6 +380,7 @@ class Router:
             request_id = self.request_ids.issue(table.key, variant)
             call = Call(table, body, choice, request_id, self.metrics.series(table, variant), started,
                         tags={VARIANT_HEADER: variant, REQUEST_ID_HEADER: request_id})
+            call.sample = self.sampling.begin(request, table, body, request_id, variant)
             try:
                 # 4. cache
                 hit = await self._from_cache(request, call)
@@ -504,6 +511,8 @@ class Router:
         content_type = resp.headers.get("Content-Type", "application/json")
         if resp.status == 200:
             self._record_usage(call, data)
+            if call.sample:
+                call.sample.whole(data)
             if call.key is not None:
                 self.cache_of(call.table).put(call.key, data, content_type.split(";")[0])
                 if call.leader is not None:
@@ -534,6 +543,8 @@ class Router:
                 if b'"usage":{' in events or b'"usage": {' in events:
                     events = self._take_usage(call, events, strip_usage)
                 if events:
+                    if call.sample:
+                        call.sample.events(events)
                     await out.write(public_model_bytes(events, call.upstream_model, call.public_model))
             if pending:
                 await out.write(public_model_bytes(pending, call.upstream_model, call.public_model))
@@ -545,6 +556,7 @@ class Router:
 
     def _finish(self, call: Call) -> None:
         call.series.request(call.code)
+        self.sampling.finish(call.sample, call.code)
         if call.leader is not None:
             if not call.leader.done():
                 call.leader.set_result(None)

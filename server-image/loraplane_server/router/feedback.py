@@ -49,6 +49,11 @@ class RequestIds:
         self.max_age = max_age_seconds
         self._clock = clock
 
+    @property
+    def key(self) -> bytes:
+        """The signing key (also what a chatbot's samples token is derived from)."""
+        return self._key
+
     def _mac(self, issued: str, nonce: str, chatbot: str, variant: str) -> str:
         msg = f"{issued}\0{nonce}\0{chatbot}\0{variant}".encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:_MAC_HEX]
