@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
-PYTEST_ARGS ?=
+# Two workers (the shared vLLM's tests stay on one); the slowest tests are listed at the end.
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=25
 
 .PHONY: install install-main install-vllm install-helm install-peers install-checkov install-browser test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
