@@ -12,18 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("LORAPLANE_CACHE", str(ROOT / ".cache"))
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    vllm_modules = {item.fspath for item in items if "vllm_server" in getattr(item, "fixturenames", ())}
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in ("unit", "integration", "e2e"):
             item.add_marker(getattr(pytest.mark, parts[0]))
-        if item.get_closest_marker("xdist_group"):
-            continue
-        # Under `-n 2 --dist loadgroup` a module runs on one worker (its module fixtures are built once),
-        # and every module of the shared vLLM on the same worker: one vLLM per session, as without workers.
-        item.add_marker(pytest.mark.xdist_group("vllm" if item.fspath in vllm_modules else "/".join(parts)))
 
 
 @pytest.fixture(scope="session")

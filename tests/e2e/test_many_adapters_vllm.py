@@ -24,7 +24,7 @@ from loraplane.routing import RoutingTable
 from tests.support.random_adapters import ensure_random_adapters
 
 # About 3 minutes on a quiet machine (two vLLM passes over 50 adapters, one at a time); more under load.
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("vllm")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SERVED = "smollm2"
 CHATBOTS = 5
