@@ -41,6 +41,11 @@ from tests.support.adapters import PROBE, ensure_adapters
 from tests.support.vllm_server import vllm_server  # noqa: F401  (session fixture)
 
 MODEL = "support-bot"
+
+
+def lora(variant: str) -> str:
+    """The name vLLM (and the proxy in front of it) knows a variant's adapter by."""
+    return f"default/{MODEL}/{variant}"
 STABLE, CANARY = "support-v1", "support-v2"  # as the operator names versions of a followed FineTuneJob
 # Headers that describe one hop, not the message; aiohttp sets its own.
 HOP_HEADERS = {"host", "connection", "keep-alive", "transfer-encoding", "content-length", "upgrade",
@@ -272,7 +277,7 @@ async def test_real_adapter_canary_promotes_on_good_figures(stack, adapters, pro
         assert {v.name: v.weight for v in table.variants} == {CANARY: 100}
         assert [v.name for v in table.retained] == [STABLE]
         status = (await client.get(f"{stack.sync_url}/status")).json()
-        assert {a["name"]: a["state"] for a in status["adapters"]} == {STABLE: "loaded", CANARY: "loaded"}
+        assert {a["name"]: a["state"] for a in status["adapters"]} == {lora(STABLE): "loaded", lora(CANARY): "loaded"}
 
         # Users now get the promoted adapter, with what it was trained on.
         question, word = PROBE["canary"]
@@ -293,13 +298,13 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
         await reset(stack, adapters, vllm_server.served_name, traffic)
         before_500 = metric((await client.get(f"{stack.router_admin_url}/metrics")).text, rm.REQUESTS,
                             variant=CANARY, code="500")
-        proxy.failing.add(f"default/{MODEL}/{CANARY}")  # vLLM knows it by its LoRA name
+        proxy.failing.add(lora(CANARY))  # vLLM knows it by its LoRA name
         try:
             canary = LocalCanary(rollout, stable=STABLE, canary=CANARY, model=MODEL,
                                  source=RouterMetricsSource(f"{stack.router_admin_url}/metrics"),
                                  router=RoutingFileRouter(stack.routing_table))
             history = await traffic.drive(canary)
-            injected = proxy.injected[CANARY]
+            injected = proxy.injected[lora(CANARY)]
 
             # Rolled back at the first tick with enough canary requests, within the first step's interval:
             # every tick before it was waiting for requests, none waited for the interval.
@@ -328,6 +333,6 @@ async def test_real_adapter_canary_rolls_back_on_injected_errors(stack, adapters
             traffic.answers.clear()
             await traffic.round(20)
             assert traffic.answers == [(200, STABLE)] * 20, Counter(traffic.answers)
-            assert proxy.injected[CANARY] == injected
+            assert proxy.injected[lora(CANARY)] == injected
         finally:
-            proxy.failing.discard(f"default/{MODEL}/{CANARY}")
+            proxy.failing.discard(lora(CANARY))
