@@ -24,30 +24,6 @@ def test_precision_auto_follows_the_cpu_flags():
     assert choose("fp16", device="cpu", flags=set()).name == "bf16"  # fp16 is not a CPU format worth using
 
 
-def test_frozen_weights_are_stored_in_the_compute_precision_on_cpu_and_gpu():
-    import torch
-
-    assert choose("auto", device="cpu", flags={"amx_bf16"}).weights_dtype == torch.bfloat16
-    assert choose("auto", device="cpu", flags={"avx2"}).weights_dtype == torch.float32
-    assert choose("fp16", device="cuda").weights_dtype == torch.float16
-
-
-def test_the_allocator_caps_arenas_and_trims_on_glibc():
-    from loraplane_trainer.training import allocator
-
-    assert allocator.limit_arenas() == (allocator._libc() is not None)
-    allocator.release()  # returns the free pages; must not raise
-
-
-def test_the_dataset_checks_models_are_unloaded_after_the_checks(monkeypatch):
-    from loraplane_trainer.dataset import meaning
-    from loraplane_trainer.dataset.meaning import embeddings
-
-    monkeypatch.setitem(embeddings._SHARED, "a-model", object())
-    meaning.unload()
-    assert embeddings._SHARED == {}
-
-
 def test_qlora_on_cpu_is_refused_with_a_clear_message():
     with pytest.raises(QuantizationUnsupported, match="4bit .*needs a CUDA GPU") as err:
         check_quantization("4bit", "cpu")

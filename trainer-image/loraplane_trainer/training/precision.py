@@ -25,17 +25,6 @@ class Precision:
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
 
-    @property
-    def weights_dtype(self) -> torch.dtype:
-        """The frozen base weights' storage: the compute precision wherever it is low, fp32 otherwise.
-
-        Frozen weights need no fp32 master copy (only the LoRA weights are updated, and peft keeps those
-        fp32). Kept fp32 under autocast, every matmul would cast its weight again at every forward and
-        hold the copy for backward: on a CPU that doubled the weights' memory and cost a cast of the
-        whole model per micro-batch.
-        """
-        return self.autocast_dtype or torch.float32
-
     def autocast(self):
         """Mixed precision context: master weights stay fp32, matmuls run in the low precision."""
         if self.autocast_dtype is None:
