@@ -89,6 +89,7 @@ from ..tenancy import Claim, Verdict
 from .attachment import claim_of, pool_verdicts
 from .children import apply_child as _apply
 from .children import delete_unwanted as _delete_unwanted
+from .heartbeat import beat
 
 RESOURCE = ("loraplane.io", "v1alpha1", "chatbotdeployments")
 FINETUNEJOBS = ("loraplane.io", "v1alpha1", "finetunejobs")
@@ -446,16 +447,7 @@ async def on_change(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Log
 async def rollout_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                        logger: kopf.Logger, chatbots_by_pool: kopf.Index, **_: Any) -> None:
     """The per-object heartbeat: canary analysis, new FineTuneJob versions, retiring old stables."""
-    while not stopped:
-        await stopped.wait(config.current().canary_tick_seconds)
-        if stopped:
-            break
-        try:
-            await reconcile(namespace, name, memo, logger, chatbots_by_pool)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001  the heartbeat must outlive any one failed pass
-            logger.warning("reconcile failed, retried on the next tick: %s: %s", type(err).__name__, err)
+    await beat(stopped, logger, "reconcile", lambda: reconcile(namespace, name, memo, logger, chatbots_by_pool))
 
 
 @kopf.on.event(*FINETUNEJOBS)

@@ -49,6 +49,7 @@ from ..tenancy import Claim, accepted
 from .attachment import pool_verdicts
 from .chatbotdeployment import record_failure
 from .children import apply_child, delete_owned, delete_unwanted, serves
+from .heartbeat import beat
 
 RESOURCE = ("loraplane.io", "v1alpha1", "modelpools")
 CHATBOTS = ("loraplane.io", "v1alpha1", "chatbotdeployments")
@@ -168,16 +169,8 @@ async def on_pool_change(namespace: str, name: str, memo: kopf.Memo, logger: kop
 async def pool_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                     logger: kopf.Logger, chatbots_by_pool: kopf.Index, **_: Any) -> None:
     """The per-pool heartbeat: residency, ready replicas, namespace labels that changed."""
-    while not stopped:
-        await stopped.wait(config.current().canary_tick_seconds)
-        if stopped:
-            break
-        try:
-            await reconcile_pool(namespace, name, memo, chatbots_by_pool, logger)
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001  the heartbeat must outlive any one failed pass
-            logger.warning("pool reconcile failed, retried on the next tick: %s: %s", type(err).__name__, err)
+    await beat(stopped, logger, "pool reconcile",
+               lambda: reconcile_pool(namespace, name, memo, chatbots_by_pool, logger))
 
 
 @kopf.on.event(*CHATBOTS)
