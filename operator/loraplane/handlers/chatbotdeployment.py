@@ -447,7 +447,8 @@ async def on_change(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Log
 async def rollout_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                        logger: kopf.Logger, chatbots_by_pool: kopf.Index, **_: Any) -> None:
     """The per-object heartbeat: canary analysis, new FineTuneJob versions, retiring old stables."""
-    await beat(stopped, logger, "reconcile", lambda: reconcile(namespace, name, memo, logger, chatbots_by_pool))
+    await beat(stopped, logger, "reconcile", lambda: config.current().canary_tick_seconds,
+               lambda: reconcile(namespace, name, memo, logger, chatbots_by_pool))
 
 
 @kopf.on.event(*FINETUNEJOBS)

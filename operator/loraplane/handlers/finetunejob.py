@@ -36,6 +36,7 @@ from ..finetune.current_run import current_run
 from ..status import status_diff
 from ..status.finetunejob import TERMINAL, Observed, compute_status
 from ..status.jobset import jobset_as_job, jobset_finished
+from .heartbeat import beat
 
 RESOURCE = ("loraplane.io", "v1alpha1", "finetunejobs")
 KIND = "FineTuneJob"
@@ -319,26 +320,12 @@ def _running(status: kopf.Status, body: kopf.Body, **_: Any) -> bool:
     return status.get("phase") not in TERMINAL or status.get("observedGeneration") != body["metadata"].get("generation")
 
 
-async def _every(seconds: Any, stopped: kopf.DaemonStopped, logger: kopf.Logger, step: Any) -> None:
-    """Run `step` every `seconds()` until stopped; one failed pass is logged and retried on the next."""
-    while not stopped:
-        await stopped.wait(seconds())
-        if stopped:
-            break
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception as err:  # noqa: BLE001  the poll must outlive any one failed pass
-            logger.warning("pass failed, retried on the next: %s: %s", type(err).__name__, err)
-
-
 @kopf.daemon(*RESOURCE, when=_running, cancellation_timeout=5)
 async def poll_progress(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                         logger: kopf.Logger, **_: Any) -> None:
     """Copy the Job's state and the run's progress.json into status while the run is going."""
-    await _every(lambda: config.current().progress_interval_seconds, stopped, logger,
-                 lambda: reconcile(namespace, name, memo, logger))
+    await beat(stopped, logger, "progress poll", lambda: config.current().progress_interval_seconds,
+               lambda: reconcile(namespace, name, memo, logger))
 
 
 def _held_for_people(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
@@ -352,16 +339,16 @@ def _held_for_people(status: kopf.Status, spec: kopf.Spec, **_: Any) -> bool:
 async def poll_human_evaluation(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                                 logger: kopf.Logger, **_: Any) -> None:
     """Read the human evaluation attached to a held adapter until the gate decides it."""
-    await _every(lambda: config.current().progress_interval_seconds, stopped, logger,
-                 lambda: reconcile(namespace, name, memo, logger))
+    await beat(stopped, logger, "human evaluation poll", lambda: config.current().progress_interval_seconds,
+               lambda: reconcile(namespace, name, memo, logger))
 
 
 @kopf.daemon(*RESOURCE, when=lambda spec, **_: bool(spec.get("schedule")), cancellation_timeout=5)
 async def scheduled_retrain(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                             logger: kopf.Logger, **_: Any) -> None:
     """Look for a due scheduled retrain every schedule interval."""
-    await _every(lambda: config.current().schedule_interval_seconds, stopped, logger,
-                 lambda: retrain_if_due(namespace, name, memo, logger))
+    await beat(stopped, logger, "schedule check", lambda: config.current().schedule_interval_seconds,
+               lambda: retrain_if_due(namespace, name, memo, logger))
 
 
 @kopf.on.delete(*RESOURCE, when=lambda spec, **_: bool((spec.get("output") or {}).get("deleteAdaptersOnDelete")))

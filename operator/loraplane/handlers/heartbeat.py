@@ -1,4 +1,4 @@
-"""The per-object heartbeat both serving controllers run as a kopf daemon."""
+"""The periodic loop every kopf daemon of the operator runs: one pass per tick until stopped."""
 
 from __future__ import annotations
 
@@ -7,17 +7,29 @@ from collections.abc import Awaitable, Callable
 
 import kopf
 
-from .. import config
+
+async def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Sleep `seconds`, waking early when the daemon is stopped.
+
+    Python 3.11's `asyncio.wait_for` (inside kopf's `stopped.wait`) turns a cancellation that lands as its
+    timeout fires into `TimeoutError` (cpython#86296). kopf cancels a daemon that outlives its
+    `cancellation_timeout`, so that race is real at shutdown; the caller checks `stopped` next either way.
+    """
+    try:
+        await stopped.wait(seconds)
+    except TimeoutError:
+        if not stopped:
+            raise
 
 
 async def beat(stopped: kopf.DaemonStopped, logger: kopf.Logger, what: str,
-               reconcile_once: Callable[[], Awaitable[object]]) -> None:
-    """Run `reconcile_once` every tick (read from the configuration each time) until stopped.
+               interval: Callable[[], float], reconcile_once: Callable[[], Awaitable[object]]) -> None:
+    """Run `reconcile_once` every `interval()` seconds (read again each tick) until stopped.
 
     A failed pass is logged and retried on the next tick: the heartbeat must outlive any one of them.
     """
     while not stopped:
-        await stopped.wait(config.current().canary_tick_seconds)
+        await pause(stopped, interval())
         if stopped:
             break
         try:
@@ -25,4 +37,6 @@ async def beat(stopped: kopf.DaemonStopped, logger: kopf.Logger, what: str,
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001
+            if stopped:
+                break
             logger.warning("%s failed, retried on the next tick: %s: %s", what, type(err).__name__, err)

@@ -169,7 +169,7 @@ async def on_pool_change(namespace: str, name: str, memo: kopf.Memo, logger: kop
 async def pool_tick(namespace: str, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped,
                     logger: kopf.Logger, chatbots_by_pool: kopf.Index, **_: Any) -> None:
     """The per-pool heartbeat: residency, ready replicas, namespace labels that changed."""
-    await beat(stopped, logger, "pool reconcile",
+    await beat(stopped, logger, "pool reconcile", lambda: config.current().canary_tick_seconds,
                lambda: reconcile_pool(namespace, name, memo, chatbots_by_pool, logger))
 
 
