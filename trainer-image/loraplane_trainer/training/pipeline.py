@@ -31,7 +31,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import distributed, evaluation, report, safety
+from . import allocator, distributed, evaluation, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -93,7 +93,7 @@ def _read_json(uri: str) -> dict | None:
 
 
 def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, tokenizer):
-    from ..dataset import SourceError, SyntheticError, prepare
+    from ..dataset import SourceError, SyntheticError, meaning, prepare
 
     try:
         return prepare(job.spec, workdir / "dataset", base_dir=Path(base_dir) if base_dir else None,
@@ -102,6 +102,9 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
         raise DatasetInvalid(f"spec.dataset: {exc}") from exc
     except SyntheticError as exc:
         raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
+    finally:
+        meaning.unload()  # the checks' models (~700 MB) are not needed again in this run
+        allocator.release()
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
@@ -306,6 +309,7 @@ def _evaluate_base_model(run: _Run) -> None:
             write_atomic(saved, json.dumps(run.before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
                  run.before["perplexity"], run.before["exactMatch"], run.before["regressionPerplexity"])
+    allocator.release()  # generation's caches and logits, freed but still resident
     # The other ranks wait while rank 0 evaluates the base model, and take its figures (FSDP evaluates the
     # adapter on every rank, against them).
     run.before = distributed.share(run.dist, run.before)
