@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from loraplane.local.stack import free_port
 from loraplane.storage import read_manifest, verify_files
 from loraplane.storage.uris import local_path
 
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.timeout(DEMO_TIMEOUT)
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "loraplane-out"
     proc = subprocess.run(
-        [sys.executable, "-m", "loraplane.cli", "demo", "--no-serve", "--out", str(out), "--port", str(free_port())],
+        [sys.executable, "-m", "loraplane.cli", "demo", "--no-serve", "--out", str(out), "--port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=DEMO_TIMEOUT - 60,
         env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
     )

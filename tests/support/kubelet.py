@@ -16,6 +16,7 @@ otherwise. Not emulated: images, resources, users, retries, node selection.
 from __future__ import annotations
 
 import base64
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,6 +71,10 @@ def prepare_pod(cluster, namespace: str, pod: dict[str, Any], workdir: Path, *,
         elif "secretKeyRef" in var.get("valueFrom", {}):
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = _secret(cluster, namespace, ref["name"])[ref["key"]]
+    # The CPUs this node gives the pod: the test session's share when it runs several workers (a real
+    # pod's CPU limit reaches the trainer as its cgroup quota; here the host's CPUs are shared).
+    if os.environ.get("OMP_NUM_THREADS"):
+        env["OMP_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"]
     env.update(extra_env or {})
     command = [_rewrite(arg, mounts) for arg in container["command"]]
     if command[0] == "python":

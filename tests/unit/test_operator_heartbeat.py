@@ -1,77 +1,80 @@
-"""The daemons' heartbeat loop: passes per tick, outlives a failed pass, stops cleanly even through 3.11's race."""
+"""The daemons' heartbeat loop: a pass per tick, outliving a failed pass, stopping promptly and leaving no task."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
-from loraplane.handlers.heartbeat import beat
-
-
-class Stopper:
-    """kopf's `DaemonStopped` as the loop uses it: truthy once stopped, `await wait(seconds)`."""
-
-    def __init__(self, stop_after_waits: int, raise_on_stop: bool = False) -> None:
-        self.waits = 0
-        self.stop_after_waits = stop_after_waits
-        self.raise_on_stop = raise_on_stop
-
-    def __bool__(self) -> bool:
-        return self.waits >= self.stop_after_waits
-
-    def wait(self, seconds: float):
-        async def waited():
-            self.waits += 1
-            if self and self.raise_on_stop:
-                # What asyncio.wait_for raises when kopf's cancellation lands as the timeout fires (cpython#86296).
-                raise TimeoutError
-            return self
-        return waited()
-
+from loraplane.handlers.heartbeat import STOP_POLL_SECONDS, beat, pause
 
 LOG = logging.getLogger("test")
 
 
+class Stopper:
+    """kopf's `DaemonStopped` as the loop reads it: truthy once stopped."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __bool__(self) -> bool:
+        return self.set
+
+
 def test_one_pass_per_tick_until_stopped():
-    passes = []
+    stopped, passes = Stopper(), []
 
     async def once():
         passes.append(1)
+        if len(passes) == 3:
+            stopped.set = True
 
-    asyncio.run(beat(Stopper(4), LOG, "test", lambda: 0.0, once))
+    asyncio.run(beat(stopped, LOG, "test", lambda: 0.0, once))
     assert len(passes) == 3
 
 
 def test_a_failed_pass_is_logged_and_the_next_tick_runs(caplog):
-    passes = []
+    stopped, passes = Stopper(), []
 
     async def once():
         passes.append(1)
         if len(passes) == 1:
             raise RuntimeError("API down")
+        stopped.set = True
 
-    asyncio.run(beat(Stopper(3), LOG, "test", lambda: 0.0, once))
+    asyncio.run(beat(stopped, LOG, "test", lambda: 0.0, once))
     assert len(passes) == 2
     assert "test failed, retried on the next tick: RuntimeError: API down" in caplog.text
 
 
-def test_the_cancellation_turned_timeout_at_shutdown_ends_the_loop_quietly():
+def test_a_stop_during_a_long_pause_is_seen_at_once():
+    from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter  # the flag kopf hands a daemon
+
+    stopper = FlagSetter()
+    stopped = AsyncFlagWaiter(stopper)
+
+    async def main():
+        asyncio.get_running_loop().call_later(0.2, stopper.set)
+        t0 = time.monotonic()
+        await pause(stopped, 60)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 0.2 + 5 * STOP_POLL_SECONDS
+
+
+def test_a_cancelled_heartbeat_leaves_no_task_behind():
+    """kopf re-raises the error of any task left at exit; kopf's own timed wait left one (TimeoutError)."""
     async def once():
         pass
 
-    asyncio.run(beat(Stopper(2, raise_on_stop=True), LOG, "test", lambda: 0.0, once))
+    async def main():
+        daemon = asyncio.create_task(beat(Stopper(), LOG, "test", lambda: 30.0, once))
+        await asyncio.sleep(0.1)
+        daemon.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await daemon
+        await asyncio.sleep(0)
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
-
-def test_a_timeout_while_running_is_not_swallowed():
-    class Raising(Stopper):
-        def wait(self, seconds):
-            async def waited():
-                raise TimeoutError
-            return waited()
-
-    async def once():
-        pass
-
-    with pytest.raises(TimeoutError):
-        asyncio.run(beat(Raising(10), LOG, "test", lambda: 0.0, once))
+    assert asyncio.run(main()) == []

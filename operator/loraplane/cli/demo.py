@@ -13,7 +13,7 @@ from ..demo import DemoError, DemoOptions, run_demo
 @click.command("demo")
 @click.option("--out", default="loraplane-out", show_default=True, type=click.Path(file_okay=False, path_type=Path),
               help="Local object store (file://) for runs, adapters and the demo's logs.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port of the router (the endpoint).")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port of the router (the endpoint); 0 picks one that is free when the router starts.")
 @click.option("--no-serve", is_flag=True, help="Exit after the canary decision instead of serving until Ctrl-C.")
 @click.option("--epochs", type=int, default=None, help="Override training.epochs of the example.")
 @click.option("--max-steps", type=int, default=None, help="Stop training after this many optimizer steps.")

@@ -22,7 +22,7 @@ from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_
 from ..canary.rollout import Action
 from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
-from ..local.stack import LocalStack, StackError, die_with_parent
+from ..local.stack import LocalStack, StackError, die_with_parent, free_port
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
 from ..storage.layout import EVALUATION_ROWS
@@ -143,7 +143,7 @@ class Demo:
         model_dir = base_model_dir(cbd, None)
         self.stack = LocalStack(
             routing_table=routing, work_dir=self.work, base_model_dir=model_dir, base_model_name=table.base_model,
-            router_port=self.o.port,
+            router_port=self.o.port or free_port(),  # 0: a port free now, not when the demo began
             vllm_options={"max_model_len": cbd.spec.vllm.max_model_len, "max_loras": cbd.spec.vllm.max_loras or 2,
                           "max_lora_rank": cbd.spec.vllm.max_lora_rank or 16},
         )
@@ -278,7 +278,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict:
     demo = Demo(options, console)
     try:
         check_disk(demo.out)
-        check_port(options.port)
+        if options.port:
+            check_port(options.port)
     except PreflightError as exc:
         raise DemoError(str(exc)) from exc
     try:

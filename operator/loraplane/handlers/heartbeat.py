@@ -7,19 +7,21 @@ from collections.abc import Awaitable, Callable
 
 import kopf
 
+# How often a pausing daemon looks at its stop flag.
+STOP_POLL_SECONDS = 0.1
+
 
 async def pause(stopped: kopf.DaemonStopped, seconds: float) -> None:
-    """Sleep `seconds`, waking early when the daemon is stopped.
+    """Sleep `seconds`, waking within STOP_POLL_SECONDS once the daemon is stopped.
 
-    Python 3.11's `asyncio.wait_for` (inside kopf's `stopped.wait`) turns a cancellation that lands as its
-    timeout fires into `TimeoutError` (cpython#86296). kopf cancels a daemon that outlives its
-    `cancellation_timeout`, so that race is real at shutdown; the caller checks `stopped` next either way.
+    Not `await stopped.wait(seconds)`: kopf runs that wait as a task of its own, which a cancellation
+    of the daemon (kopf's escalation at shutdown) leaves behind to end in `TimeoutError`, and kopf then
+    re-raises that from every task left at exit. Plain sleeps leave nothing behind.
     """
-    try:
-        await stopped.wait(seconds)
-    except TimeoutError:
-        if not stopped:
-            raise
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not stopped and (left := deadline - loop.time()) > 0:
+        await asyncio.sleep(min(left, STOP_POLL_SECONDS))
 
 
 async def beat(stopped: kopf.DaemonStopped, logger: kopf.Logger, what: str,
