@@ -30,7 +30,7 @@ from .meaning.identifiers import differ, identifiers, words
 from .meaning.neighbours import neighbour_pairs
 from .similarity import SignatureMatrix, components, similar_pairs
 from .sources import Malformed
-from .text import normalise_completion, normalise_prompt, normalise_strict, numbers, signature, stable_hash
+from .text import normalise_completion, normalise_prompt, normalise_strict, numbers, stable_hash
 
 MAX_TEXT = 1000  # characters of each prompt and answer kept for the meaning stage
 NEIGHBOURS = 10
@@ -68,8 +68,8 @@ class Analysis:
         self.files.append(ex.file)
         self.lines.append(ex.line)
         p, c = normalise_prompt(ex.prompt), normalise_completion(ex.completion)
-        self.prompt_sigs.append(signature(p))
-        self.completion_sigs.append(signature(c))
+        self.prompt_sigs.add(p)
+        self.completion_sigs.add(c)
         self.prompt_hash.append(stable_hash(p))
         self.completion_hash.append(stable_hash(c))
         self.raw_hash.append(stable_hash(f"{ex.prompt}\x00{ex.completion}"))

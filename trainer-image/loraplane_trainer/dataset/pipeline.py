@@ -22,7 +22,7 @@ from .report import DatasetReport
 from .similarity import SignatureMatrix, similar_pairs
 from .sources import Malformed, Reader, open_dataset, open_uri
 from .split import split_mask
-from .text import normalise_prompt, signature
+from .text import normalise_prompt
 
 __all__ = ["PreparedDataset", "SyntheticError", "check", "prepare"]
 
@@ -51,8 +51,7 @@ def check(reader: Reader, checks: Any, *, max_tokens: int | None = None, tokeniz
 def leakage(train: list[Example], validation: list[Example], threshold: float) -> Finding | None:
     """Validation examples whose prompt is a near copy of a training prompt."""
     sigs = SignatureMatrix(len(train) + len(validation) + 1)
-    for ex in train + validation:
-        sigs.append(signature(normalise_prompt(ex.prompt)))
+    sigs.extend([normalise_prompt(ex.prompt) for ex in train + validation])
     i, j, _ = similar_pairs(sigs, threshold)
     t = len(train)
     cross = (i < t) & (j >= t)
