@@ -24,7 +24,7 @@ from .checks.size import SizeCheck
 from .checks.skew import SkewCheck
 from .checks.style import StyleCheck
 from .example import Example
-from .meaning import EMBEDDINGS, missing
+from .meaning import EMBEDDINGS, budget, missing
 from .meaning.embeddings import DEFAULT_MODEL, embedder
 from .meaning.identifiers import differ, identifiers, words
 from .meaning.neighbours import neighbour_pairs
@@ -35,7 +35,8 @@ from .text import normalise_completion, normalise_prompt, normalise_strict, numb
 MAX_TEXT = 1000  # characters of each prompt and answer kept for the meaning stage
 NEIGHBOURS = 10
 STATIC_CANDIDATE = 0.75  # static-embedding cosine from which two prompts are compared with the full model
-MAX_FULL_TEXTS = 2048  # examples whose prompt (and maybe answer) the full model encodes, per check
+MIN_FULL_TEXTS, MAX_FULL_TEXTS = 1024, 2048  # examples whose prompt (and maybe answer) the full model encodes,
+# per check: see meaning.budget
 
 
 @dataclass
@@ -128,14 +129,16 @@ class Analysis:
         return first[inverse].astype(np.int64)
 
     def within_budget(self, i: np.ndarray, j: np.ndarray, sim: np.ndarray, stage: str) -> np.ndarray:
-        """Which candidate pairs the full model scores: the most similar first, until MAX_FULL_TEXTS distinct
-        examples; the rest are counted in stats (the cost of the precise stage stays bounded)."""
+        """Which candidate pairs the full model scores: the most similar first, until the budget of distinct
+        examples (sub-linear in the set's size, at most MAX_FULL_TEXTS); the rest are counted in stats (the cost
+        of the precise stage stays bounded)."""
+        limit = budget(self.examples, MIN_FULL_TEXTS, MAX_FULL_TEXTS)
         order = np.argsort(-sim, kind="stable")
         seen: set[int] = set()
         keep = np.zeros(len(i), dtype=bool)
         for k in order.tolist():
             new = {int(i[k]), int(j[k])} - seen
-            if len(seen) + len(new) > MAX_FULL_TEXTS:
+            if len(seen) + len(new) > limit:
                 continue
             seen |= new
             keep[k] = True
