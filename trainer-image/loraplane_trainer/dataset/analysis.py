@@ -5,7 +5,7 @@ compare examples and for the split. The meaning stage (embeddings) runs once, af
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -27,6 +27,7 @@ from .example import Example
 from .meaning import EMBEDDINGS, budget, missing
 from .meaning.embeddings import DEFAULT_MODEL, embedder
 from .meaning.identifiers import differ, identifiers, words
+from .meaning.moderation import api_key as moderation_key
 from .meaning.neighbours import neighbour_pairs
 from .similarity import SignatureMatrix, components, similar_pairs
 from .sources import Malformed
@@ -164,8 +165,11 @@ class Analysis:
         return [f for f in self.findings if f.severity == "error"]
 
 
-def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None) -> list[Check]:
-    """The checks configured by a DatasetChecks spec."""
+def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None,
+                   secrets: Mapping[str, str] | None = None) -> list[Check]:
+    """The checks configured by a DatasetChecks spec (`secrets`: "name/key" -> value, for the moderation key)."""
+    moderation = checks.moderation
+    key = moderation_key(moderation.api_key_secret_ref, secrets) if moderation else None
     return [
         MalformedCheck(checks.max_malformed),
         SizeCheck(checks.min_examples, checks.recommended_examples),
@@ -176,7 +180,7 @@ def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None) -
         SkewCheck(checks.max_intent_share, checks.min_intent_share),
         TokenLengthCheck(max_tokens, tokenizer),
         PiiCheck(checks.pii),
-        HarmfulCheck(checks.harmful, checks.harmful_threshold),
+        HarmfulCheck(checks.harmful, checks.harmful_threshold, moderation, key),
     ]
 
 
@@ -187,10 +191,11 @@ def analyse(
     max_tokens: int | None = None,
     tokenizer: Any = None,
     keep: Callable[[Example], None] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> Analysis:
     """Run every check over `items` in one pass; `keep` receives each valid example (e.g. to split it)."""
     result = Analysis(near_threshold=checks.near_duplicate_threshold, embedding_model=checks.embedding_model)
-    active = default_checks(checks, max_tokens, tokenizer)
+    active = default_checks(checks, max_tokens, tokenizer, secrets)
     malformed = next(c for c in active if isinstance(c, MalformedCheck))
     observers = [c for c in active if type(c).observe is not Check.observe]
     for item in items:
