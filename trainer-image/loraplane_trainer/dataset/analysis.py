@@ -64,7 +64,7 @@ class Analysis:
     intent_names: list[str | None] = field(default_factory=list)
     inferred_intents: np.ndarray | None = None
     _intent_index: dict[str | None, int] = field(default_factory=dict)
-    _identifiers: dict[int, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+    _identifiers: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def add(self, ex: Example) -> None:
         self.files.append(ex.file)
@@ -95,12 +95,13 @@ class Analysis:
 
     def same_identifiers(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Which pairs of prompts name the same numbers, codes, names and dates."""
-        ids = self._identifiers
+        ids = self._identifiers  # by prompt text: a repeated prompt is parsed once
+        prompts = self.prompts
         for k in set(i.tolist()) | set(j.tolist()):
-            if k not in ids:
-                ids[k] = (identifiers(self.prompts[k]), words(self.prompts[k]))
-        return np.array([not differ(*ids[a], *ids[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)],
-                        dtype=bool)
+            if prompts[k] not in ids:
+                ids[prompts[k]] = (identifiers(prompts[k]), words(prompts[k]))
+        return np.array([not differ(*ids[prompts[a]], *ids[prompts[b]])
+                         for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=bool)
 
     @cached_property
     def meaning(self) -> bool:

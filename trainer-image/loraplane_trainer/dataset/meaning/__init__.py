@@ -15,9 +15,9 @@ HARMFUL = ("profanity_check",)
 
 
 def budget(n: int, floor: int, ceiling: int) -> int:
-    """How many of n items a precise (costly) stage takes: all up to `floor`, then 4 sqrt(n), at most `ceiling`.
+    """How many of n items a precise (costly) stage takes: `floor`, or 3 sqrt(n) when more, at most `ceiling`.
     Sub-linear: a set ten times larger gets about three times the precise work, the most likely first."""
-    return int(min(ceiling, max(floor, 4 * n**0.5)))
+    return int(min(ceiling, max(floor, 3 * n**0.5)))
 
 
 def missing(modules: tuple[str, ...]) -> str | None:

@@ -6,7 +6,7 @@ a text too close to call between two languages gets no language rather than a gu
 In two stages, as the embeddings are: every distinct text goes through lingua's fast mode
 (trigrams only, about ten times cheaper); the short texts it places outside the set's main
 language are then decided by the precise mode (all n-gram orders), which short text needs.
-The precise stage is bounded (4 sqrt(n) of n distinct texts, from 500 to MAX_PRECISE, the most
+The precise stage is bounded (3 sqrt(n) of n distinct texts, from 500 to MAX_PRECISE, the most
 frequent first); past it the fast mode's answer stands, and `Languages.unverified` counts them. Tokens holding a digit (codes,
 prices, times) are left out first: they say nothing about a language, and without them
 templated answers ("Yes, model K7 …") collapse into one text each.
@@ -30,7 +30,7 @@ MIN_RELATIVE_DISTANCE = 0.1
 LONG = 120  # letters from which trigram statistics alone are reliable (lingua's low-accuracy mode)
 MIN_LETTERS = 8  # "OK." or "Yes" says nothing about a language
 MIN_PRECISE, MAX_PRECISE = 500, 2000  # distinct short texts the precise mode re-checks (see budget)
-PREFIX = 240  # characters of a text that are looked at
+PREFIX = 160  # characters of a text that are looked at (past LONG letters, trigrams alone are reliable)
 _WITH_DIGIT = re.compile(r"\S*\d\S*")
 
 
