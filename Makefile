@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 TORCH_VERSION := 2.13.0
 VLLM_VERSION := 0.32.0
-# The slowest tests are listed at the end. `PYTEST_ARGS="-n 2 --dist loadfile"` runs two workers, a module
-# on each; the training tests then share the two cores and crawl (OpenMP threads oversubscribed), so
-# the default stays one worker.
-PYTEST_ARGS ?= --durations=25
+# Two workers, a module at a time on each (most integration tests wait on the operator's ticks, so two
+# overlap well); each worker's torch gets one core (tests/conftest.py). The slowest tests are listed at
+# the end. `PYTEST_ARGS=--durations=25` runs on one worker.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
 .PHONY: install install-main install-vllm install-helm install-peers install-checkov install-browser test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 

@@ -14,6 +14,10 @@ from loraplane.storage import read_manifest, verify_files
 from loraplane.storage.uris import local_path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The whole demo, training included: a few minutes on two cores, longer where the suite runs several
+# workers and the demo gets one core of them.
+DEMO_TIMEOUT = 2400
+pytestmark = pytest.mark.timeout(DEMO_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +25,7 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "loraplane-out"
     proc = subprocess.run(
         [sys.executable, "-m", "loraplane.cli", "demo", "--no-serve", "--out", str(out), "--port", str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=1500,
+        cwd=ROOT, capture_output=True, text=True, timeout=DEMO_TIMEOUT - 60,
         env={**os.environ, "COLUMNS": "160", "NO_COLOR": "1"},
     )
     return proc, out

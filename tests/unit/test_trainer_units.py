@@ -143,3 +143,19 @@ def test_cpu_quota_from_cgroup(tmp_path):
     f.write_text("max 100000\n")
     assert cpu_quota(str(f)) is None
     assert cpu_quota(str(tmp_path / "missing")) is None
+
+
+def test_the_allocator_caps_arenas_and_trims_on_glibc():
+    from loraplane_trainer.training import allocator
+
+    assert allocator.limit_arenas() == (allocator._libc() is not None)
+    allocator.release()  # returns the free pages; must not raise
+
+
+def test_the_dataset_checks_models_are_unloaded_after_the_checks(monkeypatch):
+    from loraplane_trainer.dataset import meaning
+    from loraplane_trainer.dataset.meaning import embeddings
+
+    monkeypatch.setitem(embeddings._SHARED, "a-model", object())
+    meaning.unload()
+    assert embeddings._SHARED == {}

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from ..local.stack import die_with_parent
+
 commands: list = []
 
 
@@ -17,6 +19,7 @@ def python_module(module: str, args: Sequence[str], *, python: str | None = None
     """
     full_env = {**os.environ, **(env or {})}
     try:
-        return subprocess.call([python or sys.executable, "-m", module, *args], env=full_env)
+        return subprocess.call([python or sys.executable, "-m", module, *args], env=full_env,
+                               preexec_fn=die_with_parent)
     except KeyboardInterrupt:
         return 130

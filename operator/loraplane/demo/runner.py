@@ -22,7 +22,7 @@ from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_
 from ..canary.rollout import Action
 from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
-from ..local.stack import LocalStack, StackError
+from ..local.stack import LocalStack, StackError, die_with_parent
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
 from ..storage.layout import EVALUATION_ROWS
@@ -54,7 +54,7 @@ class DemoOptions:
 
 
 def _run(argv: list[str], what: str) -> None:
-    code = subprocess.call(argv)
+    code = subprocess.call(argv, preexec_fn=die_with_parent)
     if code != 0:
         raise DemoError(f"{what} failed (exit code {code}): `{' '.join(argv[2:])}` — see its output above")
 
@@ -99,7 +99,7 @@ class Demo:
             argv += ["--epochs", str(self.o.epochs)]
         if self.o.max_steps is not None:
             argv += ["--max-steps", str(self.o.max_steps)]
-        code = subprocess.call(argv)
+        code = subprocess.call(argv, preexec_fn=die_with_parent)
         layout = RunLayout(f"file://{self.out}", job.metadata.name, run_id)
         result = layout.read_result()
         if result is None:

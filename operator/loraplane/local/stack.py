@@ -75,8 +75,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux), so no vLLM is orphaned."""
+def die_with_parent() -> None:
+    """In the child (a `preexec_fn`): get SIGTERM when the parent dies, even by SIGKILL (Linux).
+
+    So no vLLM or trainer outlives whoever started it (a killed demo left its trainer training on).
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -99,7 +102,7 @@ class ManagedProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True, preexec_fn=_die_with_parent,
+                env=self.env, start_new_session=True, preexec_fn=die_with_parent,
             )
         return self
 

@@ -31,7 +31,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import distributed, evaluation, report, safety
+from . import allocator, distributed, evaluation, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -93,7 +93,7 @@ def _read_json(uri: str) -> dict | None:
 
 
 def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, tokenizer):
-    from ..dataset import ModerationError, SourceError, SyntheticError, prepare
+    from ..dataset import ModerationError, SourceError, SyntheticError, meaning, prepare
 
     try:
         return prepare(job.spec, workdir / "dataset", base_dir=Path(base_dir) if base_dir else None,
@@ -104,6 +104,9 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
         raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
     except ModerationError as exc:  # its message names spec field dataset.checks.moderation
         raise DatasetInvalid(f"spec.{exc}") from exc
+    finally:
+        meaning.unload()  # the checks' models (~700 MB) are not needed again in this run
+        allocator.release()
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
@@ -308,6 +311,7 @@ def _evaluate_base_model(run: _Run) -> None:
             write_atomic(saved, json.dumps(run.before).encode())
         log.info("base model: validation perplexity %.3f, exact match %.3f, regression perplexity %.3f",
                  run.before["perplexity"], run.before["exactMatch"], run.before["regressionPerplexity"])
+    allocator.release()  # generation's caches and logits, freed but still resident
     # The other ranks wait while rank 0 evaluates the base model, and take its figures (FSDP evaluates the
     # adapter on every rank, against them).
     run.before = distributed.share(run.dist, run.before)
@@ -317,11 +321,14 @@ def _train(run: _Run) -> None:
     """Training: LoRA on the base model, checkpointed to object storage (a resumed run goes on from there)."""
     from peft import get_peft_model
 
+    from .dropout import use_lane_mask_dropout
     from .loop import train
     from .lora import lora_config
 
     spec = run.spec
     run.model = get_peft_model(run.model, lora_config(spec.lora, run.model.config.model_type))
+    if run.precision.device == "cpu" and use_lane_mask_dropout(run.model):
+        log.info("LoRA dropout %.2f with bulk-drawn masks (CPU)", spec.lora.dropout)
     trainable, total = run.model.get_nb_trainable_parameters()
     log.info("LoRA r=%d alpha=%d on %s: %d trainable parameters (%.2f%%)", spec.lora.r, spec.lora.alpha,
              sorted(run.model.peft_config["default"].target_modules), trainable, 100 * trainable / total)

@@ -23,3 +23,16 @@ def budget(n: int, floor: int, ceiling: int) -> int:
 def missing(modules: tuple[str, ...]) -> str | None:
     """The first of `modules` that is not installed, or None."""
     return next((m for m in modules if find_spec(m) is None), None)
+
+
+def unload() -> None:
+    """Drop the models loaded in this process (the embedding model, lingua's detectors): a trainer
+    checks its dataset once, then needs the memory for training."""
+    import sys
+
+    embeddings = sys.modules.get(f"{__name__}.embeddings")
+    if embeddings is not None:
+        embeddings._SHARED.clear()
+    language = sys.modules.get(f"{__name__}.language")
+    if language is not None:
+        language._detector.cache_clear()
