@@ -211,3 +211,21 @@ def test_without_the_model_libraries_the_checks_fall_back_to_surface_comparison(
     assert "surface comparison only" in report.stats["meaning"]["skipped"]
     harmful = check(open_uri(str(data / "bad" / "harmful.jsonl")), DatasetChecks(), max_tokens=1024)
     assert harmful.finding("harmful") is None and "not installed" in harmful.stats["harmful"]["skipped"]
+
+
+def test_cell_search_past_the_exact_size_finds_the_close_neighbours(monkeypatch):
+    """Past EXACT distinct vectors the neighbour search is approximate (k-means cells): it must still find the
+    pairs a decision depends on, the close ones, as the exact search does."""
+    from loraplane_trainer.dataset.meaning import neighbours
+
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((400, 32)).astype(np.float32)
+    vectors = np.repeat(centres, 5, axis=0) + 0.25 * rng.standard_normal((2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = neighbours.neighbour_pairs(vectors, 10, 0.75)
+    monkeypatch.setattr(neighbours, "EXACT", 100)
+    cells = neighbours.neighbour_pairs(vectors, 10, 0.75)
+    want = set(zip(exact[0].tolist(), exact[1].tolist(), strict=True))
+    got = set(zip(cells[0].tolist(), cells[1].tolist(), strict=True))
+    assert len(want) > 3000  # the five copies of each centre are each other's neighbours
+    assert len(want & got) / len(want) >= 0.99  # one probe per vector finds 0.97

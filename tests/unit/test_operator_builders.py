@@ -104,7 +104,8 @@ def test_training_job_table(resources, expect):
 def test_secrets_and_dataset_config_map_are_wired_in():
     obj = ftj(
         baseModel={"name": "org/gated", "tokenSecretRef": {"name": "hf", "key": "token"}},
-        dataset={"configMapRef": {"name": "faq", "key": "data.jsonl"}},
+        dataset={"configMapRef": {"name": "faq", "key": "data.jsonl"},
+                 "checks": {"moderation": {"endpoint": "http://mod/v1", "apiKeySecretRef": {"name": "mod", "key": "k"}}}},
         augmentation={"synthetic": {"endpoint": "http://llm/v1", "model": "big",
                                     "apiKeySecretRef": {"name": "llm", "key": "key"}}},
     )
@@ -113,6 +114,7 @@ def test_secrets_and_dataset_config_map_are_wired_in():
     env = {e["name"]: e for e in container["env"]}
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert env["LORAPLANE_SYNTHETIC_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "llm", "key": "key"}
+    assert env["LORAPLANE_MODERATION_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "mod", "key": "k"}
     assert env["LORAPLANE_CONFIGMAP_DIR"]["value"] == "/etc/loraplane/configmaps"
     assert env["LORAPLANE_CACHE"]["value"] == "/cache"
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]

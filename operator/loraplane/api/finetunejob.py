@@ -87,6 +87,25 @@ class BaseModelSpec(ApiModel):
     )
 
 
+class ModerationEndpoint(ApiModel):
+    """An OpenAI-compatible moderation endpoint (POST {endpoint}/moderations) that the harmful-content check asks
+    about the texts the offline classifiers did not flag, the likeliest first."""
+
+    endpoint: Uri = Field(description="Base URL of an OpenAI-compatible API, e.g. https://api.openai.com/v1.")
+    model: str | None = Field(
+        default=None, max_length=256, description="Moderation model to ask (e.g. omni-moderation-latest); unset: "
+        "the endpoint's default."
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the API key.")
+    batch_size: int = Field(default=32, ge=1, le=256, description="Texts per request.")
+    max_texts: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="Distinct texts sent at most, the ones the offline classifiers score highest first.",
+    )
+    max_retries: int = Field(default=4, ge=0, le=20, description="Retries per request on 429/5xx, with backoff.")
+    timeout_seconds: float = Field(default=30, gt=0, le=600, description="Timeout of one request.")
+
+
 class DatasetChecks(ApiModel):
     """Thresholds of the dataset checks. An error fails the job; a warning is reported."""
 
@@ -154,6 +173,11 @@ class DatasetChecks(ApiModel):
     )
     harmful_threshold: float = Field(
         default=0.7, ge=0.5, le=1, description="Classifier probability (of its worst sentence) from which a text is harmful."
+    )
+    moderation: ModerationEndpoint | None = Field(
+        default=None,
+        description="Also ask an OpenAI-compatible moderation endpoint about the texts the offline classifiers "
+        "did not flag; a text it flags is harmful. Unset: offline classifiers only.",
     )
     fail_on_warnings: bool = Field(default=False, description="Treat every warning as an error.")
 

@@ -98,6 +98,7 @@ def _env(spec: FineTuneJobSpec, run_id: str) -> list[dict[str, Any]]:
         (augmentation.synthetic if augmentation else None, "LORAPLANE_SYNTHETIC_API_KEY"),
         (augmentation.back_translation if augmentation else None, "LORAPLANE_BACKTRANSLATION_API_KEY"),
         (spec.evaluation.safety.judge, "LORAPLANE_JUDGE_API_KEY"),
+        (spec.dataset.checks.moderation, "LORAPLANE_MODERATION_API_KEY"),
     )
     for source, name in keyed:
         ref = source.api_key_secret_ref if source else None

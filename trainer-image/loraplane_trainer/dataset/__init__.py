@@ -6,13 +6,14 @@
 """
 
 from .example import Example
-from .pipeline import PreparedDataset, SyntheticError, check, prepare
+from .pipeline import ModerationError, PreparedDataset, SyntheticError, check, prepare
 from .report import DatasetReport
 from .sources import SourceError, open_dataset, open_uri
 
 __all__ = [
     "DatasetReport",
     "Example",
+    "ModerationError",
     "PreparedDataset",
     "SourceError",
     "SyntheticError",

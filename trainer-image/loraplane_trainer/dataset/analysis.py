@@ -5,7 +5,7 @@ compare examples and for the split. The meaning stage (embeddings) runs once, af
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -24,18 +24,20 @@ from .checks.size import SizeCheck
 from .checks.skew import SkewCheck
 from .checks.style import StyleCheck
 from .example import Example
-from .meaning import EMBEDDINGS, missing
+from .meaning import EMBEDDINGS, budget, missing
 from .meaning.embeddings import DEFAULT_MODEL, embedder
 from .meaning.identifiers import differ, identifiers, words
+from .meaning.moderation import api_key as moderation_key
 from .meaning.neighbours import neighbour_pairs
 from .similarity import SignatureMatrix, components, similar_pairs
 from .sources import Malformed
-from .text import normalise_completion, normalise_prompt, normalise_strict, numbers, signature, stable_hash
+from .text import normalise_completion, normalise_prompt, normalise_strict, numbers, stable_hash
 
 MAX_TEXT = 1000  # characters of each prompt and answer kept for the meaning stage
 NEIGHBOURS = 10
 STATIC_CANDIDATE = 0.75  # static-embedding cosine from which two prompts are compared with the full model
-MAX_FULL_TEXTS = 2048  # examples whose prompt (and maybe answer) the full model encodes, per check
+MIN_FULL_TEXTS, MAX_FULL_TEXTS = 1024, 2048  # examples whose prompt (and maybe answer) the full model encodes,
+# per check: see meaning.budget
 
 
 @dataclass
@@ -62,14 +64,14 @@ class Analysis:
     intent_names: list[str | None] = field(default_factory=list)
     inferred_intents: np.ndarray | None = None
     _intent_index: dict[str | None, int] = field(default_factory=dict)
-    _identifiers: dict[int, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
+    _identifiers: dict[str, tuple[frozenset[str], frozenset[str]]] = field(default_factory=dict)
 
     def add(self, ex: Example) -> None:
         self.files.append(ex.file)
         self.lines.append(ex.line)
         p, c = normalise_prompt(ex.prompt), normalise_completion(ex.completion)
-        self.prompt_sigs.append(signature(p))
-        self.completion_sigs.append(signature(c))
+        self.prompt_sigs.add(p)
+        self.completion_sigs.add(c)
         self.prompt_hash.append(stable_hash(p))
         self.completion_hash.append(stable_hash(c))
         self.raw_hash.append(stable_hash(f"{ex.prompt}\x00{ex.completion}"))
@@ -93,12 +95,13 @@ class Analysis:
 
     def same_identifiers(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Which pairs of prompts name the same numbers, codes, names and dates."""
-        ids = self._identifiers
+        ids = self._identifiers  # by prompt text: a repeated prompt is parsed once
+        prompts = self.prompts
         for k in set(i.tolist()) | set(j.tolist()):
-            if k not in ids:
-                ids[k] = (identifiers(self.prompts[k]), words(self.prompts[k]))
-        return np.array([not differ(*ids[a], *ids[b]) for a, b in zip(i.tolist(), j.tolist(), strict=True)],
-                        dtype=bool)
+            if prompts[k] not in ids:
+                ids[prompts[k]] = (identifiers(prompts[k]), words(prompts[k]))
+        return np.array([not differ(*ids[prompts[a]], *ids[prompts[b]])
+                         for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=bool)
 
     @cached_property
     def meaning(self) -> bool:
@@ -128,14 +131,16 @@ class Analysis:
         return first[inverse].astype(np.int64)
 
     def within_budget(self, i: np.ndarray, j: np.ndarray, sim: np.ndarray, stage: str) -> np.ndarray:
-        """Which candidate pairs the full model scores: the most similar first, until MAX_FULL_TEXTS distinct
-        examples; the rest are counted in stats (the cost of the precise stage stays bounded)."""
+        """Which candidate pairs the full model scores: the most similar first, until the budget of distinct
+        examples (sub-linear in the set's size, at most MAX_FULL_TEXTS); the rest are counted in stats (the cost
+        of the precise stage stays bounded)."""
+        limit = budget(self.examples, MIN_FULL_TEXTS, MAX_FULL_TEXTS)
         order = np.argsort(-sim, kind="stable")
         seen: set[int] = set()
         keep = np.zeros(len(i), dtype=bool)
         for k in order.tolist():
             new = {int(i[k]), int(j[k])} - seen
-            if len(seen) + len(new) > MAX_FULL_TEXTS:
+            if len(seen) + len(new) > limit:
                 continue
             seen |= new
             keep[k] = True
@@ -161,8 +166,11 @@ class Analysis:
         return [f for f in self.findings if f.severity == "error"]
 
 
-def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None) -> list[Check]:
-    """The checks configured by a DatasetChecks spec."""
+def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None,
+                   secrets: Mapping[str, str] | None = None) -> list[Check]:
+    """The checks configured by a DatasetChecks spec (`secrets`: "name/key" -> value, for the moderation key)."""
+    moderation = checks.moderation
+    key = moderation_key(moderation.api_key_secret_ref, secrets) if moderation else None
     return [
         MalformedCheck(checks.max_malformed),
         SizeCheck(checks.min_examples, checks.recommended_examples),
@@ -173,7 +181,7 @@ def default_checks(checks: Any, max_tokens: int | None, tokenizer: Any = None) -
         SkewCheck(checks.max_intent_share, checks.min_intent_share),
         TokenLengthCheck(max_tokens, tokenizer),
         PiiCheck(checks.pii),
-        HarmfulCheck(checks.harmful, checks.harmful_threshold),
+        HarmfulCheck(checks.harmful, checks.harmful_threshold, moderation, key),
     ]
 
 
@@ -184,10 +192,11 @@ def analyse(
     max_tokens: int | None = None,
     tokenizer: Any = None,
     keep: Callable[[Example], None] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> Analysis:
     """Run every check over `items` in one pass; `keep` receives each valid example (e.g. to split it)."""
     result = Analysis(near_threshold=checks.near_duplicate_threshold, embedding_model=checks.embedding_model)
-    active = default_checks(checks, max_tokens, tokenizer)
+    active = default_checks(checks, max_tokens, tokenizer, secrets)
     malformed = next(c for c in active if isinstance(c, MalformedCheck))
     observers = [c for c in active if type(c).observe is not Check.observe]
     for item in items:

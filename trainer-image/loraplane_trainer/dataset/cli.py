@@ -15,6 +15,7 @@ from loraplane.api.finetunejob import AugmentationSpec, DatasetChecks, PromptVar
 from pydantic import ValidationError
 
 from .augment.synthetic import SyntheticError
+from .meaning.moderation import ModerationError
 from .pipeline import check, prepare
 from .report import DatasetReport
 from .sources import SourceError, open_uri
@@ -67,7 +68,7 @@ def _errors(fn):
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (SourceError, SyntheticError) as e:
+        except (SourceError, SyntheticError, ModerationError) as e:
             raise click.ClickException(str(e)) from e
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__

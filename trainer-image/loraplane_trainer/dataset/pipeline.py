@@ -18,13 +18,14 @@ from .augment.synthetic import SyntheticError, api_key, generate
 from .augment.variations import variations
 from .checks.base import Finding, Location, Locations
 from .example import Example
+from .meaning.moderation import ModerationError
 from .report import DatasetReport
 from .similarity import SignatureMatrix, similar_pairs
 from .sources import Malformed, Reader, open_dataset, open_uri
 from .split import split_mask
-from .text import normalise_prompt, signature
+from .text import normalise_prompt
 
-__all__ = ["PreparedDataset", "SyntheticError", "check", "prepare"]
+__all__ = ["ModerationError", "PreparedDataset", "SyntheticError", "check", "prepare"]
 
 
 @dataclass
@@ -43,16 +44,16 @@ def _report(reader: Reader, analysis: Analysis) -> DatasetReport:
                          malformed=malformed, findings=list(analysis.findings), stats=dict(analysis.stats))
 
 
-def check(reader: Reader, checks: Any, *, max_tokens: int | None = None, tokenizer: Any = None) -> DatasetReport:
+def check(reader: Reader, checks: Any, *, max_tokens: int | None = None, tokenizer: Any = None,
+          secrets: Mapping[str, str] | None = None) -> DatasetReport:
     """Run every check over one source without keeping the examples (streaming)."""
-    return _report(reader, analyse(reader, checks, max_tokens=max_tokens, tokenizer=tokenizer))
+    return _report(reader, analyse(reader, checks, max_tokens=max_tokens, tokenizer=tokenizer, secrets=secrets))
 
 
 def leakage(train: list[Example], validation: list[Example], threshold: float) -> Finding | None:
     """Validation examples whose prompt is a near copy of a training prompt."""
     sigs = SignatureMatrix(len(train) + len(validation) + 1)
-    for ex in train + validation:
-        sigs.append(signature(normalise_prompt(ex.prompt)))
+    sigs.extend([normalise_prompt(ex.prompt) for ex in train + validation])
     i, j, _ = similar_pairs(sigs, threshold)
     t = len(train)
     cross = (i < t) & (j >= t)
@@ -83,7 +84,7 @@ def prepare(
     """Load, check, split and augment spec.dataset; write train.jsonl, validation.jsonl, dataset-report.json.
 
     Bad data never raises: it goes into the report. An unreadable source raises SourceError,
-    an unusable synthetic endpoint SyntheticError.
+    an unusable synthetic endpoint SyntheticError, an unusable moderation endpoint ModerationError.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +93,8 @@ def prepare(
     max_tokens = spec.training.max_tokens if spec.training else None
     reader = open_dataset(ds, base_dir=base_dir)
     examples: list[Example] = []
-    analysis = analyse(reader, checks, max_tokens=max_tokens, tokenizer=tokenizer, keep=examples.append)
+    analysis = analyse(reader, checks, max_tokens=max_tokens, tokenizer=tokenizer, keep=examples.append,
+                       secrets=secrets)
     report = _report(reader, analysis)
 
     if ds.validation_uri:

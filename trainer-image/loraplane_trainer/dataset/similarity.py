@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .text import NUM_PERM
+from .text import NUM_PERM, signatures
 
 BANDS, ROWS = 16, 4
 CHUNK = 65536
@@ -18,21 +18,48 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x2
 
 
 class SignatureMatrix:
-    """A growable n x NUM_PERM matrix of MinHash signatures."""
+    """A growable n x NUM_PERM matrix of MinHash signatures. Texts added with `add` are signed in batches
+    (numpy over PENDING texts at once), when full or when the rows are read."""
+
+    PENDING = 4096
 
     def __init__(self, capacity: int = 1024):
-        self._data = np.empty((capacity, NUM_PERM), dtype=np.uint32)
+        self._data = np.empty((max(capacity, 1), NUM_PERM), dtype=np.uint32)
         self.n = 0
+        self._pending: list[str] = []
+
+    def _grow(self, n: int) -> None:
+        while self.n + n > len(self._data):
+            self._data = np.concatenate([self._data, np.empty_like(self._data)])
 
     def append(self, sig: np.ndarray) -> int:
-        if self.n == len(self._data):
-            self._data = np.concatenate([self._data, np.empty_like(self._data)])
+        self._flush()
+        self._grow(1)
         self._data[self.n] = sig
         self.n += 1
         return self.n - 1
 
+    def add(self, normalised: str) -> None:
+        """Queue a normalised text; its signature is the next row."""
+        self._pending.append(normalised)
+        if len(self._pending) >= self.PENDING:
+            self._flush()
+
+    def extend(self, normalised: list[str]) -> None:
+        for text in normalised:
+            self.add(text)
+
+    def _flush(self) -> None:
+        if self._pending:
+            sigs = signatures(self._pending)
+            self._grow(len(sigs))
+            self._data[self.n : self.n + len(sigs)] = sigs
+            self.n += len(sigs)
+            self._pending = []
+
     @property
     def rows(self) -> np.ndarray:
+        self._flush()
         return self._data[: self.n]
 
     def similarity(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -2,8 +2,9 @@
 
 Prompts are compared after stripping what prompt variations change: casing, accents,
 punctuation, greetings and polite filler. What is left is shingled into character
-3-grams (robust to typos) and signed with MinHash (datasketch). Every hash here is
-stable across processes, so the split is deterministic.
+3-grams (robust to typos) and signed with MinHash, vectorised in numpy over many texts at
+once (one Python call per text cost more than everything else the checks do). Every hash
+here is stable across processes, so the split is deterministic.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-import zlib
 
 import numpy as np
-from datasketch import MinHash
 
 NUM_PERM = 64
-_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=1)
-_PERMUTATIONS = _TEMPLATE.permutations
-_SCHEME = _TEMPLATE.scheme
-_SIGNER = MinHash(num_perm=NUM_PERM, permutations=_PERMUTATIONS, scheme=_SCHEME, hashfunc=zlib.crc32)
+SHINGLE = 3
+_CHUNK = 1 << 16  # shingles hashed at once (a 512 KiB buffer per permutation)
+_RNG = np.random.default_rng(1)
+# Multiply-shift hashing (Dietzfelbinger): h(x) = (a * x + b) >> 32 with a odd, one (a, b) per permutation.
+_A = _RNG.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_B = _RNG.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
+_C = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 
 _GREETING = re.compile(
     r"^\s*(?:(?:hi|hello|hey|hiya|greetings|good (?:morning|afternoon|evening)|dear [a-z]+)"
@@ -82,10 +84,58 @@ def shingles(normalised: str, k: int = 3) -> list[bytes]:
 
 def signature(normalised: str) -> np.ndarray:
     """MinHash signature (NUM_PERM uint32 values) of a normalised text."""
-    m = _SIGNER  # one MinHash reused: building one per text costs more than hashing it
-    m.clear()
-    m.update_batch(shingles(normalised))
-    return m.hashvalues.astype(np.uint32)
+    return signatures([normalised])[0]
+
+
+def _shingle_hashes(codes: np.ndarray) -> np.ndarray:
+    """One 64-bit hash per character 3-gram of a code point array."""
+    with np.errstate(over="ignore"):
+        h = codes[:-2] * _C[0] + codes[1:-1] * _C[1] + codes[2:] * _C[2]
+        h ^= h >> np.uint64(29)  # mix the high bits down: multiply-shift keeps the high half
+        h *= _C[0]
+        return h ^ (h >> np.uint64(32))
+
+
+def signatures(normalised: list[str]) -> np.ndarray:
+    """MinHash signatures (n x NUM_PERM uint32) of normalised texts: each text's character 3-grams (padded
+    with spaces, so short texts still get one), hashed in numpy over many texts at once. Repeated texts are
+    hashed once."""
+    index: dict[str, int] = {}
+    distinct = [index.setdefault(t, len(index)) for t in normalised]
+    texts = list(index)
+    sigs = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    start = 0
+    while start < len(texts):
+        parts, counts, size = [], [], 0
+        end = start
+        while end < len(texts) and (size < _CHUNK or end == start):
+            padded = f" {texts[end]} "
+            codes = np.frombuffer(padded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            if len(codes) < SHINGLE:
+                codes = np.concatenate([codes, np.zeros(SHINGLE - len(codes), np.uint32)])
+            parts.append(codes)
+            counts.append(len(codes) - SHINGLE + 1)
+            size += counts[-1]
+            end += 1
+        # Hash every position of the concatenated texts, then drop the 3-grams that cross a boundary.
+        codes = np.concatenate(parts).astype(np.uint64)
+        h = _shingle_hashes(codes)
+        lengths = np.array([len(p) for p in parts])
+        valid = np.ones(len(h), dtype=bool)
+        ends = np.cumsum(lengths)[:-1]
+        for back in range(1, SHINGLE):
+            valid[ends - back] = False
+        h = h[valid]
+        offsets = np.r_[0, np.cumsum(counts)[:-1]]
+        buf = np.empty_like(h)
+        with np.errstate(over="ignore"):
+            for k in range(NUM_PERM):  # one permutation at a time: in place, in cache
+                np.multiply(h, _A[k], out=buf)
+                buf += _B[k]
+                buf >>= np.uint64(32)
+                sigs[start:end, k] = np.minimum.reduceat(buf, offsets)
+        start = end
+    return sigs[np.array(distinct, dtype=np.int64)]
 
 
 def jaccard(a: str, b: str) -> float:

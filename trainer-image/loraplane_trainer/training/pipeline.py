@@ -93,7 +93,7 @@ def _read_json(uri: str) -> dict | None:
 
 
 def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, tokenizer):
-    from ..dataset import SourceError, SyntheticError, meaning, prepare
+    from ..dataset import ModerationError, SourceError, SyntheticError, meaning, prepare
 
     try:
         return prepare(job.spec, workdir / "dataset", base_dir=Path(base_dir) if base_dir else None,
@@ -102,6 +102,8 @@ def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, toke
         raise DatasetInvalid(f"spec.dataset: {exc}") from exc
     except SyntheticError as exc:
         raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
+    except ModerationError as exc:  # its message names spec field dataset.checks.moderation
+        raise DatasetInvalid(f"spec.{exc}") from exc
     finally:
         meaning.unload()  # the checks' models (~700 MB) are not needed again in this run
         allocator.release()

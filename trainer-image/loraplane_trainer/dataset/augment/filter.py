@@ -15,7 +15,7 @@ from ..meaning.embeddings import DEFAULT_MODEL, embedder
 from ..meaning.harmful import harmful_scores
 from ..meaning.identifiers import differ, identifiers, words
 from ..similarity import SignatureMatrix, similar_pairs
-from ..text import normalise_prompt, signature
+from ..text import normalise_prompt
 
 
 def accept(
@@ -54,8 +54,7 @@ def accept(
         kept.append(ex)
     if kept and validation:
         sigs = SignatureMatrix(len(kept) + len(validation))
-        for ex in validation + kept:
-            sigs.append(signature(normalise_prompt(ex.prompt)))
+        sigs.extend([normalise_prompt(ex.prompt) for ex in validation + kept])
         i, j, _ = similar_pairs(sigs, threshold)
         v = len(validation)
         leaking = set(j[(i < v) & (j >= v)].tolist()) | set(i[(j < v) & (i >= v)].tolist())

@@ -96,13 +96,18 @@ class Embedder:
 
     @cached_property
     def tokenizer(self) -> Any:
-        """The model's fast tokenizer alone (loading the model and its libraries costs far more)."""
+        """The model's fast tokenizer alone (loading the model and its libraries costs far more), without
+        the padding its file may ask for (padding every text to MAX_SEQ_LENGTH tokens cost most of the time)."""
+        from tokenizers import Tokenizer
+
         path = Path(resolve(self.name)) / "tokenizer.json"
         if path.exists():
-            from tokenizers import Tokenizer
-
-            return Tokenizer.from_file(str(path))
-        return self.model.tokenizer.backend_tokenizer
+            tok = Tokenizer.from_file(str(path))
+        else:
+            tok = Tokenizer.from_str(self.model.tokenizer.backend_tokenizer.to_str())
+        tok.no_padding()
+        tok.enable_truncation(MAX_SEQ_LENGTH)
+        return tok
 
     @cached_property
     def table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -152,16 +157,19 @@ class Embedder:
             return np.zeros((0, vectors.shape[1]), dtype=np.float32)
         from scipy.sparse import csr_matrix
 
+        index: dict[str, int] = {}  # each distinct text encoded once
+        rows = np.array([index.setdefault(t, len(index)) for t in texts], dtype=np.int64)
+        texts = list(index)
         out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
         backend = self.tokenizer  # the Rust tokenizer: batch encoding without Python per token
         for start in range(0, len(texts), STATIC_CHUNK):
             chunk = texts[start : start + STATIC_CHUNK]
-            ids = [e.ids[:MAX_SEQ_LENGTH] for e in backend.encode_batch(chunk, add_special_tokens=False)]
+            ids = [e.ids for e in backend.encode_batch(chunk, add_special_tokens=False)]
             lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter((t for x in ids for t in x), dtype=np.int64, count=int(lengths.sum()))
             bag = csr_matrix((weights[flat], flat, np.r_[0, np.cumsum(lengths)]), shape=(len(chunk), len(vectors)))
             out[start : start + len(chunk)] = bag @ vectors  # each row: the weighted sum of its tokens' vectors
-        return _unit(out)
+        return _unit(out)[rows]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings from the full model (the slow, precise stage)."""

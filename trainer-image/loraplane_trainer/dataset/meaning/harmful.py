@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import EMBEDDINGS, missing
+from . import EMBEDDINGS, budget, missing
 
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|\n+|,\s+")
 _STATEMENT = re.compile(r"(?<=[.!?;:])\s+|\n+")
 MAX_SENTENCES = 64  # per text: enough for any example, bounded for hostile ones
-MAX_PROBED = 2048  # distinct sentences the full model's probe scores
+MIN_PROBED, MAX_PROBED = 1024, 2048  # distinct sentences the full model's probe scores (see budget)
 PROBE_C = 10.0  # inverse regularisation, chosen by leave-one-out on the seeds alone (see docs/dataset-checks.md)
 HARMLESS = "harmless"
 NEAR_SEED = 0.3  # cosine to the nearest harmful seed below which the probe says nothing (the least of the seeds'
@@ -120,14 +120,15 @@ def harmful_scores(texts: list[str], embedding_model: str | None = None) -> Scor
 
 def _meaning(unique: list[str], model: str) -> tuple[dict[str, float], dict[str, str]]:
     """The meaning probe's P(harmful) and category of each sentence: ranked by the static probe, the
-    MAX_PROBED likeliest scored by the full model's, the rest 0."""
+    likeliest (a budget sub-linear in their number, at most MAX_PROBED) scored by the full model's, the rest 0."""
     from .embeddings import embedder
 
     e = embedder(model)
     chosen = unique
-    if len(unique) > MAX_PROBED:
+    limit = budget(len(unique), MIN_PROBED, MAX_PROBED)
+    if len(unique) > limit:
         rough, _ = _probe(model, "static")(e.static(unique))
-        chosen = [unique[k] for k in np.argsort(-rough, kind="stable")[:MAX_PROBED].tolist()]
+        chosen = [unique[k] for k in np.argsort(-rough, kind="stable")[:limit].tolist()]
     harm, kinds = _probe(model, "full")(e.encode(chosen))
     score = dict.fromkeys(unique, 0.0)
     score.update(zip(chosen, harm.tolist(), strict=True))

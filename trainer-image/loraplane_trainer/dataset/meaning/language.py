@@ -6,8 +6,8 @@ a text too close to call between two languages gets no language rather than a gu
 In two stages, as the embeddings are: every distinct text goes through lingua's fast mode
 (trigrams only, about ten times cheaper); the short texts it places outside the set's main
 language are then decided by the precise mode (all n-gram orders), which short text needs.
-The precise stage is bounded (MAX_PRECISE texts, the most frequent first); past it the fast
-mode's answer stands, and `Languages.unverified` counts them. Tokens holding a digit (codes,
+The precise stage is bounded (3 sqrt(n) of n distinct texts, from 500 to MAX_PRECISE, the most
+frequent first); past it the fast mode's answer stands, and `Languages.unverified` counts them. Tokens holding a digit (codes,
 prices, times) are left out first: they say nothing about a language, and without them
 templated answers ("Yes, model K7 …") collapse into one text each.
 """
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from . import budget
+
 LANGUAGES = ("ENGLISH", "GERMAN", "FRENCH", "SPANISH", "ITALIAN", "PORTUGUESE", "DUTCH", "POLISH", "SWEDISH",
              "DANISH", "BOKMAL", "FINNISH", "CZECH", "ROMANIAN", "HUNGARIAN", "TURKISH", "RUSSIAN", "UKRAINIAN",
              "GREEK", "ARABIC", "HEBREW", "HINDI", "CHINESE", "JAPANESE", "KOREAN", "THAI", "VIETNAMESE",
@@ -27,8 +29,8 @@ LANGUAGES = ("ENGLISH", "GERMAN", "FRENCH", "SPANISH", "ITALIAN", "PORTUGUESE", 
 MIN_RELATIVE_DISTANCE = 0.1
 LONG = 120  # letters from which trigram statistics alone are reliable (lingua's low-accuracy mode)
 MIN_LETTERS = 8  # "OK." or "Yes" says nothing about a language
-MAX_PRECISE = 2000  # distinct short texts the precise mode re-checks
-PREFIX = 240  # characters of a text that are looked at
+MIN_PRECISE, MAX_PRECISE = 500, 2000  # distinct short texts the precise mode re-checks (see budget)
+PREFIX = 160  # characters of a text that are looked at (past LONG letters, trigrams alone are reliable)
 _WITH_DIGIT = re.compile(r"\S*\d\S*")
 
 
@@ -73,7 +75,7 @@ def identify(texts: list[str], counts: list[int] | None = None) -> Languages:
     main = votes.most_common(1)[0][0] if votes else None
     doubtful = sorted((key for key in distinct if letters[key] < LONG and code[key] != main),
                       key=lambda key: (-weight[key], key))
-    checked = doubtful[:MAX_PRECISE]
+    checked = doubtful[: budget(len(distinct), min(MIN_PRECISE, MAX_PRECISE), MAX_PRECISE)]
     code.update(zip(checked, _detect(checked, fast=False), strict=True))
     return Languages([code.get(key) for key in keys], unverified=len(doubtful) - len(checked))
 
