@@ -30,7 +30,7 @@ def trainer_env() -> dict:
 def trained(tmp_path_factory, smollm2_dir):
     tmp = tmp_path_factory.mktemp("trainer-e2e")
     out = f"file://{tmp / 'out'}"
-    job = facts_job(write_facts(tmp / "facts.jsonl"), out,
+    job = facts_job(write_facts(tmp / "facts.jsonl"), out, training={"epochs": 3},
                     gates={"maxPerplexity": 50, "minExactMatchGain": 0.3})
     job_file = tmp / "finetunejob.json"
     job_file.write_text(json.dumps(job))
@@ -53,7 +53,7 @@ def test_run_succeeds_and_publishes_an_accepted_adapter(trained):
     assert {"adapter_config.json", "adapter_model.safetensors", "metrics.json", "dataset-report.json",
             "loss_curve.png", "README.md"} <= names
     # plain lines for kubectl logs, no progress bar off a terminal
-    assert "step 6/6" in proc.stderr and "\r" not in proc.stderr
+    assert "step 9/9" in proc.stderr and "\r" not in proc.stderr
 
 
 def test_loss_falls_and_exact_match_rises(trained):
