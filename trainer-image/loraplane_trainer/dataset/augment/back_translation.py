@@ -6,12 +6,13 @@ set (see filter.py), so a back-translation never becomes a copy of a validation 
 from __future__ import annotations
 
 import asyncio
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from ..api_keys import from_secrets_or_env
 from ..example import Example
 from ..text import stable_hash
 from .synthetic import SyntheticError, SyntheticStats, _ask
@@ -25,11 +26,9 @@ class BackTranslationStats(SyntheticStats):
     languages: dict[str, int] = field(default_factory=dict)
 
 
-def api_key(ref: Any, secrets: dict[str, str] | None) -> str | None:
+def api_key(ref: Any, secrets: Mapping[str, str] | None) -> str | None:
     """The API key: from the secrets map ("name/key") or, in the pod, from LORAPLANE_BACKTRANSLATION_API_KEY."""
-    if ref is not None and secrets and f"{ref.name}/{ref.key}" in secrets:
-        return secrets[f"{ref.name}/{ref.key}"]
-    return os.environ.get(API_KEY_ENV)
+    return from_secrets_or_env(ref, secrets, API_KEY_ENV)
 
 
 def _clean(content: str | None) -> str | None:

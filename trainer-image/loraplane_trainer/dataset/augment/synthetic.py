@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
+from ..api_keys import from_secrets_or_env
 from ..example import Example
 from ..text import stable_hash
 
@@ -43,11 +44,9 @@ class SyntheticStats:
     errors: list[str] = field(default_factory=list)
 
 
-def api_key(ref: Any, secrets: dict[str, str] | None) -> str | None:
+def api_key(ref: Any, secrets: Mapping[str, str] | None) -> str | None:
     """The API key: from the secrets map ("name/key") or, in the pod, from LORAPLANE_SYNTHETIC_API_KEY."""
-    if ref is not None and secrets and f"{ref.name}/{ref.key}" in secrets:
-        return secrets[f"{ref.name}/{ref.key}"]
-    return os.environ.get(API_KEY_ENV)
+    return from_secrets_or_env(ref, secrets, API_KEY_ENV)
 
 
 def _parse(content: str, source: Example) -> Example | None:

@@ -10,7 +10,6 @@ still fails stops the check with a ModerationError naming the field. The texts n
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Mapping
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from ..api_keys import from_secrets_or_env
 
 API_KEY_ENV = "LORAPLANE_MODERATION_API_KEY"
 FIELD = "dataset.checks.moderation"
@@ -42,9 +43,7 @@ class Moderated:
 
 def api_key(ref: Any, secrets: Mapping[str, str] | None) -> str | None:
     """The API key: from the secrets map ("name/key") or, in the pod, from LORAPLANE_MODERATION_API_KEY."""
-    if ref is not None and secrets and f"{ref.name}/{ref.key}" in secrets:
-        return secrets[f"{ref.name}/{ref.key}"]
-    return os.environ.get(API_KEY_ENV)
+    return from_secrets_or_env(ref, secrets, API_KEY_ENV)
 
 
 def _result(item: Any) -> tuple[bool, list[str], float]:
