@@ -32,13 +32,6 @@ class SignatureMatrix:
         while self.n + n > len(self._data):
             self._data = np.concatenate([self._data, np.empty_like(self._data)])
 
-    def append(self, sig: np.ndarray) -> int:
-        self._flush()
-        self._grow(1)
-        self._data[self.n] = sig
-        self.n += 1
-        return self.n - 1
-
     def add(self, normalised: str) -> None:
         """Queue a normalised text; its signature is the next row."""
         self._pending.append(normalised)

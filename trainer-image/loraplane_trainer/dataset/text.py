@@ -82,11 +82,6 @@ def shingles(normalised: str, k: int = 3) -> list[bytes]:
     return [padded[i : i + k].encode() for i in range(len(padded) - k + 1)]
 
 
-def signature(normalised: str) -> np.ndarray:
-    """MinHash signature (NUM_PERM uint32 values) of a normalised text."""
-    return signatures([normalised])[0]
-
-
 def _shingle_hashes(codes: np.ndarray) -> np.ndarray:
     """One 64-bit hash per character 3-gram of a code point array."""
     with np.errstate(over="ignore"):

@@ -30,9 +30,7 @@ def unload() -> None:
     checks its dataset once, then needs the memory for training."""
     import sys
 
-    embeddings = sys.modules.get(f"{__name__}.embeddings")
-    if embeddings is not None:
-        embeddings._SHARED.clear()
-    language = sys.modules.get(f"{__name__}.language")
-    if language is not None:
-        language._detector.cache_clear()
+    for name in ("embeddings", "language"):  # only those this process imported: nothing loads here
+        module = sys.modules.get(f"{__name__}.{name}")
+        if module is not None:
+            module.unload()

@@ -212,6 +212,11 @@ def embedder(model: str = DEFAULT_MODEL) -> Embedder:
     return _SHARED[model]
 
 
+def unload() -> None:
+    """Drop the models `embedder` keeps."""
+    _SHARED.clear()
+
+
 if __name__ == "__main__":  # `python -m ...embeddings [MODEL]`: distil and cache the table (image build)
     import sys
 

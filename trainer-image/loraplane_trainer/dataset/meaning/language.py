@@ -52,6 +52,11 @@ def _detector(fast: bool = False) -> Any:
     return (builder.with_low_accuracy_mode() if fast else builder).build()
 
 
+def unload() -> None:
+    """Drop lingua's detectors (their language models)."""
+    _detector.cache_clear()
+
+
 def _detect(texts: list[str], fast: bool) -> list[str | None]:
     found = _detector(fast).detect_languages_in_parallel_of(texts) if texts else []
     return [lang.iso_code_639_1.name.lower() if lang is not None else None for lang in found]
