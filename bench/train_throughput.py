@@ -1,7 +1,7 @@
 """Training throughput: the product's own training path against a plain transformers Trainer with padded batches.
 
-"product": the demo profile (examples/demo/finetunejob.yaml: LoRA r=8 all-linear, dropout 0.1,
-batchSize 16, prompt variations, packing, precision auto) run through the trainer's entrypoint,
+"product": the demo profile (examples/demo/finetunejob.yaml: LoRA r=8 all-linear, dropout 0,
+batchSize 8 x gradientAccumulation 2, prompt variations, packing, precision auto) run through the trainer's entrypoint,
 `python -m loraplane_trainer run`, as `make demo` and `loraplane train` run it, for --steps optimizer
 steps; its evaluation is cut to a few examples and no safety probes, which leaves the training
 itself as it is (tokens/s counts the training steps only). "baseline": transformers' Trainer, fp32,
@@ -54,7 +54,8 @@ def load():
     path = ensure_smollm2()  # the copy the trainer uses (its model cache)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model = get_peft_model(model, lora_config(LoraSpec(r=8, alpha=32, dropout=0.1), model.config.model_type))
+    lora = LoraSpec.model_validate(yaml.safe_load(DEMO_JOB.read_text())["spec"]["lora"])  # the demo's own LoRA
+    model = get_peft_model(model, lora_config(lora, model.config.model_type))
     return model, tok, tokenize_all(tok, records(), 1024)
 
 

@@ -1,7 +1,7 @@
 """Measure the trainer's peak memory on a few LoRA steps of a model, for checking the plan's memory model.
 
 Run as a process (`python -m tests.support.train_peak --model DIR ...`): it loads the model as the
-trainer does (fp32 master weights, LoRA from the spec, bf16 autocast where the CPU has it), runs the
+trainer does (weights in the compute precision, LoRA from the spec, bf16 autocast where the CPU has it), runs the
 trainer's own packing, loss and optimizer steps, and prints JSON: the process's resident memory
 before the model is loaded, its peak during training (VmHWM, reset after loading so the load's
 transient copies do not count), and the largest micro-batch's tokens and target tokens.
@@ -46,9 +46,9 @@ def main() -> None:
                for r in records]
     examples = tokenize_all(tokenizer, records, args.max_tokens)
     before = _status_kib("VmRSS")
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    model = get_peft_model(model, lora_config(LoraSpec(dropout=args.dropout), model.config.model_type))
     precision = choose("auto")
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=precision.weights_dtype)
+    model = get_peft_model(model, lora_config(LoraSpec(dropout=args.dropout), model.config.model_type))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
@@ -62,7 +62,7 @@ def main() -> None:
                                   row_tokens=args.max_tokens, pad_id=tokenizer.eos_token_id or 0):
             micro_tokens = max(micro_tokens, int(batch.input_ids.numel()))
             micro_targets = max(micro_targets, batch.target_tokens)
-            with precision.autocast():
+            with precision.autocast(model):
                 loss = causal_lm_loss_sum(model, batch) / max(batch.target_tokens, 1)
             loss.backward()
         optimizer.step()

@@ -111,24 +111,26 @@ def test_fit_of_the_jobs_own_resources(model, gpus, gpu, quant, fits):
 
 def test_auto_shards_when_a_replica_does_not_fit_and_names_the_nodes_it_needs():
     model, h100 = "meta-llama/Llama-2-70b-hf", "NVIDIA-H100-80GB-HBM3"
+    # 512-token examples: at 1,024 a 70B layer stack's activations alone take about 37 GB per GPU
+    # without gradient checkpointing, which FSDP does not shard.
     shape = model_shape(model)
     ddp = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 8, "resources.gpuType": h100,
-                            "resources.strategy": "DDP", "training.batchSize": 1}), shape)
+                            "resources.strategy": "DDP", "training.batchSize": 1, "training.maxTokens": 512}), shape)
     assert ddp.job.strategy is Strategy.DDP and ddp.fits is False  # a full 70B replica per GPU
     auto = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 8, "resources.gpuType": h100,
-                             "training.batchSize": 1}), shape)
+                             "training.batchSize": 1, "training.maxTokens": 512}), shape)
     assert auto.job.strategy is Strategy.FSDP and auto.fits is True and auto.nodes_needed == 1
     # One GPU per node, on one node: does not fit; the plan says how many such nodes it needs.
     one = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.gpuType": h100,
-                            "training.batchSize": 1}), shape)
+                            "training.batchSize": 1, "training.maxTokens": 512}), shape)
     need = one.nodes_needed
     assert one.fits is False and need is not None and need > 1
     assert f"asks 1 node(s), needs {need}" in one.summary()
     fewer = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.nodes": need // 2,
-                              "resources.gpuType": h100, "training.batchSize": 1}), shape)
+                              "resources.gpuType": h100, "training.batchSize": 1, "training.maxTokens": 512}), shape)
     assert fewer.fits is False and fewer.nodes_needed == need
     enough = make_plan(spec(**{"baseModel.name": model, "resources.gpus": 1, "resources.nodes": need,
-                               "resources.gpuType": h100, "training.batchSize": 1}), shape)
+                               "resources.gpuType": h100, "training.batchSize": 1, "training.maxTokens": 512}), shape)
     assert enough.fits is True and enough.job.strategy is Strategy.FSDP and enough.job.gpus == need
     status = plan_status(enough)
     assert status["nodes"] == need and status["nodesNeeded"] == need and status["strategy"] == "FSDP"

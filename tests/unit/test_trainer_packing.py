@@ -83,12 +83,18 @@ class Echo(torch.nn.Module):
         super().__init__()
         self.vocab = vocab
         self.calls = []
+        self.head = torch.nn.Identity()  # the output head: hidden states here are already logits
+        self.head_outputs = []
+        self.head.register_forward_hook(lambda _m, _args, out: self.head_outputs.append(tuple(out.shape)))
+
+    def get_output_embeddings(self):
+        return self.head
 
     def forward(self, input_ids, use_cache=False, logits_to_keep=None, **kw):
         self.calls.append((input_ids.clone(), logits_to_keep.clone(), kw))
         b, t = input_ids.shape
-        logits = torch.zeros(b, t, self.vocab)
-        return type("Out", (), {"logits": logits[:, logits_to_keep]})()
+        hidden = torch.zeros(b, t, self.vocab)
+        return type("Out", (), {"logits": self.head(hidden[:, logits_to_keep])})()
 
 
 def test_loss_sum_counts_only_labelled_targets_and_keeps_only_their_logits():
@@ -101,3 +107,15 @@ def test_loss_sum_counts_only_labelled_targets_and_keeps_only_their_logits():
     # positions t whose NEXT token is labelled: 1->3, 2->4, 4->6, 5->7
     assert keep.tolist() == [1, 2, 4, 5]
     assert "position_ids" in kw and "attention_mask" not in kw
+
+
+def test_the_output_head_runs_only_on_each_rows_own_targets():
+    # Two rows whose targets sit in different columns: logits_to_keep alone would take every row at
+    # the union of their columns (2 rows x 5 columns); the head sees only the 5 real targets.
+    batch = collate_packed([[ex([1, 2, 3, 4], 2), ex([5, 6, 7], 1)], [ex([1, 2, 3, 4, 5, 6, 7], 6)]], pad_id=0)
+    model = Echo(vocab=8)
+    loss = causal_lm_loss_sum(model, batch)
+    assert batch.target_tokens == 5
+    assert model.head_outputs == [(5, 8)]
+    assert torch.isclose(loss, torch.tensor(5 * torch.log(torch.tensor(8.0)).item()))
+    assert not model.head._forward_pre_hooks  # the head is left as it was

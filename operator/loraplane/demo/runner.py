@@ -89,7 +89,9 @@ class Demo:
         if self.o.max_steps is not None:
             profile.append(f"max-steps={self.o.max_steps}")
         t = job.spec.training
-        profile = [f"learningRate {t.learning_rate:g}", f"batchSize {t.batch_size}", f"epochs {t.epochs}", *profile]
+        profile = [f"learningRate {t.learning_rate:g}", f"batchSize {t.batch_size}",
+                   *([f"gradientAccumulation {t.gradient_accumulation}"] if t.gradient_accumulation > 1 else []),
+                   f"epochs {t.epochs}", *profile]
         self.step(2, f"Train a LoRA adapter of {job.spec.base_model.name or job.spec.base_model.uri}")
         self.console.print(f"profile {self.o.job_file}: {', '.join(profile)} (its header says why)")
         run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -2,8 +2,8 @@
 
 The model counts the bytes the trainer really holds (see docs/training.md, "The plan"):
 
-- frozen base weights: bf16/fp16 on a GPU at those precisions, fp32 otherwise (the trainer
-  keeps fp32 master weights on CPU and runs matmuls under autocast); 4-bit NF4 with double
+- frozen base weights: in the compute precision (bf16/fp16, fp32 when training in fp32), on a
+  CPU as on a GPU; 4-bit NF4 with double
   quantisation for QLoRA (0.5 byte + 0.016 byte of scales per weight; embeddings and the
   output head stay unquantised and `prepare_model_for_kbit_training` makes them fp32);
 - LoRA weights, their gradients and AdamW's two moments: fp32, 16 bytes per LoRA parameter;
@@ -12,8 +12,6 @@ The model counts the bytes the trainer really holds (see docs/training.md, "The 
   adapted one: the base layer and lora_A each keep their own), the dropout mask and output of
   each adapted projection, attention's q, k, v and output, the MLP's gate, up and product;
   with gradient checkpointing only each layer's input plus one layer recomputed;
-- fp32 weights under bf16 autocast (the CPU path): each projection's bf16 copy of its weight,
-  saved for backward until the micro-batch's backward is done;
 - the output head's logits on the target tokens (bf16 out, fp32 copy, fp32 gradient, softmax);
 - FSDP shards weights and LoRA state across the ranks and gathers one layer (two with
   prefetch) at a time;
@@ -59,7 +57,7 @@ class MemoryEstimate:
     activations: int
     logits: int
     overhead: int
-    weight_copies: int = 0  # fp32 weights under autocast: each projection's bf16 copy, kept for backward
+    weight_copies: int = 0  # QLoRA: the projection being dequantised
 
 
     @property
@@ -92,13 +90,17 @@ def activation_bytes_per_token(shape: ModelShape, *, hidden_bytes: int, compute_
     inputs_all = sum(d_in for d_in, _ in linears.values())
     inputs_adapted = sum(d_in for d_in, _ in adapted.values())
     norms = 4 * h * hidden_bytes  # input and output of the two RMSNorms
+    if hidden_bytes < 4:  # each RMSNorm computes in fp32 and keeps that copy of its input for backward
+        norms += 2 * h * 4
     if hidden_bytes == compute_bytes:  # autocast casts nothing: projections share their input tensors
         casts = (q + i) * compute_bytes  # o_proj's and down_proj's inputs (q/k/v/gate/up keep the norms' outputs)
         drop = inputs_adapted * (compute_bytes + 1) if dropout else 0  # dropout output + mask, for lora_A
     else:  # fp32 weights under autocast: every projection keeps its own low-precision copy, lora_A too
         casts = (inputs_all + inputs_adapted) * compute_bytes
         drop = inputs_adapted * (hidden_bytes + 1) if dropout else 0
-    attention = (2 * q + 2 * kv) * compute_bytes  # q, k, v and the output SDPA keeps
+    # q and k before and after the rotary embedding, v, and SDPA's output (counted with autograd's
+    # saved-tensor hooks on a Llama layer: 3q + 3kv wide).
+    attention = (3 * q + 3 * kv) * compute_bytes
     mlp = (3 if shape.gated_mlp else 1) * i * compute_bytes  # gate, act(gate), up (the product is down's input)
     # lora_A's outputs are only r wide: left out.
     layer = norms + casts + drop + attention + mlp
@@ -108,12 +110,9 @@ def activation_bytes_per_token(shape: ModelShape, *, hidden_bytes: int, compute_
 
 
 def _weight_copies(shape: ModelShape, strategy: Strategy, hidden_bytes: int, compute_bytes: int, shard: int) -> int:
-    """Low-precision weight copies alive at the peak: every projection's under autocast of fp32 weights
-    (kept for backward); for QLoRA the one projection being dequantised."""
+    """Low-precision weight copies alive at the peak: for QLoRA the one projection being dequantised."""
     if strategy.quantized:
         return max(a * b for a, b in shape.layer_linears().values()) * compute_bytes
-    if hidden_bytes != compute_bytes:
-        return int(shape.params * compute_bytes / shard)
     return 0
 
 
@@ -122,11 +121,10 @@ def estimate_memory(shape: ModelShape, *, strategy: Strategy, world: int, r: int
                     precision: str = "bf16", on_gpu: bool = True, checkpointing: bool = False) -> MemoryEstimate:
     """Peak bytes per GPU (or per CPU process when on_gpu is False) of one rank.
 
-    precision is the compute precision (bf16, fp16 or fp32); on a GPU the frozen weights are
-    stored in it, on a CPU they stay fp32 as the trainer keeps them there.
+    precision is the compute precision (bf16, fp16 or fp32); the frozen weights are stored in it.
     """
     compute_bytes = 4 if precision == "fp32" else 2
-    weight_bytes = compute_bytes if on_gpu else 4
+    weight_bytes = compute_bytes
     shard = world if strategy.sharded else 1
     if strategy.quantized:
         # QLoRA: NF4 projections; embeddings, head and norms fp32 (prepare_model_for_kbit_training);

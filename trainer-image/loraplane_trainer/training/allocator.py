@@ -37,6 +37,17 @@ def limit_arenas(arenas: int = ARENAS) -> bool:
 def release() -> None:
     """Collect Python garbage and hand the allocator's free pages back to the system."""
     gc.collect()
+    trim()
+
+
+def trim() -> None:
+    """Hand the allocator's free pages back to the system (no garbage collection: cheap enough per step).
+
+    A CPU training step frees gigabytes of activations of shapes that differ from step to step;
+    glibc reuses little of it and returns less, and resident memory climbed by about 40 MiB a
+    step (2.6 to 3.4 GiB over 20 steps of the demo profile). Trimmed after each step it stays
+    near what the next step needs (0.9 to 1.3 GiB), for about 0.17 s a step.
+    """
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -27,6 +27,13 @@ def regression_set_path() -> Path:
     return Path(str(resources.files(__package__) / REGRESSION_SET))
 
 
+def _merges_exactly(model) -> bool:
+    """Whether every adapted projection's base weight is fp32 (not bf16, fp16 or 4-bit)."""
+    from peft.tuners.lora import LoraLayer
+
+    return all(m.get_base_layer().weight.dtype == torch.float32 for m in model.modules() if isinstance(m, LoraLayer))
+
+
 @torch.no_grad()
 def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, row_tokens: int = 1024,
               pad_id: int = 0, rows_per_batch: int = 2) -> float:
@@ -45,7 +52,7 @@ def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, 
     for b in range(0, len(rows), rows_per_batch):
         batch = collate_packed([[examples[i] for i in row] for row in rows[b : b + rows_per_batch]], pad_id)
         batch = batch.to(device)
-        with precision.autocast():
+        with precision.autocast(model):
             total += float(causal_lm_loss_sum(model, batch))
         count += batch.target_tokens
     model.train(was_training)
@@ -83,15 +90,16 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     answers = []
-    # Generation runs many small steps: fold LoRA into the weights for it (undone below).
-    merged = hasattr(model, "merge_adapter")
+    # Generation runs many small steps: fold LoRA into fp32 weights for it (undone below). Not into bf16
+    # ones: merging and unmerging there rounds twice and leaves the base weights changed.
+    merged = hasattr(model, "merge_adapter") and _merges_exactly(model)
     if merged:
         model.merge_adapter()
     try:
         for b in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[b : b + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-            # On CPU, autocast would re-cast every weight to bf16 at each decoding step of a few tokens,
-            # which costs more than it saves: decode in fp32 there.
+            # On CPU the weights are already in the compute precision; autocast would only add casts of the
+            # fp32 LoRA weights at every decoding step of a few tokens.
             with precision.autocast() if precision.device == "cuda" else contextlib.nullcontext():
                 out = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)

@@ -11,6 +11,7 @@ import torch
 from loraplane.api.finetunejob import TrainingSpec
 from transformers import get_scheduler
 
+from . import allocator
 from .chat import TokenizedExample
 from .checkpoints import CheckpointStore, set_rng_state
 from .cost import GpuClock
@@ -156,7 +157,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         for n, (batch, w) in enumerate(work):
             batch = batch.to(device)
             with gradient_sync(dist, ddp, last=n == len(work) - 1):  # around forward and backward both
-                with precision.autocast():
+                with precision.autocast(model):
                     loss = causal_lm_loss_sum(ddp, batch) * w
                 (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += float(loss.detach()) / dist.world_size
@@ -176,6 +177,8 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
             optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cpu":
+            allocator.trim()
         state["step"] += 1
         state["train_seconds"] += time.monotonic() - t0
         step = state["step"]

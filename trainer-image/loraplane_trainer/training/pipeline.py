@@ -60,10 +60,9 @@ def _load_model(ref: ResolvedModel, precision: Precision, quantization: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs())
-    # On a GPU the frozen weights are stored in the compute precision (a 7B model: 14 GB, not 28; what the
-    # plan predicts); peft keeps the LoRA weights fp32. On a CPU they stay fp32 under autocast.
-    weights = precision.autocast_dtype if precision.device == "cuda" and precision.autocast_dtype else torch.float32
-    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": weights}
+    # The frozen weights are stored in the compute precision (a 7B model: 14 GB, not 28; what the plan
+    # predicts); peft keeps the LoRA weights fp32.
+    kwargs: dict[str, Any] = {**ref.load_kwargs(), "dtype": precision.weights_dtype}
     if quantization == "4bit":  # only reached on CUDA (check_quantization refuses it elsewhere)
         from transformers import BitsAndBytesConfig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -25,11 +26,31 @@ class Precision:
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
 
-    def autocast(self):
-        """Mixed precision context: master weights stay fp32, matmuls run in the low precision."""
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """How the frozen base weights are stored: in the compute precision, on a CPU as on a GPU.
+
+        fp32 weights under bf16 autocast cost a bf16 copy of every projection at every forward,
+        kept for backward (half the model again in memory, and copy time); the LoRA weights,
+        their gradients and the optimizer stay fp32 (peft keeps adapters fp32).
+        """
+        return self.autocast_dtype or torch.float32
+
+    def autocast(self, model=None):
+        """Mixed precision context: matmuls in the low precision, LoRA weights fp32.
+
+        With `model`, peft's cast of each LoRA input to the adapter's fp32 is off inside it:
+        autocast casts it back for the matmul anyway, so the cast is two copies for nothing.
+        """
         if self.autocast_dtype is None:
             return torch.autocast(self.device, enabled=False)
-        return torch.autocast(self.device, dtype=self.autocast_dtype)
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.device, dtype=self.autocast_dtype))
+        if model is not None:
+            from peft.helpers import disable_input_dtype_casting
+
+            stack.enter_context(disable_input_dtype_casting(model))
+        return stack
 
 
 def cpu_flags() -> set[str]:
