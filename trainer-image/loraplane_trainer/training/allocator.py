@@ -45,8 +45,8 @@ def trim() -> None:
 
     A CPU training step frees gigabytes of activations of shapes that differ from step to step;
     glibc reuses little of it and returns less, and resident memory climbed by about 40 MiB a
-    step (2.6 to 3.4 GiB over 20 steps of the demo profile). Trimmed after each step it stays
-    near what the next step needs (0.9 to 1.3 GiB), for about 0.17 s a step.
+    step (2.6 to 3.4 GiB over 20 steps of the demo profile). Trimmed after each step it stayed
+    near what the next step needs (0.9 to 1.3 GiB); a trim takes about 0.17 s.
     """
     libc = _libc()
     if libc is not None:

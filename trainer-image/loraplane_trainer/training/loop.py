@@ -36,6 +36,11 @@ from .precision import Precision
 from .progress import ProgressWriter, eta
 from .stop_signal import Preempted, StopSignal
 
+# On a CPU, hand freed pages back every this many steps: a trim costs about 0.17 s (7 % of a demo
+# step) and the pages it returns are faulted in again; between trims resident memory grows about
+# 40 MiB a step.
+TRIM_EVERY_STEPS = 10
+
 
 @dataclass
 class TrainResult:
@@ -177,7 +182,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
             optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cpu":
+        if device.type == "cpu" and state["step"] % TRIM_EVERY_STEPS == 0:
             allocator.trim()
         state["step"] += 1
         state["train_seconds"] += time.monotonic() - t0
