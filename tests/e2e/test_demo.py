@@ -58,6 +58,8 @@ def test_demo_adapter_is_better_than_the_base_model(demo_run):
     proc, out = demo_run
     assert "Evaluation on held-out data" in proc.stdout
     metrics = json.loads((out / "demo-summary.json").read_text())["training"]["metrics"]
+    print(f"demo adapter: held-out exact match {metrics['exactMatchBefore']:.3f} -> {metrics['exactMatchAfter']:.3f}, "
+          f"validation perplexity {metrics['perplexityBefore']:.3f} -> {metrics['perplexityAfter']:.3f}")
     assert metrics["perplexityAfter"] < metrics["perplexityBefore"]
     assert metrics["exactMatchAfter"] > metrics["exactMatchBefore"]
 
