@@ -95,7 +95,7 @@ def activation_bytes_per_token(shape: ModelShape, *, hidden_bytes: int, compute_
     if hidden_bytes == compute_bytes:  # autocast casts nothing: projections share their input tensors
         casts = (q + i) * compute_bytes  # o_proj's and down_proj's inputs (q/k/v/gate/up keep the norms' outputs)
         drop = inputs_adapted * (compute_bytes + 1) if dropout else 0  # dropout output + mask, for lora_A
-    else:  # fp32 weights under autocast: every projection keeps its own low-precision copy, lora_A too
+    else:  # fp32 hidden states under autocast (QLoRA): every projection keeps its own low-precision copy, lora_A too
         casts = (inputs_all + inputs_adapted) * compute_bytes
         drop = inputs_adapted * (hidden_bytes + 1) if dropout else 0
     # q and k before and after the rotary embedding, v, and SDPA's output (counted with autograd's
@@ -109,7 +109,7 @@ def activation_bytes_per_token(shape: ModelShape, *, hidden_bytes: int, compute_
     return shape.layers * layer + 2 * h * hidden_bytes  # + the final norm
 
 
-def _weight_copies(shape: ModelShape, strategy: Strategy, hidden_bytes: int, compute_bytes: int, shard: int) -> int:
+def _weight_copies(shape: ModelShape, strategy: Strategy, compute_bytes: int) -> int:
     """Low-precision weight copies alive at the peak: for QLoRA the one projection being dequantised."""
     if strategy.quantized:
         return max(a * b for a, b in shape.layer_linears().values()) * compute_bytes
@@ -154,5 +154,5 @@ def estimate_memory(shape: ModelShape, *, strategy: Strategy, world: int, r: int
         activations=int(activations * slack),
         logits=int(logits * slack),
         overhead=CUDA_OVERHEAD_BYTES if on_gpu else 0,
-        weight_copies=_weight_copies(shape, strategy, hidden_bytes, compute_bytes, shard),
+        weight_copies=_weight_copies(shape, strategy, compute_bytes),
     )

@@ -41,7 +41,7 @@ def release() -> None:
 
 
 def trim() -> None:
-    """Hand the allocator's free pages back to the system (no garbage collection: cheap enough per step).
+    """Hand the allocator's free pages back to the system, without a garbage collection (the training loop's).
 
     A CPU training step frees gigabytes of activations of shapes that differ from step to step;
     glibc reuses little of it and returns less, and resident memory climbed by about 40 MiB a
