@@ -3,15 +3,17 @@
 The model counts the bytes the trainer really holds (see docs/training.md, "The plan"):
 
 - frozen base weights: in the compute precision (bf16/fp16, fp32 when training in fp32), on a
-  CPU as on a GPU; 4-bit NF4 with double
-  quantisation for QLoRA (0.5 byte + 0.016 byte of scales per weight; embeddings and the
-  output head stay unquantised and `prepare_model_for_kbit_training` makes them fp32);
+  CPU as on a GPU; 4-bit NF4 with double quantisation for QLoRA (0.5 byte + 0.016 byte of
+  scales per weight; embeddings and the output head stay unquantised and
+  `prepare_model_for_kbit_training` makes them fp32);
 - LoRA weights, their gradients and AdamW's two moments: fp32, 16 bytes per LoRA parameter;
 - activations saved for backward, per token and layer: the norms' inputs and outputs in the
-  weights' precision, every projection's input cast to the compute precision (twice for an
-  adapted one: the base layer and lora_A each keep their own), the dropout mask and output of
-  each adapted projection, attention's q, k, v and output, the MLP's gate, up and product;
-  with gradient checkpointing only each layer's input plus one layer recomputed;
+  weights' precision, plus each norm's fp32 copy of its input when those are lower; o_proj's
+  and down_proj's inputs (for QLoRA's fp32 hidden states, every projection's input cast to the
+  compute precision, twice for an adapted one: the base layer and lora_A each keep their own);
+  the dropout mask and output of each adapted projection; q and k before and after the rotary
+  embedding, v and attention's output; the MLP's gate, its activation and up; with gradient
+  checkpointing only each layer's input plus one layer recomputed;
 - the output head's logits on the target tokens (bf16 out, fp32 copy, fp32 gradient, softmax);
 - FSDP shards weights and LoRA state across the ranks and gathers one layer (two with
   prefetch) at a time;
