@@ -145,10 +145,10 @@ def test_cpu_quota_from_cgroup(tmp_path):
     assert cpu_quota(str(tmp_path / "missing")) is None
 
 
-def test_the_allocator_caps_arenas_and_trims_on_glibc():
+def test_the_allocator_trims_on_glibc():
     from loraplane_trainer.training import allocator
 
-    assert allocator.limit_arenas() == (allocator._libc() is not None)
+    assert allocator._libc() is not None  # this image's libc is glibc: the trims are real here
     allocator.release()  # returns the free pages; must not raise
 
 

@@ -107,9 +107,6 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
     except BadInput as exc:
         log.error("%s: %s", exc.reason, exc)
         sys.exit(exc.exit_code)
-    from .allocator import limit_arenas
-
-    limit_arenas()  # before torch starts its threads
     from .pipeline import run_job  # torch and transformers load here, after the cheap checks
 
     run_id = run_id or make_run_id(job.metadata.uid or "local", job.metadata.generation or 1)
