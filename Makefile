@@ -11,9 +11,9 @@ VLLM_VERSION := 0.32.0
 # the end. `PYTEST_ARGS=--durations=25` runs on one worker.
 PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
-.PHONY: install install-main install-vllm install-helm install-peers install-checkov install-browser test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
+.PHONY: install install-main install-vllm install-helm install-peers install-checkov install-browser install-allocator test test-unit test-integration test-e2e crds lint demo bench images helm-lint clean
 
-install: install-main install-vllm install-helm install-peers install-checkov install-browser ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
+install: install-main install-vllm install-helm install-peers install-checkov install-browser install-allocator ## Create .venv (trainer, operator, dev tools) and .venv-vllm (the vLLM server)
 
 install-main: $(VENV)/.installed
 
@@ -95,6 +95,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install-peers:
 	command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q prometheus; }
+
+# The trainer runs under tcmalloc where it is installed (20 % faster CPU steps than glibc's malloc,
+# less resident memory; see trainer-image/loraplane_trainer/training/allocator.py).
+install-allocator:
+	/sbin/ldconfig -p | grep -q libtcmalloc_minimal.so.4 || { \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q libtcmalloc-minimal4; }
 
 # checkov (an IaC scanner) pins its own dependency versions: its own tool environment.
 CHECKOV_VENV := .venv-checkov

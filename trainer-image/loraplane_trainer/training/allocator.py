@@ -1,13 +1,19 @@
-"""The C allocator's share of the trainer's memory (glibc malloc; elsewhere these do nothing).
+"""The C allocator under the trainer: tcmalloc where the machine has it, and handing freed pages back.
 
-glibc keeps what is freed for reuse, in one arena per allocating thread: memory freed after the
-dataset checks and the base model's evaluation stayed resident through training. A trim after
-each phase (and every few training steps) hands it back; `malloc_trim` walks every arena.
+A CPU training step allocates and frees gigabytes of activations whose shapes change every step.
+glibc's malloc serves them slowly (fresh pages faulted in, arenas fragmented) and keeps much of
+what is freed: the demo profile trained at 231 tokens/s and peaked at 2.9 GiB over 12 steps under
+glibc, 276 tokens/s and 2.5 GiB under gperftools' tcmalloc (`libtcmalloc_minimal.so.4`, Debian's
+and Ubuntu's `libtcmalloc-minimal4`; jemalloc gave the same speed with six times the page faults).
+PyTorch's CPU performance guide recommends the same. A malloc is chosen before the process starts,
+so `python -m loraplane_trainer run` re-executes itself once with tcmalloc in `LD_PRELOAD` when the
+library is installed (the trainer image installs it) and nothing else was preloaded;
+`LORAPLANE_MALLOC=system` keeps the system's malloc.
 
-The arenas themselves are not capped. Capped at 2 (`M_ARENA_MAX`), torch's two OpenMP threads
-waited on each other at every parallel region, about 13,000 voluntary context switches a second
-against 5,600 in a whole 12-step run without it, and the demo profile trained at 171 tokens/s
-instead of 214 with the same peak resident memory (12 steps through the entrypoint, one run each).
+glibc's arenas are not capped. Capped at 2 (`M_ARENA_MAX`), torch's two OpenMP threads waited on
+each other at every parallel region, about 13,000 voluntary context switches a second against
+5,600 in a whole 12-step run without it, and the demo profile trained at 171 tokens/s instead of
+214 with the same peak resident memory (12 steps through the entrypoint, one run each).
 """
 
 from __future__ import annotations
@@ -15,7 +21,54 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
+import sys
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
+
+TCMALLOC = "tcmalloc_minimal"  # the library's name for the linker: libtcmalloc_minimal.so.4
+MALLOC_ENV = "LORAPLANE_MALLOC"  # "system": do not preload tcmalloc
+SYSTEM = "system"
+# A preload that already names one of these chose the process's allocator: leave it alone.
+ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+
+
+def preloaded_environment(environ: Mapping[str, str], library: str | None) -> dict[str, str] | None:
+    """The environment to re-execute the trainer in so that it runs under tcmalloc, or None to go on as it is.
+
+    None when the library is not installed, the user asked for the system's malloc, or an
+    allocator is already preloaded (also what stops a second re-execution).
+    """
+    preload = environ.get("LD_PRELOAD", "")
+    if library is None or environ.get(MALLOC_ENV, "").lower() == SYSTEM or any(a in preload for a in ALLOCATORS):
+        return None
+    return {**environ, "LD_PRELOAD": f"{library} {preload}".strip()}
+
+
+def run_under_tcmalloc(module: str) -> None:
+    """Re-execute `python -m module <this process's arguments>` with tcmalloc preloaded; returns when it will not.
+
+    Call it first thing, before threads start: exec replaces the process (same pid, so a parent
+    waiting on it, its death signal and its exit code are unchanged). Only a process started as
+    `python -m module` re-executes: a command invoked inside another program (a test) never does.
+    """
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None or spec.name != f"{module}.__main__":
+        return
+    env = preloaded_environment(os.environ, ctypes.util.find_library(TCMALLOC))
+    if env is not None:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def current() -> str:
+    """"tcmalloc" when this process runs under it, else "system"."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return SYSTEM
+    return "tcmalloc" if "libtcmalloc" in maps else SYSTEM
 
 
 @cache
@@ -29,6 +82,15 @@ def _libc():
     return libc
 
 
+@cache
+def _tcmalloc_release():
+    """tcmalloc's `MallocExtension_ReleaseFreeMemory` when this process runs under it."""
+    try:
+        return ctypes.CDLL(None).MallocExtension_ReleaseFreeMemory
+    except (OSError, AttributeError):
+        return None
+
+
 def release() -> None:
     """Collect Python garbage and hand the allocator's free pages back to the system."""
     gc.collect()
@@ -38,11 +100,14 @@ def release() -> None:
 def trim() -> None:
     """Hand the allocator's free pages back to the system, without a garbage collection (the training loop's).
 
-    A CPU training step frees gigabytes of activations of shapes that differ from step to step;
-    glibc reuses little of it and returns less, and resident memory climbed by about 40 MiB a
-    step (2.6 to 3.4 GiB over 20 steps of the demo profile). Trimmed after each step it stayed
-    near what the next step needs (0.9 to 1.3 GiB); a trim takes about 0.17 s.
+    Under glibc resident memory climbed by about 40 MiB a step of the demo profile (2.6 to 3.4 GiB
+    over 20 steps) and a trim (about 0.17 s) brought it back near what the next step needs; the
+    loop trims every few steps on a CPU. Under tcmalloc this releases its free spans.
     """
+    release_tcmalloc = _tcmalloc_release()
+    if release_tcmalloc is not None:
+        release_tcmalloc()
+        return
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)

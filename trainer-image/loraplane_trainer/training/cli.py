@@ -13,7 +13,7 @@ from loraplane.api.finetunejob import FineTuneJob, ParallelStrategy
 from loraplane.storage import run_id as make_run_id
 from pydantic import ValidationError
 
-from . import distributed
+from . import allocator, distributed
 from .errors import BadInput
 from .logs import log, setup_logging
 
@@ -72,7 +72,9 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
                 epochs: int | None, base_dir: str | None, nproc_per_node: int, nnodes: int, node_rank: int | None,
                 rdzv_endpoint: str | None, strategy: str | None) -> None:
     """Validate the data, train a LoRA adapter, evaluate it and publish it."""
+    allocator.run_under_tcmalloc("loraplane_trainer")  # before any thread starts; returns where it does not
     setup_logging()
+    log.info("malloc: %s", allocator.current())
     if nnodes > 1 and not rdzv_endpoint:
         raise click.UsageError("--nnodes > 1 needs --rdzv-endpoint (host:port of node 0)")
     if node_rank is None:
