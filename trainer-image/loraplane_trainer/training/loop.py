@@ -36,9 +36,9 @@ from .precision import Precision
 from .progress import ProgressWriter, eta
 from .stop_signal import Preempted, StopSignal
 
-# On a CPU, hand freed pages back every this many steps: a trim costs about 0.17 s (7 % of a demo
-# step) and the pages it returns are faulted in again; between trims resident memory grows about
-# 40 MiB a step.
+# On a CPU under glibc's malloc, hand freed pages back every this many steps: a trim costs about
+# 0.17 s (7 % of a demo step) and the pages it returns are faulted in again; between trims resident
+# memory grows about 40 MiB a step. Under tcmalloc a trim does nothing (allocator.trim).
 TRIM_EVERY_STEPS = 10
 
 
