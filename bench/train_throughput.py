@@ -5,7 +5,9 @@ batchSize 8 x gradientAccumulation 2, prompt variations, packing, precision auto
 `python -m loraplane_trainer run`, as `make demo` and `loraplane train` run it, for --steps optimizer
 steps; its evaluation is cut to a few examples and no safety probes, which leaves the training
 itself as it is (tokens/s counts the training steps only). "baseline": transformers' Trainer, fp32,
-the same model, LoRA and examples per step (8 x 2), right-padded batches, completion-only labels.
+the same model, LoRA and examples per step (8 x 2), right-padded batches, completion-only labels,
+under the system's malloc as users run it; then the same under tcmalloc (which the product's
+entrypoint preloads), so that what the allocator alone gives is visible.
 Figures: effective tokens/s (non-padding tokens trained per second of training), the process's
 peak RSS, and the ratio. Each variant runs in its own process so peak RSS is its own.
 
@@ -15,6 +17,7 @@ peak RSS, and the ratio. Each variant runs in its own process so peak RSS is its
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import json
 import os
 import resource
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import yaml
+from loraplane_trainer.training.allocator import TCMALLOC
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "support.jsonl"
@@ -114,7 +118,7 @@ def child(variant: str, steps: int) -> None:
     import torch
 
     torch.manual_seed(0)
-    if variant == "baseline":
+    if variant.startswith("baseline"):
         out = run_baseline(steps, EXAMPLES_PER_STEP)
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     else:
@@ -122,7 +126,9 @@ def child(variant: str, steps: int) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-LABELS = {"baseline": "transformers Trainer, padded, fp32", "product": "loraplane demo profile, entrypoint"}
+LABELS = {"baseline": "transformers Trainer, padded, fp32",
+          "baseline-tcmalloc": "  the same under tcmalloc",
+          "product": "loraplane demo profile, entrypoint"}
 TARGETS = "targets: >= 700 tokens/s, >= 3x the baseline, peak RSS <= 2048 MiB"
 
 
@@ -139,8 +145,14 @@ def main() -> None:
            "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(a.threads)}
     results = {}
     for variant in LABELS:
+        # The product's entrypoint preloads tcmalloc itself (allocator.py); the baseline runs as users run
+        # it, under the system's malloc, and once more under tcmalloc to show what the allocator alone gives.
+        tcmalloc = ctypes.util.find_library(TCMALLOC) if variant == "baseline-tcmalloc" else None
+        if variant == "baseline-tcmalloc" and tcmalloc is None:
+            continue
+        child_env = {**env, "LD_PRELOAD": tcmalloc} if tcmalloc else env
         proc = subprocess.run([sys.executable, __file__, "--child", variant, "--steps", str(a.steps)],
-                              env=env, capture_output=True, text=True)
+                              env=child_env, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if proc.returncode or line is None:
             sys.exit(f"{variant} failed:\n{proc.stderr[-3000:]}")
