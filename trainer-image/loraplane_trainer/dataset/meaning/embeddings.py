@@ -176,7 +176,7 @@ class Embedder:
         import torch
 
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+            return np.zeros((0, self.model.get_embedding_dimension()), dtype=np.float32)
         with self._lock:
             todo = sorted({t for t in texts if t not in self._encoded})
             if todo:
