@@ -255,7 +255,7 @@ class Demo:
         self.console.print(
             f"curl -s {self.stack.endpoint}/chat/completions -H 'content-type: application/json' "
             "-H 'x-user-id: alice' \\\n  -d '{\"model\": \"support-bot\", \"messages\": [{\"role\": \"user\", "
-            "\"content\": \"How much does the Stratus plan cost?\"}]}' -i"
+            "\"content\": \"What do your plans cost?\"}]}' -i"
         )
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
