@@ -12,7 +12,6 @@ import pytest
 from loraplane_trainer.training import allocator
 from loraplane_trainer.training.allocator import MALLOC_ENV, preloaded_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 LIB = "libtcmalloc_minimal.so.4"
 
 

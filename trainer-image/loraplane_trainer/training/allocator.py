@@ -58,7 +58,8 @@ def run_under_tcmalloc(module: str) -> None:
         return
     env = preloaded_environment(os.environ, ctypes.util.find_library(TCMALLOC))
     if env is not None:
-        sys.stdout.flush(), sys.stderr.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
         os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
 
 
