@@ -17,7 +17,6 @@ peak RSS, and the ratio. Each variant runs in its own process so peak RSS is its
 from __future__ import annotations
 
 import argparse
-import ctypes.util
 import json
 import os
 import resource
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from loraplane_trainer.training.allocator import TCMALLOC
+from loraplane_trainer.training.allocator import tcmalloc_library
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "support.jsonl"
@@ -147,7 +146,7 @@ def main() -> None:
     for variant in LABELS:
         # The product's entrypoint preloads tcmalloc itself (allocator.py); the baseline runs as users run
         # it, under the system's malloc, and once more under tcmalloc to show what the allocator alone gives.
-        tcmalloc = ctypes.util.find_library(TCMALLOC) if variant == "baseline-tcmalloc" else None
+        tcmalloc = tcmalloc_library() if variant == "baseline-tcmalloc" else None
         if variant == "baseline-tcmalloc" and tcmalloc is None:
             continue
         child_env = {**env, "LD_PRELOAD": tcmalloc} if tcmalloc else env

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import subprocess
 import sys
@@ -48,7 +47,7 @@ def _entrypoint(tmp_path: Path, **env: str) -> str:
 
 
 def test_the_trainer_runs_under_tcmalloc_where_it_is_installed(tmp_path):
-    assert ctypes.util.find_library(allocator.TCMALLOC), "libtcmalloc-minimal4 is missing: run `make install`"
+    assert allocator.tcmalloc_library(), "libtcmalloc-minimal4 is missing: run `make install`"
     assert "malloc: tcmalloc" in _entrypoint(tmp_path)
     assert "malloc: system" in _entrypoint(tmp_path, **{MALLOC_ENV: "system"})
 
