@@ -1,17 +1,18 @@
 """Training throughput: the product's own training path against a plain transformers Trainer with padded batches.
 
 "product": the demo profile (examples/demo/finetunejob.yaml: LoRA r=8 all-linear, dropout 0,
-batchSize 8 x gradientAccumulation 2, prompt variations, packing, precision auto) run through the trainer's entrypoint,
+its batchSize x gradientAccumulation, prompt variations, packing with the chat template's shared prefix held
+once per row, precision auto) run through the trainer's entrypoint,
 `python -m loraplane_trainer run`, as `make demo` and `loraplane train` run it, for --steps optimizer
 steps; its evaluation is cut to a few examples and no safety probes, which leaves the training
 itself as it is (tokens/s counts the training steps only). "baseline": transformers' Trainer, fp32,
-the same model, LoRA and examples per step (8 x 2), right-padded batches, completion-only labels,
+the same model, LoRA and batches per step, right-padded batches, completion-only labels,
 under the system's malloc as users run it; then the same under tcmalloc (which the product's
 entrypoint preloads), so that what the allocator alone gives is visible.
 Figures: effective tokens/s (non-padding tokens trained per second of training), the process's
 peak RSS, and the ratio. Each variant runs in its own process so peak RSS is its own.
 
-    python bench/train_throughput.py [--steps 6] [--threads 2]
+    python bench/train_throughput.py [--steps 12] [--threads 2]
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from loraplane_trainer.training.allocator import tcmalloc_library
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "support.jsonl"
 DEMO_JOB = ROOT / "examples" / "demo" / "finetunejob.yaml"
-EXAMPLES_PER_STEP = 16  # the demo profile's batchSize x gradientAccumulation
+TRAINING = yaml.safe_load(DEMO_JOB.read_text())["spec"]["training"]
+BATCH_SIZE, ACCUMULATION = TRAINING["batchSize"], TRAINING.get("gradientAccumulation", 1)
+EXAMPLES_PER_STEP = BATCH_SIZE * ACCUMULATION
 
 
 def records() -> list[dict]:
@@ -82,7 +85,7 @@ def run_product(steps: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def run_baseline(steps: int, per_step: int) -> dict:
+def run_baseline(steps: int) -> dict:
     """transformers.Trainer, fp32, padded batches (the usual recipe), completion-only labels."""
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
@@ -101,8 +104,8 @@ def run_baseline(steps: int, per_step: int) -> dict:
             return super().training_step(model, inputs, *args, **kwargs)
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=per_step // 2,
-                                 gradient_accumulation_steps=2, max_steps=steps, learning_rate=2e-4,
+        args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=BATCH_SIZE,
+                                 gradient_accumulation_steps=ACCUMULATION, max_steps=steps, learning_rate=2e-4,
                                  logging_steps=1000, save_strategy="no", report_to=[], use_cpu=not torch.cuda.is_available(),
                                  dataloader_num_workers=0, disable_tqdm=True, seed=42)
         trainer = CountingTrainer(model=model, args=args, train_dataset=data, data_collator=collator,
@@ -118,7 +121,7 @@ def child(variant: str, steps: int) -> None:
 
     torch.manual_seed(0)
     if variant.startswith("baseline"):
-        out = run_baseline(steps, EXAMPLES_PER_STEP)
+        out = run_baseline(steps)
         out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     else:
         out = run_product(steps)
@@ -133,7 +136,7 @@ TARGETS = "targets: >= 700 tokens/s, >= 3x the baseline, peak RSS <= 2048 MiB"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each variant (OMP_NUM_THREADS)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()

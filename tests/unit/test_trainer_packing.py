@@ -12,6 +12,8 @@ from loraplane_trainer.training.packing import (
     pack_rows,
     step_batches,
 )
+from loraplane_trainer.training.shared_prefix import MIN_SHARED_PREFIX, shared_prefix_length
+from loraplane_trainer.training.shared_prefix import collate as collate_shared_prefix
 
 
 def ex(ids, n_prompt):
@@ -119,3 +121,40 @@ def test_the_output_head_runs_only_on_each_rows_own_targets():
     assert model.head_outputs == [(5, 8)]
     assert torch.isclose(loss, torch.tensor(5 * torch.log(torch.tensor(8.0)).item()))
     assert not model.head._forward_pre_hooks  # the head is left as it was
+
+
+def test_shared_prefix_ends_before_any_trained_token_and_needs_company():
+    same = list(range(20))
+    a = TokenizedExample(same + [50, 51], [IGNORE] * 20 + [50, 51])
+    b = TokenizedExample(same + [60, 61], [IGNORE] * 12 + same[12:] + [60, 61])  # trains from token 12
+    assert shared_prefix_length([a, b]) == 11  # b's first label is still predicted from b's own token
+    assert shared_prefix_length([a]) == 0  # nothing to share with
+    short = TokenizedExample([1] * 5 + [7, 8], [IGNORE] * 5 + [7, 8])
+    assert shared_prefix_length([short, short]) == 0  # shorter than MIN_SHARED_PREFIX
+
+
+def test_shared_prefix_rows_hold_the_prefix_once_and_mask_examples_from_each_other():
+    head = list(range(100, 100 + MIN_SHARED_PREFIX))
+    a = TokenizedExample(head + [1, 2, 3], [IGNORE] * (len(head) + 1) + [2, 3])
+    b = TokenizedExample(head + [4, 5], [IGNORE] * (len(head) + 1) + [5])
+    p = len(head)
+    [batch] = step_batches([a, b], [0, 1], packing=True, batch_size=2, row_tokens=64, pad_id=0, share_prefix=True)
+    assert batch.input_ids.tolist() == [head + [1, 2, 3, 4, 5]]
+    assert batch.position_ids.tolist() == [list(range(p)) + [p, p + 1, p + 2, p, p + 1]]
+    assert batch.labels.tolist() == [[IGNORE] * (p + 1) + [2, 3, IGNORE, 5]]
+    assert batch.real_tokens == len(a) + len(b) and batch.target_tokens == 3
+    mask = batch.attention_mask[0, 0]
+    a_at, b_at = p, p + 3
+    assert mask[b_at + 1, :p].all() and mask[a_at + 2, :p].all()  # both see the prefix
+    assert not mask[b_at:, a_at:b_at].any()  # b never sees a
+    assert not mask[:p, p:].any()  # the prefix sees no example
+    assert mask[a_at + 2, a_at : a_at + 3].all() and not mask[a_at, a_at + 1]  # causal within an example
+
+
+def test_shared_prefix_tail_padding_attends_to_itself():
+    head = list(range(100, 100 + MIN_SHARED_PREFIX))
+    rows = [[TokenizedExample(head + [1, 2, 3], [IGNORE] * (len(head) + 1) + [2, 3])],
+            [TokenizedExample(head + [4], [IGNORE] * (len(head) + 1))]]
+    batch = collate_shared_prefix(rows, len(head), pad_id=9)
+    assert batch.input_ids[1].tolist()[-2:] == [9, 9]
+    assert batch.attention_mask.any(dim=-1).all()  # no query row without a key: no NaN in attention

@@ -15,6 +15,7 @@ import torch
 from loraplane.api.finetunejob import QualityGates
 from loraplane.evaluation.safety import safety_gate_failure
 
+from . import shared_prefix
 from .chat import TokenizedExample, prompt_text, read_chat_jsonl
 from .packing import causal_lm_loss_sum, collate_packed, pack_rows, row_length
 from .precision import Precision
@@ -46,11 +47,13 @@ def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, 
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    prefix = shared_prefix.shared_prefix_length(examples) if shared_prefix.supported(model) else 0
     lengths = [len(e) for e in examples]
-    rows = pack_rows(dict(enumerate(lengths)), row_length(lengths, row_tokens))
+    rows = pack_rows({i: n - prefix for i, n in enumerate(lengths)}, row_length(lengths, row_tokens) - prefix)
     device = next(model.parameters()).device
     for b in range(0, len(rows), rows_per_batch):
-        batch = collate_packed([[examples[i] for i in row] for row in rows[b : b + rows_per_batch]], pad_id)
+        chosen = [[examples[i] for i in row] for row in rows[b : b + rows_per_batch]]
+        batch = shared_prefix.collate(chosen, prefix, pad_id) if prefix else collate_packed(chosen, pad_id)
         batch = batch.to(device)
         with precision.autocast(model):
             total += float(causal_lm_loss_sum(model, batch))

@@ -11,7 +11,7 @@ import torch
 from loraplane.api.finetunejob import TrainingSpec
 from transformers import get_scheduler
 
-from . import allocator
+from . import allocator, shared_prefix
 from .chat import TokenizedExample
 from .checkpoints import CheckpointStore, set_rng_state
 from .cost import GpuClock
@@ -135,6 +135,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         progress.update(force=True, eval_loss=loss)
         return bool(spec.early_stopping and state["bad_evals"] >= spec.early_stopping.patience)
 
+    share_prefix = shared_prefix.supported(model)
     bar = progress_bar(total, initial=state["step"])
     model.train()
     started = time.monotonic()
@@ -146,7 +147,7 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         indices = balanced_shard(dist, steps[in_epoch], [len(train_examples[i]) for i in steps[in_epoch]])
         t0 = time.monotonic()
         batches = step_batches(train_examples, indices, packing=spec.packing, batch_size=spec.batch_size,
-                               row_tokens=spec.max_tokens, pad_id=pad_id)
+                               row_tokens=spec.max_tokens, pad_id=pad_id, share_prefix=share_prefix)
         targets = sum(b.target_tokens for b in batches)
         step_tokens = 0
         if dist.enabled:  # each rank's loss is its share of the step's mean over all ranks' target tokens

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import shared_prefix
 from .chat import IGNORE, TokenizedExample
 
 
@@ -130,17 +131,24 @@ def row_length(lengths: list[int], max_tokens: int) -> int:
 
 
 def step_batches(examples: list[TokenizedExample], indices: list[int], *, packing: bool, batch_size: int,
-                 row_tokens: int, pad_id: int) -> list[Batch]:
+                 row_tokens: int, pad_id: int, share_prefix: bool = False) -> list[Batch]:
     """The micro-batches of one optimizer step.
 
     With packing, each micro-batch holds no more token cells than a padded batch of batch_size of the
     step's longest example would, so memory stays at what unpacked training needs while padding is gone.
+    With `share_prefix`, a prompt prefix all the step's examples share is held once per row
+    (shared_prefix), and rows are filled with the examples' remaining tokens.
     """
     if packing:
-        lengths = {i: len(examples[i]) for i in indices}
-        width = row_length(list(lengths.values()), row_tokens)
-        rows = pack_rows(lengths, width)
-        per_batch = max(1, batch_size * max(lengths.values()) // width)
+        full = {i: len(examples[i]) for i in indices}
+        width = row_length(list(full.values()), row_tokens)
+        prefix = shared_prefix.shared_prefix_length([examples[i] for i in indices]) if share_prefix else 0
+        rows = pack_rows({i: n - prefix for i, n in full.items()}, width - prefix)
+        per_batch = max(1, batch_size * max(full.values()) // width)
+        if prefix:
+            return [shared_prefix.collate([[examples[i] for i in row] for row in rows[b : b + per_batch]], prefix,
+                                          pad_id)
+                    for b in range(0, len(rows), per_batch)]
         return [
             collate_packed([[examples[i] for i in row] for row in rows[b : b + per_batch]], pad_id)
             for b in range(0, len(rows), per_batch)
