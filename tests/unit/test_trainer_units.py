@@ -10,7 +10,7 @@ from loraplane.api.finetunejob import BaseModelSpec, QualityGates
 from loraplane.exitcodes import BAD_INPUT
 from loraplane_trainer.training.cli import load_job
 from loraplane_trainer.training.errors import BadInput, LicenseRefused, QuantizationUnsupported
-from loraplane_trainer.training.evaluation import check_gates, normalize
+from loraplane_trainer.training.evaluation import check_gates, generation_batches, normalize
 from loraplane_trainer.training.lora import target_modules
 from loraplane_trainer.training.model_source import ResolvedModel, check_license, read_license, resolve
 from loraplane_trainer.training.precision import check_quantization, choose
@@ -113,6 +113,16 @@ spec:
   dataset: {uri: data.jsonl}
   output: {uri: s3://adapters/}
 """
+
+
+def test_generation_batches_keep_within_the_token_budget_shortest_first():
+    lengths = [30, 10, 20, 10, 40]
+    batches = generation_batches(lengths, max_new_tokens=10, budget=80)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]  # every prompt, once
+    assert batches == [[1, 3], [2, 0], [4]]  # 3 x (20 + 10) = 90 would not fit; 2 x (30 + 10) = 80 does
+    for b in batches:
+        assert max(lengths[i] + 10 for i in b) * len(b) <= 80 or len(b) == 1
+    assert generation_batches([500], max_new_tokens=10, budget=80) == [[0]]  # too long still gets its own batch
 
 
 def test_load_job_applies_overrides(tmp_path):
