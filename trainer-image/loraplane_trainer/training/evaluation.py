@@ -81,14 +81,16 @@ class ExactMatch:
     samples: list[dict] = field(default_factory=list)  # {question, reference, answer, match}
 
 
-# Token cells (prompt plus new tokens, times prompts) one generation batch may hold. Fewer, fuller
-# batches decode faster on a CPU, but the process grows with the batch: the demo adapter's 58
-# held-out prompts took 24.2 s and peaked at 1.6 GB in batches of 16, 18.4 s and 2.4 GB within 2,400
-# cells (30 a batch), 14.4 s and 4.1 GB all at once. 2,560 stays under the training step's own peak.
-GENERATION_TOKEN_BUDGET = 2560
+# Token cells (prompt plus new tokens, times prompts) one generation batch may hold, so that long
+# prompts get smaller batches. On a CPU fuller batches decode faster but the process grows with them:
+# the demo adapter's 58 held-out prompts took 24.2 s and peaked at 1.6 GB within 1,184 cells (16 a
+# batch), 18.4 s and 2.4 GB within 2,400, 14.4 s and 4.1 GB all at once; after training, 2,560 cells
+# raised the trainer's peak from 3.2 to 3.9 GB. A GPU's batch of 16 prompts of 1,024 tokens was
+# always fine.
+GENERATION_TOKEN_BUDGET = {"cpu": 1280, "cuda": 16 * 1024}
 
 
-def generation_batches(lengths: list[int], max_new_tokens: int, budget: int = GENERATION_TOKEN_BUDGET) -> list[list[int]]:
+def generation_batches(lengths: list[int], max_new_tokens: int, budget: int) -> list[list[int]]:
     """Prompt indices in batches, shortest prompts first (little left padding), each within `budget`
     token cells counting every row at its batch's longest prompt."""
     batches: list[list[int]] = []
@@ -103,9 +105,9 @@ def generation_batches(lengths: list[int], max_new_tokens: int, budget: int = GE
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *, max_new_tokens: int,
-                   budget: int = GENERATION_TOKEN_BUDGET) -> list[str]:
+                   budget: int | None = None) -> list[str]:
     """Greedy completions of rendered chat prompts, in the prompts' order, batched with left padding
-    (generation_batches)."""
+    (generation_batches; `budget` defaults to the device's GENERATION_TOKEN_BUDGET)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -121,6 +123,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
     if merged:
         model.merge_adapter()
     try:
+        budget = budget or GENERATION_TOKEN_BUDGET[precision.device]
         for batch in generation_batches(lengths, max_new_tokens, budget):
             enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
             # On CPU the weights are already in the compute precision; autocast would only add casts of the
@@ -139,7 +142,7 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
 
 
 def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, max_new_tokens: int,
-                budget: int = GENERATION_TOKEN_BUDGET) -> ExactMatch:
+                budget: int | None = None) -> ExactMatch:
     """Share of records whose greedy answer equals the reference after normalisation."""
     if not records:
         return ExactMatch(float("nan"))

@@ -341,6 +341,7 @@ def _train(run: _Run) -> None:
 def _evaluate_adapter(run: _Run) -> dict:
     """Evaluating: the adapter on the same sets; the figures FineTuneJob status shows (status.metrics)."""
     run.progress.phase(RunPhase.EVALUATING, "evaluating the adapter")
+    allocator.release()  # training's activations, freed but still resident: generation would add to them
     before = run.before
     after = run.after = run.evaluate()
     if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
