@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from ..local.stack import LocalStack, StackError, die_with_parent, free_port
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
 from ..storage.layout import EVALUATION_ROWS
+from ..storage.uris import is_local, local_path
 from .conversation import Answer, load_questions, run_round
 from .preflight import PreflightError, check_disk, check_port
 
@@ -73,8 +75,10 @@ class Demo:
 
     # -- 1 -------------------------------------------------------------------------------------
     def validate(self) -> None:
-        job = FineTuneJob.model_validate(_yaml(self.o.job_file))
-        self.step(1, f"Validate the dataset {job.spec.dataset.uri} of {self.o.job_file}")
+        uri = FineTuneJob.model_validate(_yaml(self.o.job_file)).spec.dataset.uri or ""
+        # A local dataset is relative to the job file: named as the user would open it from here.
+        shown = os.path.relpath(self.o.job_file.parent / local_path(uri)) if uri and is_local(uri) else uri
+        self.step(1, f"Validate the dataset {shown}")
         # `split` runs every check `validate` does, then makes the split the trainer makes (same spec, same
         # seed): its validation half gives the demo questions. One pass instead of two saves 20 s.
         _run([sys.executable, "-m", "loraplane_trainer", "split", str(self.o.job_file), "--out", str(self.work / "split")],
