@@ -17,7 +17,7 @@ from loraplane.evaluation.safety import safety_gate_failure
 
 from . import shared_prefix
 from .chat import TokenizedExample, prompt_text, read_chat_jsonl
-from .packing import causal_lm_loss_sum, collate_packed, pack_rows, row_length
+from .packing import causal_lm_loss_sum, collate_rows, pack_rows, row_length
 from .precision import Precision
 
 REGRESSION_SET = "regression_set.jsonl"
@@ -52,8 +52,7 @@ def mean_loss(model, examples: list[TokenizedExample], precision: Precision, *, 
     rows = pack_rows({i: n - prefix for i, n in enumerate(lengths)}, row_length(lengths, row_tokens) - prefix)
     device = next(model.parameters()).device
     for b in range(0, len(rows), rows_per_batch):
-        chosen = [[examples[i] for i in row] for row in rows[b : b + rows_per_batch]]
-        batch = shared_prefix.collate(chosen, prefix, pad_id) if prefix else collate_packed(chosen, pad_id)
+        batch = collate_rows([[examples[i] for i in row] for row in rows[b : b + rows_per_batch]], prefix, pad_id)
         batch = batch.to(device)
         with precision.autocast(model):
             total += float(causal_lm_loss_sum(model, batch))

@@ -106,6 +106,11 @@ def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
     return Batch(ids, labels, pos, None, real)
 
 
+def collate_rows(rows: list[list[TokenizedExample]], prefix: int, pad_id: int) -> Batch:
+    """Packed rows, holding their examples' first `prefix` shared tokens once (shared_prefix) when it is not 0."""
+    return shared_prefix.collate(rows, prefix, pad_id) if prefix else collate_packed(rows, pad_id)
+
+
 def collate_padded(examples: list[TokenizedExample], pad_id: int) -> Batch:
     """Examples right-padded to the longest, with an attention mask (packing: false)."""
     width = max(len(e) for e in examples)
@@ -147,14 +152,8 @@ def step_batches(examples: list[TokenizedExample], indices: list[int], *, packin
         prefix = shared_prefix.shared_prefix_length([examples[i] for i in indices]) if share_prefix else 0
         rows = pack_rows({i: n - prefix for i, n in full.items()}, width - prefix)
         per_batch = max(1, batch_size * max(full.values()) // width)
-        if prefix:
-            return [shared_prefix.collate([[examples[i] for i in row] for row in rows[b : b + per_batch]], prefix,
-                                          pad_id)
-                    for b in range(0, len(rows), per_batch)]
-        return [
-            collate_packed([[examples[i] for i in row] for row in rows[b : b + per_batch]], pad_id)
-            for b in range(0, len(rows), per_batch)
-        ]
+        return [collate_rows([[examples[i] for i in row] for row in rows[b : b + per_batch]], prefix, pad_id)
+                for b in range(0, len(rows), per_batch)]
     # Unpacked: length-sorted within the step, so each micro-batch pads little.
     ordered = sorted(indices, key=lambda i: len(examples[i]))
     return [collate_padded([examples[i] for i in ordered[b : b + batch_size]], pad_id)
