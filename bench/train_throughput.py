@@ -28,13 +28,14 @@ import time
 from pathlib import Path
 
 import yaml
+from loraplane.api.finetunejob import FineTuneJob
 from loraplane_trainer.training.allocator import tcmalloc_library
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "support.jsonl"
 DEMO_JOB = ROOT / "examples" / "demo" / "finetunejob.yaml"
-TRAINING = yaml.safe_load(DEMO_JOB.read_text())["spec"]["training"]
-BATCH_SIZE, ACCUMULATION = TRAINING["batchSize"], TRAINING.get("gradientAccumulation", 1)
+TRAINING = FineTuneJob.model_validate(yaml.safe_load(DEMO_JOB.read_text())).spec.training  # its defaults included
+BATCH_SIZE, ACCUMULATION = TRAINING.batch_size, TRAINING.gradient_accumulation
 EXAMPLES_PER_STEP = BATCH_SIZE * ACCUMULATION
 
 

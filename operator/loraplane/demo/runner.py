@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -69,13 +70,18 @@ class Demo:
         self.stack: LocalStack | None = None
         self.summary: dict = {"steps": {}}
 
+    @cached_property
+    def job(self) -> FineTuneJob:
+        """The demo's FineTuneJob, read once."""
+        return FineTuneJob.model_validate(_yaml(self.o.job_file))
+
     def step(self, n: int, title: str) -> None:
         self.console.rule(f"[bold]{n}. {title}")
         self.summary["steps"][str(n)] = title
 
     # -- 1 -------------------------------------------------------------------------------------
     def validate(self) -> None:
-        uri = FineTuneJob.model_validate(_yaml(self.o.job_file)).spec.dataset.uri or ""
+        uri = self.job.spec.dataset.uri or ""
         # A local dataset is relative to the job file: named as the user would open it from here.
         shown = os.path.relpath(self.o.job_file.parent / local_path(uri)) if uri and is_local(uri) else uri
         self.step(1, f"Validate the dataset {shown}")
@@ -86,7 +92,7 @@ class Demo:
 
     # -- 2, 3 ----------------------------------------------------------------------------------
     def train(self) -> dict:
-        job = FineTuneJob.model_validate(_yaml(self.o.job_file))
+        job = self.job
         profile = []
         if self.o.epochs is not None:
             profile.append(f"epochs={self.o.epochs}")

@@ -114,7 +114,8 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+    budget = budget or GENERATION_TOKEN_BUDGET[precision.device]
     answers: list[str] = [""] * len(prompts)
     # Generation runs many small steps: fold LoRA into fp32 weights for it (undone below). Not into bf16
     # ones: merging and unmerging there rounds twice and leaves the base weights changed.
@@ -122,9 +123,8 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
     if merged:
         model.merge_adapter()
     try:
-        budget = budget or GENERATION_TOKEN_BUDGET[precision.device]
-        for batch in generation_batches(lengths, max_new_tokens, budget):
-            enc = tokenizer([prompts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        for batch in generation_batches([len(ids) for ids in encoded], max_new_tokens, budget):
+            enc = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
             # On CPU the weights are already in the compute precision; autocast would only add casts of the
             # fp32 LoRA weights at every decoding step of a few tokens.
             with precision.autocast() if precision.device == "cuda" else contextlib.nullcontext():

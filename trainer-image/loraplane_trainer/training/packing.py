@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 
 from . import shared_prefix
+from .batch import Batch
 from .chat import IGNORE, TokenizedExample
 
 
@@ -49,32 +49,6 @@ def pack_rows(lengths: dict[int, int], row_tokens: int) -> list[list[int]]:
             rows.append([idx])
             free.append(max(row_tokens - size, 0))
     return rows
-
-
-@dataclass
-class Batch:
-    input_ids: torch.Tensor  # [B, T]
-    labels: torch.Tensor  # [B, T], IGNORE where no loss
-    position_ids: torch.Tensor | None  # packed: restart per example
-    attention_mask: torch.Tensor | None  # padded: 1 on real tokens
-    real_tokens: int  # tokens that are not padding
-
-    @property
-    def target_tokens(self) -> int:
-        return int((self.labels != IGNORE).sum())
-
-    def to(self, device) -> Batch:
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.labels), move(self.position_ids), move(self.attention_mask),
-                     self.real_tokens)
-
-    def model_inputs(self) -> dict:
-        out = {"input_ids": self.input_ids}
-        if self.position_ids is not None:
-            out["position_ids"] = self.position_ids
-        if self.attention_mask is not None:
-            out["attention_mask"] = self.attention_mask
-        return out
 
 
 def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:

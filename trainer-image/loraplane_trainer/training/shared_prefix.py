@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .batch import Batch
 from .chat import IGNORE, TokenizedExample
 
 # Shorter common prefixes are not worth the mask: the turn markers alone are three or four tokens.
@@ -60,14 +61,12 @@ def attention_mask(segments: torch.Tensor) -> torch.Tensor:
     return (causal & (same | prefix)).unsqueeze(1)
 
 
-def collate(rows: list[list[TokenizedExample]], prefix: int, pad_id: int):
+def collate(rows: list[list[TokenizedExample]], prefix: int, pad_id: int) -> Batch:
     """Rows of `prefix` shared tokens then each example's rest -> one Batch with a 4D mask.
 
     `real_tokens` counts every example's whole length (prefix included): the tokens trained on,
     comparable with unshared packing and padding; the model computes fewer.
     """
-    from .packing import Batch
-
     head = rows[0][0].input_ids[:prefix]
     width = prefix + max(sum(len(e) - prefix for e in row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
