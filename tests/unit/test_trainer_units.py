@@ -11,7 +11,7 @@ from loraplane.exitcodes import BAD_INPUT
 from loraplane_trainer.training.cli import load_job
 from loraplane_trainer.training.errors import BadInput, LicenseRefused, QuantizationUnsupported
 from loraplane_trainer.training.evaluation import check_gates, generation_batches, normalize
-from loraplane_trainer.training.lora import target_modules
+from loraplane_trainer.training.lora import add_adapter, target_modules
 from loraplane_trainer.training.model_source import ResolvedModel, check_license, read_license, resolve
 from loraplane_trainer.training.precision import check_quantization, choose
 
@@ -43,6 +43,22 @@ def test_all_linear_resolves_per_architecture():
 def card(tmp_path: Path, header: str) -> ResolvedModel:
     (tmp_path / "README.md").write_text(f"---\n{header}\n---\n# a model\n")
     return ResolvedModel(tmp_path, "org/model")
+
+
+def test_the_adapter_starts_from_weights_the_training_seed_gives():
+    from loraplane.api.finetunejob import LoraSpec
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def lora_a(seed: int):
+        config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, num_key_value_heads=1)
+        model = add_adapter(LlamaForCausalLM(config), LoraSpec(r=4, alpha=8), seed)
+        return {k: v.clone() for k, v in model.named_parameters() if "lora_A" in k}
+
+    first, again, other = lora_a(42), lora_a(42), lora_a(7)
+    assert len(first) == 7  # all-linear on a Llama: q, k, v, o, gate, up, down
+    assert all(first[k].equal(again[k]) for k in first)
+    assert not any(first[k].equal(other[k]) for k in first)
 
 
 def test_license_from_model_card_is_checked(tmp_path):

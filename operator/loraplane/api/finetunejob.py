@@ -349,7 +349,8 @@ class TrainingSpec(ApiModel):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="auto uses bf16 where the hardware runs it fast, fp32 otherwise."
     )
-    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Training seed.")
+    seed: int = Field(default=42, ge=0, le=2**31 - 1,
+                      description="Seed of the adapter's initial LoRA weights and of the order of the examples.")
     eval_steps: int | None = Field(
         default=None, ge=1, description="Evaluate every N optimizer steps; unset evaluates every epoch."
     )

@@ -318,14 +318,12 @@ def _evaluate_base_model(run: _Run) -> None:
 
 def _train(run: _Run) -> None:
     """Training: LoRA on the base model, checkpointed to object storage (a resumed run goes on from there)."""
-    from peft import get_peft_model
-
     from .dropout import use_lane_mask_dropout
     from .loop import train
-    from .lora import lora_config
+    from .lora import add_adapter
 
     spec = run.spec
-    run.model = get_peft_model(run.model, lora_config(spec.lora, run.model.config.model_type))
+    run.model = add_adapter(run.model, spec.lora, spec.training.seed)
     if run.precision.device == "cpu" and use_lane_mask_dropout(run.model):
         log.info("LoRA dropout %.2f with bulk-drawn masks (CPU)", spec.lora.dropout)
     trainable, total = run.model.get_nb_trainable_parameters()
