@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from loraplane.api.finetunejob import DatasetChecks
@@ -18,7 +19,8 @@ def test_max_tokens_counts_with_the_chat_template(smollm2_dir):
     report = check(open_uri(str(DATA / "bad" / "max-tokens.jsonl")), DatasetChecks(), max_tokens=1024,
                    tokenizer=tokenizer)
     finding = report.finding("max-tokens")
-    assert finding.lines == [20] and "counted with the base model's tokenizer" in finding.message
+    expected = json.loads((DATA / "bad" / "expected.json").read_text())["max-tokens.jsonl"]["at"]
+    assert finding.lines == expected and "counted with the base model's tokenizer" in finding.message
     assert report.stats["tokens"]["method"] == "tokenizer"
     clean = check(open_uri(str(DATA / "support.jsonl")), DatasetChecks(), max_tokens=64, tokenizer=tokenizer)
     longest = clean.stats["tokens"]["longest"]

@@ -57,7 +57,7 @@ def test_files_round_trip(tenants):
     f = alice.files.create(file=support_file(), purpose="fine-tune")
     assert f.id.startswith("file-") and f.object == "file" and f.purpose == "fine-tune" and f.status == "processed"
     assert f.filename == "support.jsonl" and f.bytes == len(support_file()[1])
-    assert "348 examples" in f.status_details
+    assert "522 examples" in f.status_details
     assert alice.files.retrieve(f.id) == f
     assert alice.files.content(f.id).content == support_file()[1]
     assert f.id in [x.id for x in alice.files.list()]
