@@ -1,7 +1,7 @@
 """One training run of a FineTuneJob, in named stages (`_run` reads top to bottom):
 
     _load_base_model            Validating: device, precision, license, weights
-    _prepare_dataset_and_share  checks, split, augmentation on rank 0; every rank gets the split
+    _prepare_dataset_and_share  checks, split, augmentation on rank 0, in a child process; every rank gets the split
     _tokenize
     _evaluate_base_model        Evaluating: the figures before (once per run)
     _train                      Training: LoRA, checkpointed to object storage
@@ -35,7 +35,8 @@ from . import allocator, distributed, evaluation, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
-from .errors import BadInput, DatasetInvalid, TrainerError
+from .dataset_stage import prepare_dataset
+from .errors import DatasetInvalid, TrainerError
 from .logs import log
 from .model_source import ResolvedModel, check_license, resolve
 from .precision import Precision, check_quantization, choose, configure_threads
@@ -89,23 +90,6 @@ def _read_json(uri: str) -> dict | None:
             return json.loads(f.read())
     except FileNotFoundError:
         return None
-
-
-def _prepare_dataset(job: FineTuneJob, workdir: Path, base_dir: str | None, tokenizer):
-    from ..dataset import ModerationError, SourceError, SyntheticError, meaning, prepare
-
-    try:
-        return prepare(job.spec, workdir / "dataset", base_dir=Path(base_dir) if base_dir else None,
-                       tokenizer=tokenizer)
-    except SourceError as exc:
-        raise DatasetInvalid(f"spec.dataset: {exc}") from exc
-    except SyntheticError as exc:
-        raise BadInput(f"spec.augmentation.synthetic: {exc}", reason=Reason.AUGMENTATION_FAILED) from exc
-    except ModerationError as exc:  # its message names spec field dataset.checks.moderation
-        raise DatasetInvalid(f"spec.{exc}") from exc
-    finally:
-        meaning.unload()  # the checks' models (~700 MB) are not needed again in this run
-        allocator.release()
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
@@ -275,7 +259,7 @@ def _prepare_dataset_and_share(run: _Run) -> None:
     """Rank 0 checks, splits and augments the dataset (augmentation may not repeat exactly); the others take its split."""
     split = None
     if run.dist.is_main:
-        run.prepared = _prepare_dataset(run.job, run.workdir, run.base_dir, run.tokenizer)
+        run.prepared = prepare_dataset(run.job, run.workdir, run.base_dir, run.ref)
         run.summary = run.prepared.report.status_summary()
         write_atomic(run.layout.dataset_report, Path(run.prepared.report_path).read_bytes())
         run.progress.update(force=True, dataset=run.summary)

@@ -26,8 +26,8 @@ def missing(modules: tuple[str, ...]) -> str | None:
 
 
 def unload() -> None:
-    """Drop the models loaded in this process (the embedding model, lingua's detectors): a trainer
-    checks its dataset once, then needs the memory for training."""
+    """Drop the models loaded in this process (the embedding model, lingua's detectors), for a process
+    that goes on to other work after its checks (the trainer runs them in a child process instead)."""
     import sys
 
     for name in ("embeddings", "language"):  # only those this process imported: nothing loads here
