@@ -80,6 +80,38 @@ class ExactMatch:
     samples: list[dict] = field(default_factory=list)  # {question, reference, answer, match}
 
 
+# The first answers are generated whole: metrics.json keeps them as samples (the model card shows a few).
+SAMPLES_KEPT = 20
+
+
+class LeftTheReference:
+    """Stops each row of a generation batch once its answer can no longer equal its reference.
+
+    Exact match only asks whether the whole answer equals the reference after `normalize`: once the
+    answer so far, normalised, is not the start of the normalised reference, the rest cannot change the
+    verdict, and the row stops (the base model, which never matches, stops within a few tokens instead
+    of running to the cap). The answer's last character is left out of the comparison, so a character
+    that normalises differently once the next token comes (an accent composed with its letter) never
+    stops a row that would match. A row without a reference (None) runs to its end.
+    """
+
+    def __init__(self, tokenizer, references: list[str | None], prompt_length: int):
+        self.tokenizer = tokenizer
+        self.references = [None if r is None else normalize(r) for r in references]
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for row, reference in enumerate(self.references):
+            if reference is None:
+                continue
+            text = self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
+            if "\ufffd" in text:  # a character split over tokens: judge it when it is whole
+                continue
+            done[row] = not reference.startswith(normalize(text)[:-1])
+        return done
+
+
 # Token cells (prompt plus new tokens, times prompts) one generation batch may hold, so that long
 # prompts get smaller batches. On a CPU fuller batches decode faster but the process grows with them:
 # the demo adapter's 58 held-out prompts took 24.2 s and peaked at 1.6 GB within 1,184 cells (16 a
@@ -104,9 +136,12 @@ def generation_batches(lengths: list[int], max_new_tokens: int, budget: int) -> 
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *, max_new_tokens: int,
-                   budget: int | None = None) -> list[str]:
+                   budget: int | None = None, references: list[str | None] | None = None) -> list[str]:
     """Greedy completions of rendered chat prompts, in the prompts' order, batched with left padding
-    (generation_batches; `budget` defaults to the device's GENERATION_TOKEN_BUDGET)."""
+    (generation_batches; `budget` defaults to the device's GENERATION_TOKEN_BUDGET). With `references`,
+    a prompt's answer stops where it leaves its reference (LeftTheReference; None: the whole answer)."""
+    from transformers import StoppingCriteriaList
+
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -123,13 +158,23 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
     if merged:
         model.merge_adapter()
     try:
-        for batch in generation_batches([len(ids) for ids in encoded], max_new_tokens, budget):
+        # Rows that run to their end batch apart from rows that may stop early: a batch decodes until its
+        # last row is done.
+        groups = [range(len(prompts))] if references is None else [
+            [i for i, r in enumerate(references) if r is None], [i for i, r in enumerate(references) if r is not None]]
+        batches = [[group[k] for k in batch] for group in groups
+                   for batch in generation_batches([len(encoded[i]) for i in group], max_new_tokens, budget)]
+        for batch in batches:
             enc = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
+            stop = None
+            if references is not None:
+                stop = StoppingCriteriaList([LeftTheReference(tokenizer, [references[i] for i in batch],
+                                                              enc["input_ids"].shape[1])])
             # On CPU the weights are already in the compute precision; autocast would only add casts of the
             # fp32 LoRA weights at every decoding step of a few tokens.
             with precision.autocast() if precision.device == "cuda" else contextlib.nullcontext():
                 out = model.generate(**enc.to(device), max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                                     pad_token_id=tokenizer.pad_token_id, stopping_criteria=stop)
             for i, ids in zip(batch, out[:, enc["input_ids"].shape[1]:], strict=True):
                 answers[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
     finally:
@@ -142,15 +187,19 @@ def greedy_answers(model, tokenizer, prompts: list[str], precision: Precision, *
 
 def exact_match(model, tokenizer, records: list[dict], precision: Precision, *, max_new_tokens: int,
                 budget: int | None = None) -> ExactMatch:
-    """Share of records whose greedy answer equals the reference after normalisation."""
+    """Share of records whose greedy answer equals the reference after normalisation.
+
+    The first SAMPLES_KEPT answers are generated whole (the samples); every other one stops where it
+    leaves its reference, so a sample past those may hold only the start of a wrong answer."""
     if not records:
         return ExactMatch(float("nan"))
     pairs = [prompt_text(tokenizer, r["messages"]) for r in records]
     questions = [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "") for r in records]
     # Answers longer than every reference cannot match: generating further is wasted time.
     longest = max(len(tokenizer(ref, add_special_tokens=False)["input_ids"]) for _, ref in pairs)
+    references = [None if k < SAMPLES_KEPT else ref for k, (_, ref) in enumerate(pairs)]
     answers = greedy_answers(model, tokenizer, [p for p, _ in pairs], precision,
-                             max_new_tokens=min(max_new_tokens, longest + 4), budget=budget)
+                             max_new_tokens=min(max_new_tokens, longest + 4), budget=budget, references=references)
     samples = [{"question": q, "reference": ref, "answer": a, "match": normalize(a) == normalize(ref)}
                for q, (_, ref), a in zip(questions, pairs, answers, strict=True)]
     return ExactMatch(sum(s["match"] for s in samples) / len(samples), samples)

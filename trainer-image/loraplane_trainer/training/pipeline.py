@@ -379,7 +379,7 @@ def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str
     report.write_metrics(out / "metrics.json", metrics, {
         "verdict": verdict, "reason": reason, "gpuSeconds": gpu_seconds, "estimatedCost": cost,
         "tokensPerSecond": result.tokens_per_second, "steps": result.steps, "history": result.history,
-        "evals": result.evals, "samples": after["samples"][:20],
+        "evals": result.evals, "samples": after["samples"][:evaluation.SAMPLES_KEPT],
         "safety": {"before": run.before.get("safety"), "after": after.get("safety")}})
     samples = [{"question": s["question"][:200], "reference": r["reference"], "before": s["answer"],
                 "after": r["answer"]}
