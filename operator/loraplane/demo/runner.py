@@ -20,11 +20,20 @@ from rich.table import Table
 
 from .. import router_metrics as rm
 from ..api import BASE_VARIANT, ChatbotDeployment, FineTuneJob
+from ..builders.routing_table import served_base_model
 from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_router_metrics, window_figures
 from ..canary.rollout import Action
 from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
-from ..local.stack import LocalStack, StackError, die_with_parent, free_port
+from ..local.stack import (
+    LocalStack,
+    ManagedProcess,
+    StackError,
+    die_with_parent,
+    free_port,
+    launch_vllm,
+    wait_http,
+)
 from ..routing import RoutingTable
 from ..storage import RunLayout, read_manifest, verify_files
 from ..storage.layout import EVALUATION_ROWS
@@ -68,7 +77,15 @@ class Demo:
         self.out = options.out.resolve()
         self.work = self.out / "demo"
         self.stack: LocalStack | None = None
+        self.vllm: ManagedProcess | None = None  # started before step 1, served from step 4
+        self.vllm_url: str | None = None
+        self.sync_port: int | None = None
         self.summary: dict = {"steps": {}}
+
+    @cached_property
+    def chatbot(self) -> ChatbotDeployment:
+        """The demo's ChatbotDeployment, read once."""
+        return load_chatbot(self.o.chatbot_file)
 
     @cached_property
     def job(self) -> FineTuneJob:
@@ -141,9 +158,26 @@ class Demo:
                            ("manifest.json", "manifest (sha256 of every file, written last)")):
             self.console.print(f"  {what}: {prefix}/{name}")
 
+    def launch_vllm(self) -> None:
+        """Start vLLM with the base model in the background before step 1, so that it is up by step 4.
+
+        vLLM's three processes take most of a minute to import on a CPU, one core at a time, beside the
+        dataset checks and the trainer's start (one core each too), and then wait idle; the adapter is
+        hot-loaded once it is published, as in a cluster.
+        """
+        cbd = self.chatbot
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.sync_port = free_port()
+        self.vllm, self.vllm_url = launch_vllm(
+            base_model_dir(cbd, None), served_base_model(cbd.spec, cbd.metadata.name or "chatbot"),
+            self.work / "vllm.log", adapter_sync_url=f"http://127.0.0.1:{self.sync_port}",
+            max_model_len=cbd.spec.vllm.max_model_len, max_loras=cbd.spec.vllm.max_loras or 2,
+            max_lora_rank=cbd.spec.vllm.max_lora_rank or 16)
+        self.console.print(f"vLLM (CPU build) starts in the background for step 4; its log: {self.work / 'vllm.log'}")
+
     # -- 4 -------------------------------------------------------------------------------------
     def serve(self) -> tuple[ChatbotDeployment, RoutingTable, Path]:
-        cbd = load_chatbot(self.o.chatbot_file)
+        cbd = self.chatbot
         self.step(4, "Serve: real vLLM with the adapter hot-loaded, behind the A/B router")
         try:
             table = local_routing_table(cbd, str(self.out))
@@ -152,16 +186,15 @@ class Demo:
         self.work.mkdir(parents=True, exist_ok=True)
         routing = self.work / "routing.yaml"
         routing.write_text(table.to_yaml())
-        model_dir = base_model_dir(cbd, None)
+        assert self.vllm is not None and self.vllm_url is not None
         self.stack = LocalStack(
-            routing_table=routing, work_dir=self.work, base_model_dir=model_dir, base_model_name=table.base_model,
+            routing_table=routing, work_dir=self.work, vllm_url=self.vllm_url, sync_port=self.sync_port,
             router_port=self.o.port or free_port(),  # 0: a port free now, not when the demo began
-            vllm_options={"max_model_len": cbd.spec.vllm.max_model_len, "max_loras": cbd.spec.vllm.max_loras or 2,
-                          "max_lora_rank": cbd.spec.vllm.max_lora_rank or 16},
         )
-        self.console.print("starting vLLM (CPU build), adapter sync and the router; vLLM takes a minute on CPU …")
+        self.console.print("waiting for vLLM, then starting adapter sync (which hot-loads the adapter) and the router …")
         started = time.monotonic()
         try:
+            wait_http(f"{self.vllm_url}/health", self.vllm, 600, "vLLM")
             self.stack.start()
         except StackError as exc:
             raise DemoError(str(exc)) from exc
@@ -270,7 +303,7 @@ class Demo:
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
         while not stop["now"]:
-            for proc in self.stack.processes:
+            for proc in [*self.stack.processes, *([self.vllm] if self.vllm else [])]:
                 if proc.exited() is not None:
                     raise DemoError(f"{proc.name} exited with code {proc.exited()}; end of {proc.log_path}:\n"
                                     f"{proc.tail()}")
@@ -280,6 +313,9 @@ class Demo:
         if self.stack is not None:
             self.stack.stop()
             self.stack = None
+        if self.vllm is not None:  # after the router and adapter sync, as the stack stops its own
+            self.vllm.stop()
+            self.vllm = None
         if self.summary.get("steps"):
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "demo-summary.json").write_text(json.dumps(self.summary, indent=2, default=str) + "\n")
@@ -295,6 +331,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> dict:
     except PreflightError as exc:
         raise DemoError(str(exc)) from exc
     try:
+        demo.launch_vllm()
         demo.validate()
         demo.train()
         cbd, table, routing = demo.serve()

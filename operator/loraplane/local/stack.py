@@ -170,11 +170,11 @@ def resolver_env(adapter_sync_url: str, plugin_dir: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, "LORAPLANE_ADAPTER_SYNC_URL": adapter_sync_url}
 
 
-def start_vllm(
+def launch_vllm(
     model_dir: str | Path, served_name: str, log_path: Path, *, port: int | None = None,
-    timeout: float = 600, adapter_sync_url: str | None = None, **options,
+    adapter_sync_url: str | None = None, **options,
 ) -> tuple[ManagedProcess, str]:
-    """Start a vLLM server and wait until /health answers; returns the process and its base URL.
+    """Start a vLLM server without waiting for it; returns the process and its base URL.
 
     `adapter_sync_url`: the adapter sync whose /resolve fetches adapters vLLM does not hold on their
     first request (the resolver plugin); unset, vLLM knows only what adapter sync registers.
@@ -184,7 +184,16 @@ def start_vllm(
     if adapter_sync_url:
         env |= resolver_env(adapter_sync_url, Path(log_path).parent / "vllm-plugin")
     proc = ManagedProcess("vllm", vllm_command(model_dir, served_name, port, **options), log_path, env).start()
-    url = f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def start_vllm(
+    model_dir: str | Path, served_name: str, log_path: Path, *, port: int | None = None,
+    timeout: float = 600, adapter_sync_url: str | None = None, **options,
+) -> tuple[ManagedProcess, str]:
+    """Start a vLLM server (launch_vllm) and wait until /health answers; returns the process and its base URL."""
+    proc, url = launch_vllm(model_dir, served_name, log_path, port=port, adapter_sync_url=adapter_sync_url,
+                            **options)
     try:
         wait_http(f"{url}/health", proc, timeout, "vLLM")
     except BaseException:
@@ -197,8 +206,9 @@ def start_vllm(
 class LocalStack:
     """vLLM + adapter sync + router on localhost for one pool's routing (a tables directory or one file).
 
-    Give `vllm_url` to use a vLLM server that already runs (tests share one);
-    otherwise one is started from `base_model_dir`, served as `base_model_name`.
+    Give `vllm_url` to use a vLLM server that already runs or starts (tests share one; the demo starts
+    its own with the training, with `sync_port` the adapter sync its resolver asks); otherwise one is
+    started from `base_model_dir`, served as `base_model_name`.
     """
 
     routing_table: Path
@@ -207,6 +217,7 @@ class LocalStack:
     base_model_name: str | None = None
     vllm_url: str | None = None
     router_port: int | None = None
+    sync_port: int | None = None
     host: str = "127.0.0.1"
     vllm_options: dict = field(default_factory=dict)
     router_args: Sequence[str] = ()
@@ -225,7 +236,7 @@ class LocalStack:
         """Start every piece, wait until adapters are loaded and the router is ready; returns the endpoint."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
-            sync_port = free_port()
+            sync_port = self.sync_port or free_port()
             self.sync_url = f"http://{self.host}:{sync_port}"
             started_vllm = self.vllm_url is None
             if started_vllm:
