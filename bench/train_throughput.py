@@ -1,7 +1,7 @@
 """Training throughput: the product's own training path against a plain transformers Trainer with padded batches.
 
 "product": the demo profile (examples/demo/finetunejob.yaml: LoRA r=8 all-linear, dropout 0,
-its batchSize x gradientAccumulation, prompt variations, packing with the chat template's shared prefix held
+its batchSize x gradientAccumulation and augmentation, packing with the chat template's shared prefix held
 once per row, precision auto) run through the trainer's entrypoint,
 `python -m loraplane_trainer run`, as `make demo` and `loraplane train` run it, for --steps optimizer
 steps; its evaluation is cut to a few examples and no safety probes, which leaves the training
