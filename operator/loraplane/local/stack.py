@@ -207,7 +207,7 @@ class LocalStack:
     """vLLM + adapter sync + router on localhost for one pool's routing (a tables directory or one file).
 
     Give `vllm_url` to use a vLLM server that already runs or starts (tests share one; the demo starts
-    its own with the training, with `sync_port` the adapter sync its resolver asks); otherwise one is
+    its own before its first step, with `sync_port` the adapter sync its resolver asks); otherwise one is
     started from `base_model_dir`, served as `base_model_name`.
     """
 
