@@ -20,7 +20,7 @@ from loraplane_trainer.training.chat import IGNORE, TokenizedExample
 from loraplane_trainer.training.checkpoints import CheckpointStore
 from loraplane_trainer.training.cost import GpuClock
 from loraplane_trainer.training.loop import train
-from loraplane_trainer.training.lora import lora_config
+from loraplane_trainer.training.lora import add_adapter
 from loraplane_trainer.training.packing import step_batches
 from loraplane_trainer.training.precision import choose
 from loraplane_trainer.training.progress import ProgressWriter
@@ -68,15 +68,13 @@ def build(quantized: bool, workdir: str, model: str = MODEL, device: str = "cuda
 
 
 def run(quantized: bool, steps: int, batch: int, smoke: bool = False) -> None:
-    from peft import get_peft_model
-
     cuda = not smoke
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as work:
         model, shape = build(quantized, work, SMOKE_MODEL if smoke else MODEL, "cuda" if cuda else "cpu")
         lora = LoraSpec()
-        model = get_peft_model(model, lora_config(lora, "llama"))
+        model = add_adapter(model, lora, seed=0)
         spec = TrainingSpec(batch_size=batch, gradient_accumulation=1, max_steps=steps, max_tokens=1024,
                             learning_rate=1e-4, checkpoint_interval_steps=10_000, early_stopping=None,
                             eval_steps=10_000)

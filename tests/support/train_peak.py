@@ -34,10 +34,9 @@ def main() -> None:
     import torch
     from loraplane.api.finetunejob import LoraSpec
     from loraplane_trainer.training.chat import tokenize_all
-    from loraplane_trainer.training.lora import lora_config
+    from loraplane_trainer.training.lora import add_adapter
     from loraplane_trainer.training.packing import causal_lm_loss_sum, step_batches
     from loraplane_trainer.training.precision import choose
-    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -48,7 +47,7 @@ def main() -> None:
     before = _status_kib("VmRSS")
     precision = choose("auto")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=precision.weights_dtype)
-    model = get_peft_model(model, lora_config(LoraSpec(dropout=args.dropout), model.config.model_type))
+    model = add_adapter(model, LoraSpec(dropout=args.dropout), seed=0)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
