@@ -43,6 +43,7 @@ class Stub:
         self.headers: list[dict] = []
         self.handler = handler or self.ok
         self.cancelled = asyncio.Event()
+        self.health_delay = 0.0  # seconds /health takes (a replica busy generating answers it late)
 
     async def ok(self, request: web.Request, body: dict) -> web.StreamResponse:
         return web.json_response(completion(body["model"]))
@@ -58,6 +59,7 @@ class Stub:
             raise
 
     async def health(self, _request: web.Request) -> web.Response:
+        await asyncio.sleep(self.health_delay)
         return web.Response(text="ok")
 
     def app(self) -> web.Application:

@@ -192,6 +192,30 @@ async def test_connection_failure_retries_on_another_replica(harness):
     assert "loraplane_router_upstream_errors_total" in router.metrics.exposition().decode()
 
 
+async def test_a_connection_closed_before_the_answer_is_sent_again_and_the_replica_stays(harness):
+    # As vLLM (uvicorn) closes a kept-alive connection idle for 5 s just as the router reuses it.
+    drops = {"left": 2}
+
+    async def drop_then_answer(request, body):
+        if drops["left"]:
+            drops["left"] -= 1
+            request.transport.close()
+            raise ConnectionResetError
+        return web.json_response(completion(body["model"]))
+
+    stub, up = await harness.stub(drop_then_answer)
+    url, router = await harness([up])
+    http = await harness.client()
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 200
+    assert len(stub.requests) == 3 and router.pool.upstreams[0].healthy
+    assert 'reason="disconnected"' in router.metrics.exposition().decode()
+    drops["left"] = 10  # a replica that closes every connection is going away: out of the pool
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 503
+    assert router.pool.upstreams[0].healthy is False
+
+
 async def test_no_retry_once_the_stream_has_started(harness):
     calls = []
 
@@ -325,6 +349,30 @@ async def test_unhealthy_replica_is_skipped_until_its_health_check_passes(harnes
     async with http.get(f"{url}/readyz") as r:
         assert r.status == 503
     await router.pool.check_health(router.session)
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 200
+
+
+async def test_a_replica_leaves_the_pool_only_after_three_late_health_checks_in_a_row(harness):
+    stub, up = await harness.stub()
+    url, router = await harness([up])
+    pool, http = router.pool, await harness.client()
+    stub.health_delay = 0.3
+    for _ in range(2):  # busy generating, it answers /health late: requests still go to it
+        await pool.check_health(router.session, timeout=0.1)
+        async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+            assert r.status == 200
+    stub.health_delay = 0.0
+    await pool.check_health(router.session, timeout=0.1)  # an answer in time starts the count again
+    assert pool.upstreams[0].failed_checks == 0
+    stub.health_delay = 0.3
+    for _ in range(3):
+        await pool.check_health(router.session, timeout=0.1)
+    assert pool.upstreams[0].healthy is False
+    async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
+        assert r.status == 503
+    stub.health_delay = 0.0
+    await pool.check_health(router.session, timeout=0.1)  # one pass brings it back
     async with http.post(f"{url}/v1/chat/completions", json=CHAT) as r:
         assert r.status == 200
 

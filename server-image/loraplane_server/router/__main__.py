@@ -22,7 +22,7 @@ from .app import (
 from .feedback import DEFAULT_MAX_AGE_SECONDS, RequestIds
 from .metrics import RouterMetrics
 from .placement import DEFAULT_AFFINITY_REPLICAS, DEFAULT_LOAD_FACTOR
-from .pool import UpstreamPool, dns_loop
+from .pool import DEFAULT_FAILURE_THRESHOLD, DEFAULT_HEALTH_TIMEOUT, UpstreamPool, dns_loop
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "LORAPLANE_ROUTER"})
@@ -48,6 +48,10 @@ from .pool import UpstreamPool, dns_loop
 @click.option("--retry-after", default=1, show_default=True, type=int, help="Retry-After seconds on 429.")
 @click.option("--reload-interval", default=2.0, show_default=True, type=float, help="Seconds between table checks.")
 @click.option("--health-interval", default=5.0, show_default=True, type=float, help="Seconds between health checks.")
+@click.option("--health-timeout", default=DEFAULT_HEALTH_TIMEOUT, show_default=True, type=float,
+              help="Seconds a replica's /health has to answer.")
+@click.option("--health-failure-threshold", default=DEFAULT_FAILURE_THRESHOLD, show_default=True, type=int,
+              help="Failed health checks in a row before a replica leaves the pool.")
 @click.option("--request-timeout", default=600.0, show_default=True, type=float, help="Upstream read timeout.")
 @click.option("--max-concurrent", default=DEFAULT_MAX_CONCURRENT, show_default=True, type=int,
               help="Completions admitted at once (before their body is read); more answer 429.")
@@ -66,7 +70,7 @@ from .pool import UpstreamPool, dns_loop
 @click.option("--log-level", default="INFO", show_default=True)
 def main(routing_table, upstreams, dns_targets, host, port, admin_port, affinity_replicas, affinity_load_factor,
          residency_interval, max_in_flight, queue_size, retry_after,
-         reload_interval, health_interval, request_timeout, max_concurrent, max_body_bytes, body_timeout,
+         reload_interval, health_interval, health_timeout, health_failure_threshold, request_timeout, max_concurrent, max_body_bytes, body_timeout,
          header_timeout, signing_key_file, feedback_max_age, upstream_api_key_file, log_level) -> None:
     """OpenAI-compatible A/B router in front of a vLLM pool."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -79,6 +83,7 @@ def main(routing_table, upstreams, dns_targets, host, port, admin_port, affinity
         static, max_in_flight=max_in_flight, queue_size=queue_size,
         on_queue_change=lambda u: metrics.queue_depth.labels(u.url).set(len(u.waiting)),
         affinity_replicas=affinity_replicas, load_factor=affinity_load_factor,
+        failure_threshold=health_failure_threshold,
     )
     watcher = TableWatcher(routing_table, on_result=lambda r: metrics.reloads.labels(r).inc())
     watcher.check()
@@ -95,7 +100,7 @@ def main(routing_table, upstreams, dns_targets, host, port, admin_port, affinity
 
     async def background(_app):
         tasks = [asyncio.create_task(watcher.run(reload_interval)),
-                 asyncio.create_task(pool.health_loop(router.session, health_interval)),
+                 asyncio.create_task(pool.health_loop(router.session, health_interval, health_timeout)),
                  asyncio.create_task(router.residency.run(router.session, residency_interval))]
         if dns_targets:
             tasks.append(asyncio.create_task(dns_loop(pool, list(dns_targets), static, 10.0)))

@@ -11,7 +11,8 @@ A completion goes through these stages, in `Router.completions`, top to bottom:
 4. cache     - answer from the cache when the request is deterministic;
 5. forward   - take a replica slot (placed by adapter affinity; 429 when every queue is
                full or the chatbot is over its fair share), send with `model` rewritten,
-               retrying on another replica only while nothing reached the client;
+               retrying on another replica only while nothing reached the client (on the
+               same one when it closed a kept-alive connection before answering);
 6. relay     - pass the answer through (event by event when streamed) under the public
                model name, and record per-variant metrics.
 
@@ -35,6 +36,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -64,6 +66,8 @@ DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT = 256
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_HEADER_TIMEOUT = 10.0
+UPSTREAM_KEEPALIVE_SECONDS = 3.0
+MAX_DISCONNECTS = 3  # per request and replica, before the replica is taken out of the pool
 FEEDBACK_MAX_BODY_BYTES = 16 * 1024
 
 
@@ -263,7 +267,9 @@ class Router:
         return {"handler_cancellation": True, "keepalive_timeout": self.header_timeout}
 
     async def _session_ctx(self, _app: web.Application):
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+        # Idle upstream connections are dropped before vLLM drops them (its uvicorn closes them after
+        # VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): reusing one vLLM is closing fails the request.
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=self.request_timeout)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
         yield
@@ -447,6 +453,7 @@ class Router:
                                 ) -> tuple[Upstream, aiohttp.ClientResponse] | web.Response:
         """A replica slot and its response head; another replica is tried while nothing reached the client."""
         tried: set[str] = set()
+        disconnects: Counter[str] = Counter()  # per replica: connections found closed before an answer
         tenant, adapter = call.table.key, call.upstream_model if call.choice.variant.adapter_uri else None
         while True:
             try:
@@ -467,6 +474,17 @@ class Router:
             except asyncio.CancelledError:
                 self.pool.release(upstream, tenant)
                 raise
+            except aiohttp.ServerDisconnectedError as exc:
+                self.pool.release(upstream, tenant)
+                self.metrics.upstream_errors.labels(upstream.url, "disconnected").inc()
+                disconnects[upstream.url] += 1
+                # Mostly a kept-alive connection the replica closed as it was reused: no answer came, so
+                # send again (the pool may hold more such connections); only a replica that keeps
+                # closing them is going away.
+                if disconnects[upstream.url] >= MAX_DISCONNECTS:
+                    self.pool.mark_failed(upstream, f"{type(exc).__name__}: {exc}")
+                    tried.add(upstream.url)
+                continue
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 self.pool.release(upstream, tenant)
                 self.pool.mark_failed(upstream, f"{type(exc).__name__}: {exc}")

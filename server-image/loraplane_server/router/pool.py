@@ -8,7 +8,10 @@ several chatbots each one holds at most its share of the slots and of the queue
 while others are active (`fair_share`); a freed slot goes to the waiting chatbot
 furthest below its share. A request with no place answers 429 with Retry-After
 rather than timing out. A replica that refuses connections is marked unhealthy at
-once (passive check) and comes back when its /health answers.
+once (passive check). Active checks (GET /health) take a replica out only after
+`failure_threshold` failures in a row, as a Kubernetes readiness probe does: one
+slow or lost check does not fail every request sent in the next interval. One
+passing check brings it back.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # The tenant of callers that name none (a private pool's one chatbot, tests).
 DEFAULT_TENANT = ""
+# Failed /health checks in a row before a replica leaves the pool (a readiness probe's failureThreshold).
+DEFAULT_FAILURE_THRESHOLD = 3
+DEFAULT_HEALTH_TIMEOUT = 2.0
 
 
 class QueueFull(Exception):
@@ -67,6 +73,7 @@ class Upstream:
     in_flight: int = 0
     waiting: deque[Waiter] = field(default_factory=deque)
     healthy: bool = True
+    failed_checks: int = 0  # active health checks failed in a row
 
     def __post_init__(self) -> None:
         self.url = self.url.rstrip("/")
@@ -90,9 +97,11 @@ class UpstreamPool:
         affinity_replicas: int = DEFAULT_AFFINITY_REPLICAS,
         load_factor: float = DEFAULT_LOAD_FACTOR,
         active_window: float = DEFAULT_ACTIVE_WINDOW,
+        failure_threshold: int = DEFAULT_FAILURE_THRESHOLD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_in_flight = max_in_flight
+        self.failure_threshold = failure_threshold
         self.queue_size = queue_size
         self.affinity_replicas = affinity_replicas
         self.load_factor = load_factor
@@ -228,24 +237,33 @@ class UpstreamPool:
             log.warning("upstream %s marked unhealthy: %s", upstream.url, reason)
         upstream.healthy = False
 
-    async def check_health(self, session: aiohttp.ClientSession, timeout: float = 2.0) -> None:
+    async def check_health(self, session: aiohttp.ClientSession, timeout: float = DEFAULT_HEALTH_TIMEOUT) -> None:
         """One round of active health checks (GET /health on every replica)."""
 
         async def one(u: Upstream) -> None:
             try:
                 async with session.get(f"{u.url}/health", timeout=aiohttp.ClientTimeout(total=timeout)) as r:
                     ok = r.status == 200
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                ok = False
-            if ok != u.healthy:
-                log.info("upstream %s is %s", u.url, "healthy" if ok else "unhealthy")
-            u.healthy = ok
+                    reason = f"HTTP {r.status}"
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                ok, reason = False, type(exc).__name__
+            self.health_checked(u, ok, reason)
 
         await asyncio.gather(*(one(u) for u in self.upstreams))
 
-    async def health_loop(self, session: aiohttp.ClientSession, interval: float) -> None:
+    def health_checked(self, upstream: Upstream, ok: bool, reason: str = "") -> None:
+        """Count one active check: out after `failure_threshold` failures in a row, back after one pass."""
+        upstream.failed_checks = 0 if ok else upstream.failed_checks + 1
+        healthy = ok or (upstream.healthy and upstream.failed_checks < self.failure_threshold)
+        if healthy != upstream.healthy:
+            log.info("upstream %s is %s%s", upstream.url, "healthy" if healthy else "unhealthy",
+                     "" if healthy else f" ({upstream.failed_checks} health checks failed in a row: {reason})")
+        upstream.healthy = healthy
+
+    async def health_loop(self, session: aiohttp.ClientSession, interval: float,
+                          timeout: float = DEFAULT_HEALTH_TIMEOUT) -> None:
         while True:
-            await self.check_health(session)
+            await self.check_health(session, timeout)
             await asyncio.sleep(interval)
 
 
