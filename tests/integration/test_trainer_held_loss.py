@@ -11,12 +11,12 @@ import pytest
 from loraplane.api.finetunejob import LoraSpec, TrainingSpec
 from loraplane_trainer.training.chat import tokenize_chat
 from loraplane_trainer.training.checkpoints import CheckpointStore
+from loraplane_trainer.training.cost import GpuClock
 from loraplane_trainer.training.evaluation import mean_loss
-from loraplane_trainer.training.lora import add_adapter
 from loraplane_trainer.training.loop import train
+from loraplane_trainer.training.lora import add_adapter
 from loraplane_trainer.training.precision import choose
 from loraplane_trainer.training.progress import ProgressWriter
-from loraplane_trainer.training.cost import GpuClock
 
 from tests.support.trainer_facts import FACTS
 
