@@ -60,6 +60,9 @@ def test_sigkill_mid_run_resumes_from_the_checkpoint_without_redoing_steps(s3_se
     redone = [int(m.group(1)) for m in STEP_LINE.finditer(second_log)]
     assert redone == list(range(saved + 1, 5))  # only the steps after the checkpoint
     assert "evaluating the base model" not in second_log  # the base model's figures were kept too
+    # ... and the run's checked split (on S3): the same examples, not checked again
+    assert f"dataset: the run's checked split, kept at {layout.prefix}/dataset: train 24, validation 6" in second_log
+    assert "Loading SentenceTransformer" in first_log and "Loading SentenceTransformer" not in second_log
 
     progress = read_progress(layout.progress)
     assert progress.phase == "Succeeded" and progress.step == 4

@@ -58,8 +58,11 @@ def _fmt(v) -> str:
 @click.option("--epochs", type=int, default=None, help="Override training.epochs.")
 @click.option("--run-id", default=None, help="Run id; pass the id of an interrupted run to resume it.")
 @click.option("--python", "python", default=None, help="Python interpreter of the trainer environment.")
+@click.option("--dataset-only", is_flag=True,
+              help="Check and split the dataset, keep the split in the run and stop; `train` again with its "
+                   "--run-id trains on that split without checking it again.")
 def train_command(job_file: Path, output: str, max_steps: int | None, epochs: int | None, run_id: str | None,
-                  python: str | None) -> None:
+                  python: str | None, dataset_only: bool) -> None:
     """Train a FineTuneJob locally: dataset checks, LoRA training, evaluation, publishing."""
     data, job = read_finetunejob(job_file)
 
@@ -74,7 +77,7 @@ def train_command(job_file: Path, output: str, max_steps: int | None, epochs: in
     # Relative dataset paths are relative to the working directory, else to the YAML file.
     uri = job.spec.dataset.uri
     base_dir = Path.cwd() if not uri or not is_local(uri) or Path(local_path(uri)).exists() else job_file.parent
-    click.echo(f"run: {run_id}  (resume it with --run-id {run_id})")
+    click.echo(f"run: {run_id}  ({'train on its split' if dataset_only else 'resume it'} with --run-id {run_id})")
 
     with tempfile.TemporaryDirectory(prefix="loraplane-train-") as tmp:
         spec_file = Path(tmp) / "finetunejob.json"
@@ -84,6 +87,8 @@ def train_command(job_file: Path, output: str, max_steps: int | None, epochs: in
             args += ["--max-steps", str(max_steps)]
         if epochs is not None:
             args += ["--epochs", str(epochs)]
+        if dataset_only:
+            args += ["--dataset-only"]
         code = python_module("loraplane_trainer", args, python=python)
     _summary(output, job.metadata.name, run_id)
     sys.exit(code)

@@ -68,9 +68,12 @@ def load_job(path: Path, *, output: str | None = None, max_steps: int | None = N
 @click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default=None,
               help="Several processes: a model replica each (ddp) or the model sharded over them (fsdp, FSDP2). "
                    "Default: spec.resources.strategy; Auto is ddp unless the operator's plan passes fsdp.")
+@click.option("--dataset-only", is_flag=True,
+              help="Check and split the dataset, keep the split in the run and stop (one process); the same "
+                   "command without it, under the same --run-id, trains on that split.")
 def run_command(job_path: Path, run_id: str | None, output: str | None, max_steps: int | None,
                 epochs: int | None, base_dir: str | None, nproc_per_node: int, nnodes: int, node_rank: int | None,
-                rdzv_endpoint: str | None, strategy: str | None) -> None:
+                rdzv_endpoint: str | None, strategy: str | None, dataset_only: bool) -> None:
     """Validate the data, train a LoRA adapter, evaluate it and publish it."""
     allocator.run_under_tcmalloc("loraplane_trainer")  # before any thread starts; returns where it does not
     setup_logging()
@@ -79,7 +82,7 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
         raise click.UsageError("--nnodes > 1 needs --rdzv-endpoint (host:port of node 0)")
     if node_rank is None:
         node_rank = int(os.environ.get("JOB_COMPLETION_INDEX", "0") or 0)
-    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
+    if (nproc_per_node > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ and not dataset_only:
         argv = ["run", "--job", str(job_path)]
         for flag, value in (("--run-id", run_id), ("--output", output), ("--max-steps", max_steps),
                             ("--epochs", epochs), ("--base-dir", base_dir)):
@@ -121,7 +124,7 @@ def run_command(job_path: Path, run_id: str | None, output: str | None, max_step
         log.info("rank %d of %d joined (%s), %s", dist.rank, dist.world_size,
                  "nccl" if torch_cuda() else "gloo", "FSDP" if dist.sharded else "DDP")
     try:
-        code = run_job(job, run_id, base_dir=base_dir)
+        code = run_job(job, run_id, base_dir=base_dir, dataset_only=dataset_only)
     finally:
         distributed.shutdown(dist)
     sys.exit(code)

@@ -1,7 +1,10 @@
 """One training run of a FineTuneJob, in named stages (`_run` reads top to bottom):
 
-    _load_base_model            Validating: device, precision, license, weights
-    _prepare_dataset_and_share  checks, split, augmentation on rank 0, in a child process; every rank gets the split
+    _check_base_model           Validating: device, precision, the base model's source and license
+    _prepare_dataset_and_share  checks, split, augmentation on rank 0, in a child process, kept in the run
+                                (a retried run takes its kept split again); every rank gets the split
+                                (`--dataset-only` stops here)
+    _load_weights               the base model's weights and tokenizer
     _tokenize
     _evaluate_base_model        Evaluating: the figures before (once per run)
     _train                      Training: LoRA, checkpointed to object storage
@@ -31,7 +34,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import allocator, distributed, evaluation, report, safety
+from . import allocator, distributed, evaluation, kept_split, report, safety
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -128,8 +131,10 @@ def _finish(progress: ProgressWriter, layout: RunLayout, adapter: PublishedAdapt
     return exitcodes.OK if accepted else exitcodes.QUALITY_GATE_FAILED
 
 
-def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workdir: Path | None = None) -> int:
-    """Run one FineTuneJob training run end to end; returns the process exit code."""
+def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workdir: Path | None = None,
+            dataset_only: bool = False) -> int:
+    """Run one FineTuneJob training run end to end (`dataset_only`: until its split is kept); returns the
+    process exit code."""
     name = job.metadata.name
     spec = job.spec
     layout = RunLayout(spec.output.uri, name, run_id)
@@ -148,7 +153,7 @@ def run_job(job: FineTuneJob, run_id: str, *, base_dir: str | None = None, workd
             last = read_progress(layout.progress)
             return _finish(progress, layout, done, done.manifest.metrics,
                            last.gpu_seconds if last else None)
-        return _run(job, run_id, layout, progress, workdir, base_dir, dist)
+        return _run(job, run_id, layout, progress, workdir, base_dir, dist, dataset_only)
     except Preempted as exc:
         log.warning("%s", exc)
         progress.update(force=True, message=str(exc))
@@ -183,7 +188,8 @@ class _Run:
     license_id: str | None = None
     model: Any = None
     tokenizer: Any = None
-    prepared: Any = None  # rank 0's prepared dataset (report, split files)
+    prepared: Any = None  # rank 0's prepared dataset (report, split files), unless the run's kept split was taken
+    dataset_report: bytes = b""  # rank 0's dataset-report.json
     summary: dict = field(default_factory=dict)  # the dataset's status summary
     train_records: list = field(default_factory=list)
     val_records: list = field(default_factory=list)
@@ -211,11 +217,14 @@ class _Run:
 
 
 def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWriter, workdir: Path,
-         base_dir: str | None, dist: distributed.Context = distributed.SINGLE) -> int:
+         base_dir: str | None, dist: distributed.Context = distributed.SINGLE, dataset_only: bool = False) -> int:
     """The stages of one run, in order; ranks other than 0 stop after training."""
     run = _Run(job, run_id, layout, progress, workdir, base_dir, dist)
-    _load_base_model(run)
+    _check_base_model(run)
     _prepare_dataset_and_share(run)
+    if dataset_only:
+        return _dataset_only(run)
+    _load_weights(run)
     _tokenize(run)
     _evaluate_base_model(run)
     _train(run)
@@ -243,8 +252,8 @@ def _run(job: FineTuneJob, run_id: str, layout: RunLayout, progress: ProgressWri
     return _finish(progress, layout, adapter, metrics, gpu_seconds)
 
 
-def _load_base_model(run: _Run) -> None:
-    """Validating: device and precision, quantization support, the base model's source and license, its weights."""
+def _check_base_model(run: _Run) -> None:
+    """Validating: device and precision, quantization support, the base model's source and license."""
     spec = run.spec
     run.progress.phase(RunPhase.VALIDATING, "checking the base model and the dataset")
     run.precision = choose(spec.training.precision)
@@ -255,23 +264,49 @@ def _load_base_model(run: _Run) -> None:
     run.ref = resolve(spec.base_model, token=os.environ.get("HF_TOKEN"))
     run.license_id = check_license(run.ref, spec.base_model.allowed_licenses)
     log.info("base model %s (%s), license %s", run.ref.name, run.ref.source, run.license_id or "unknown")
-    run.model, run.tokenizer = _load_model(run.ref, run.precision, spec.lora.quantization)
+
+
+def _load_weights(run: _Run) -> None:
+    """The base model's weights (after the dataset stage: its child process does not share them)."""
+    run.model, run.tokenizer = _load_model(run.ref, run.precision, run.spec.lora.quantization)
 
 
 def _prepare_dataset_and_share(run: _Run) -> None:
-    """Rank 0 checks, splits and augments the dataset (augmentation may not repeat exactly); the others take its split."""
+    """Rank 0 checks, splits and augments the dataset (augmentation may not repeat exactly) and keeps the
+    split in the run, or takes the split the run kept before; the other ranks take rank 0's."""
     split = None
     if run.dist.is_main:
-        run.prepared = prepare_dataset(run.job, run.workdir, run.base_dir, run.ref)
-        run.summary = run.prepared.report.status_summary()
-        write_atomic(run.layout.dataset_report, Path(run.prepared.report_path).read_bytes())
-        run.progress.update(force=True, dataset=run.summary)
-        if run.prepared.report.has_errors:
-            problems = "; ".join(f"{p.get('check')}: {p.get('message')}"
-                                 for p in run.summary.get("topProblems", [])[:3])
-            raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {run.layout.dataset_report}")
-        split = (read_chat_jsonl(run.prepared.train_path), read_chat_jsonl(run.prepared.validation_path))
+        kept = kept_split.take(run.layout.prefix, run.spec)
+        if kept is not None:
+            log.info("dataset: the run's checked split, kept at %s: train %d, validation %d (dataset sha256 %s)",
+                     kept.uri, len(kept.train), len(kept.validation), str(kept.summary.get("hash", "?")).removeprefix("sha256:")[:12])
+            run.summary, run.dataset_report = kept.summary, kept.report
+            run.progress.update(force=True, dataset=run.summary)
+            split = (kept.train, kept.validation)
+        else:
+            prepared = run.prepared = prepare_dataset(run.job, run.workdir, run.base_dir, run.ref)
+            run.summary = prepared.report.status_summary()
+            run.dataset_report = Path(prepared.report_path).read_bytes()
+            write_atomic(run.layout.dataset_report, run.dataset_report)
+            run.progress.update(force=True, dataset=run.summary)
+            if prepared.report.has_errors:
+                problems = "; ".join(f"{p.get('check')}: {p.get('message')}"
+                                     for p in run.summary.get("topProblems", [])[:3])
+                raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {run.layout.dataset_report}")
+            kept_split.keep(run.layout.prefix, run.spec, prepared.train_path, prepared.validation_path,
+                            prepared.report_path, run.summary)
+            split = (read_chat_jsonl(prepared.train_path), read_chat_jsonl(prepared.validation_path))
     run.train_records, run.val_records = distributed.share(run.dist, split)
+
+
+def _dataset_only(run: _Run) -> int:
+    """`--dataset-only`: the split is kept in the run, which trains later under the same run id."""
+    if run.dist.is_main:
+        if run.prepared is not None:
+            run.prepared.report.render()
+        run.progress.update(force=True, message="dataset checked and split; training starts when the run is run "
+                                                "again under the same run id")
+    return exitcodes.OK
 
 
 def _tokenize(run: _Run) -> None:
@@ -359,7 +394,7 @@ def _write_adapter_directory(run: _Run, metrics: dict, verdict: str, reason: str
     run.model.peft_config["default"].base_model_name_or_path = ref.name
     # LoRA only: embeddings are not trained. Under FSDP the weights gathered from the ranks.
     run.model.save_pretrained(out, save_embedding_layers=False, **({"state_dict": run.lora} if run.lora else {}))
-    shutil.copy(run.prepared.report_path, out / "dataset-report.json")
+    (out / "dataset-report.json").write_bytes(run.dataset_report)
     report.write_loss_curve(out / "loss_curve.png", result.history, result.evals,
                             f"{job.metadata.name} ({run.run_id})")
     cost = estimated_cost(gpu_seconds, spec.resources.price_per_gpu_hour)
