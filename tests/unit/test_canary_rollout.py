@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from loraplane.api.base import parse_duration
 from loraplane.api.chatbotdeployment import RolloutSpec
 from loraplane.canary import (
     Action,
@@ -178,3 +179,26 @@ async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
     table = load_routing_table(path)
     assert {v.name: v.weight for v in table.variants} == {"v2": 100}
     assert [v.name for v in table.retained] == ["v1"]
+
+
+async def test_local_canary_says_how_long_the_step_has_left(tmp_path):
+    from loraplane.canary import LocalCanary
+
+    path = tmp_path / "routing.yaml"
+    path.write_text(RoutingTable.model_validate({
+        "model": "bot", "baseModel": "smol",
+        "variants": [{"name": "v1", "weight": 100, "adapterUri": "file:///a/v1"},
+                     {"name": "v2", "weight": 0, "adapterUri": "file:///a/v2"}],
+    }).to_yaml())
+    now = [T0]
+    with router_metrics_server("bot") as m:
+        canary = LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=RouterMetricsSource(m.url),
+                             router=RoutingFileRouter(path), clock=lambda: now[0])
+        assert canary.interval_left() == 0.0  # no step yet
+        await canary.start()
+        interval = parse_duration(ROLLOUT.interval).total_seconds()
+        assert canary.interval_left() == interval
+        now[0] += timedelta(seconds=interval / 4)
+        assert canary.interval_left() == interval * 3 / 4
+        now[0] += timedelta(seconds=interval)
+        assert canary.interval_left() == 0.0

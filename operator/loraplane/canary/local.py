@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from ..api.base import parse_duration
 from ..api.chatbotdeployment import RolloutSpec
 from .rollout import Action, RolloutState, Router, StepOutcome, begin_canary, run_canary_step, shares_after
 from .sources import MetricsSource
@@ -43,6 +44,13 @@ class LocalCanary:
         """Put the canary at its first step and route accordingly."""
         return await self._apply(await begin_canary(self.state, self.stable, self.candidate, self.rollout,
                                                     self.clock(), self.source, self.model))
+
+    def interval_left(self) -> float:
+        """Seconds until the current step's interval has elapsed (0 when it has, or no step runs)."""
+        if self.state.step_started_at is None:
+            return 0.0
+        ends = self.state.step_started_at + parse_duration(self.rollout.interval)
+        return max((ends - self.clock()).total_seconds(), 0.0)
 
     async def tick(self) -> StepOutcome:
         """Judge once; weights change on advance, promotion and rollback."""

@@ -22,6 +22,7 @@ from .. import router_metrics as rm
 from ..api import BASE_VARIANT, ChatbotDeployment, FineTuneJob
 from ..builders.routing_table import served_base_model
 from ..canary import LocalCanary, RouterMetricsSource, RoutingFileRouter, parse_router_metrics, window_figures
+from ..canary.analysis import Decision
 from ..canary.rollout import Action
 from ..local.inputs import base_model_dir, load_chatbot
 from ..local.resolve import ResolveError, local_routing_table
@@ -241,6 +242,15 @@ class Demo:
             outcome = await canary.tick()
             self.console.print(f"canary analysis after round {round_no}: [bold]{outcome.action.value}[/] "
                                f"{outcome.reason}")
+            if outcome.action is Action.WAIT and outcome.verdict and outcome.verdict.decision is Decision.PASS:
+                # Every check passes and only the step's interval is left: wait it out, as the operator's
+                # timer does, instead of asking the same questions again.
+                left = canary.interval_left()
+                self.console.print(f"every check passes: waiting {left:.0f} s for the end of the step's "
+                                   f"{cbd.spec.rollout.interval} interval")
+                await asyncio.sleep(left)
+                outcome = await canary.tick()
+                self.console.print(f"canary analysis: [bold]{outcome.action.value}[/] {outcome.reason}")
             if outcome.action in (Action.PROMOTE, Action.ROLLBACK):
                 break
             if outcome.action is Action.ADVANCE:
