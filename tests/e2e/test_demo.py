@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The whole demo, training included: a few minutes on two cores, longer where the suite runs several
 # workers and the demo gets one core of them.
 DEMO_TIMEOUT = 2400
-EXACT_MATCH_FLOOR = 0.5
+EXACT_MATCH_FLOOR = 0.7
 pytestmark = pytest.mark.timeout(DEMO_TIMEOUT)
 
 
@@ -63,7 +63,8 @@ def test_demo_adapter_is_better_than_the_base_model(demo_run):
           f"validation perplexity {metrics['perplexityBefore']:.3f} -> {metrics['perplexityAfter']:.3f}")
     assert metrics["perplexityAfter"] < metrics["perplexityBefore"]
     assert metrics["exactMatchAfter"] > metrics["exactMatchBefore"]
-    # Whole demo runs on 2 cores reached 0.67-0.81 (docs/training.md); under half, training broke.
+    # Whole runs of the demo profile reached 0.805-0.874 over seeds and days (docs/training.md); the floor
+    # leaves room for another thread count's rounding, and under it training broke.
     assert metrics["exactMatchAfter"] >= EXACT_MATCH_FLOOR
 
 
