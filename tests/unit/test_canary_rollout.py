@@ -152,7 +152,8 @@ async def test_routing_file_router_rewrites_weights(tmp_path):
         await RoutingFileRouter(path).apply({"v9": 100}, [])
 
 
-async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
+def _local_canary(tmp_path, source: RouterMetricsSource, now: list[datetime]):
+    """A LocalCanary of v2 against v1 on a routing file, on the clock `now[0]`; returns it and the file."""
     from loraplane.canary import LocalCanary
 
     path = tmp_path / "routing.yaml"
@@ -161,10 +162,14 @@ async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
         "variants": [{"name": "v1", "weight": 100, "adapterUri": "file:///a/v1"},
                      {"name": "v2", "weight": 0, "adapterUri": "file:///a/v2"}],
     }).to_yaml())
+    return LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=source,
+                       router=RoutingFileRouter(path), clock=lambda: now[0]), path
+
+
+async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
     now = [T0]
     with router_metrics_server("bot") as m:
-        canary = LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=RouterMetricsSource(m.url),
-                             router=RoutingFileRouter(path), clock=lambda: now[0])
+        canary, path = _local_canary(tmp_path, RouterMetricsSource(m.url), now)
         await canary.start()
         assert {v.name: v.weight for v in load_routing_table(path).variants} == {"v1": 90, "v2": 10}
         actions = []
@@ -182,18 +187,9 @@ async def test_local_canary_drives_a_routing_file_to_promotion(tmp_path):
 
 
 async def test_local_canary_says_how_long_the_step_has_left(tmp_path):
-    from loraplane.canary import LocalCanary
-
-    path = tmp_path / "routing.yaml"
-    path.write_text(RoutingTable.model_validate({
-        "model": "bot", "baseModel": "smol",
-        "variants": [{"name": "v1", "weight": 100, "adapterUri": "file:///a/v1"},
-                     {"name": "v2", "weight": 0, "adapterUri": "file:///a/v2"}],
-    }).to_yaml())
     now = [T0]
     with router_metrics_server("bot") as m:
-        canary = LocalCanary(ROLLOUT, stable="v1", canary="v2", model="bot", source=RouterMetricsSource(m.url),
-                             router=RoutingFileRouter(path), clock=lambda: now[0])
+        canary, path = _local_canary(tmp_path, RouterMetricsSource(m.url), now)
         assert canary.interval_left() == 0.0  # no step yet
         await canary.start()
         interval = parse_duration(ROLLOUT.interval).total_seconds()
