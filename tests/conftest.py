@@ -55,3 +55,14 @@ def smollm2_dir() -> Path:
     from loraplane_trainer.smollm2 import ensure_smollm2
 
     return ensure_smollm2()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures tests measured (`record_property`), at the end of the run's output: a test that
+    measures what an issue asks to see (the demo's held-out exact match) says it where CI shows it."""
+    reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+    figures = [(name, value, r.nodeid) for r in reports if r.when == "call" for name, value in r.user_properties]
+    if figures:
+        terminalreporter.section("measured figures")
+        for name, value, nodeid in figures:
+            terminalreporter.write_line(f"{name}: {value}  ({nodeid})")
