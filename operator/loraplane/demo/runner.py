@@ -219,8 +219,7 @@ class Demo:
         canary_name = next(v.name for v in table.variants if v.adapter_uri)
         stable = next((t.adapter for t in cbd.spec.traffic if t.weight == 100), BASE_VARIANT)
         self.step(5, f"Canary {canary_name} against {stable}: customer questions, feedback, analysis")
-        questions = load_questions(Path(local_path(self.layout.prefix)) / "dataset" / "validation.jsonl",
-                                   self.o.questions)
+        questions = load_questions(Path(local_path(self.layout.kept_split)) / "validation.jsonl", self.o.questions)
         if not questions:
             raise DemoError("the validation split holds no questions")
         canary = LocalCanary(cbd.spec.rollout, stable=stable, canary=canary_name, model=table.model,

@@ -63,6 +63,11 @@ class RunLayout:
         return join(self.prefix, "dataset-report.json")
 
     @property
+    def kept_split(self) -> str:
+        """The run's checked split (train.jsonl, validation.jsonl, split.json), taken again when the run restarts."""
+        return join(self.prefix, "dataset")
+
+    @property
     def checkpoints(self) -> str:
         return join(self.prefix, "checkpoints")
 

@@ -1,4 +1,4 @@
-"""A run's checked split, kept beside its checkpoints (`<run>/dataset/`) and taken again by the same run.
+"""A run's checked split, kept beside its checkpoints (`RunLayout.kept_split`) and taken again by the same run.
 
 A retried pod (an eviction, a lost node) resumes from its checkpoint: it must train on the examples
 that checkpoint was trained on, not on a new split, and synthetic augmentation must not be bought
@@ -8,7 +8,8 @@ split before its training starts (the demo shows that report, then trains the sa
 
 A split is taken again only for the spec it was made for (`fingerprint`): the dataset, the
 augmentation, the longest example and the base model (whose tokenizer counts the tokens).
-`split.json` is written last: a split without it was cut off and is made again.
+`split.json` is written last: a split without it was cut off and is made again. The report is the
+run's own `dataset-report.json`, written before the split is kept.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from loraplane.api.finetunejob import FineTuneJobSpec
-from loraplane.storage.uris import filesystem, join
+from loraplane.storage import RunLayout
+from loraplane.storage.uris import filesystem
 
 from .chat import read_chat_jsonl
 
-TRAIN, VALIDATION, REPORT, MARKER = "train.jsonl", "validation.jsonl", "dataset-report.json", "split.json"
+TRAIN, VALIDATION, MARKER = "train.jsonl", "validation.jsonl", "split.json"
 
 
 def fingerprint(spec: FineTuneJobSpec) -> str:
@@ -52,23 +54,23 @@ class KeptSplit:
     uri: str
 
 
-def keep(run_prefix: str, spec: FineTuneJobSpec, train_path: Path, validation_path: Path, report_path: Path,
+def keep(layout: RunLayout, spec: FineTuneJobSpec, train_path: Path, validation_path: Path,
          summary: dict[str, Any]) -> str:
-    """Upload a checked split under `<run>/dataset/`, the marker last; returns that directory's URI."""
-    uri = join(run_prefix, "dataset")
+    """Upload a checked split to the run's `kept_split`, the marker last; returns that directory's URI."""
+    uri = layout.kept_split
     fs, base = filesystem(uri)
     fs.makedirs(base, exist_ok=True)  # local filesystems need it; object stores ignore it
     if fs.exists(f"{base}/{MARKER}"):
         fs.rm(f"{base}/{MARKER}")  # a split being replaced is not whole until its marker is back
-    for name, path in ((TRAIN, train_path), (VALIDATION, validation_path), (REPORT, report_path)):
+    for name, path in ((TRAIN, train_path), (VALIDATION, validation_path)):
         fs.put_file(str(path), f"{base}/{name}")
     fs.pipe_file(f"{base}/{MARKER}", json.dumps({"fingerprint": fingerprint(spec), "summary": summary}).encode())
     return uri
 
 
-def take(run_prefix: str, spec: FineTuneJobSpec) -> KeptSplit | None:
+def take(layout: RunLayout, spec: FineTuneJobSpec) -> KeptSplit | None:
     """The run's kept split when it is whole and was made for this spec; None otherwise."""
-    uri = join(run_prefix, "dataset")
+    uri = layout.kept_split
     fs, base = filesystem(uri)
     try:
         marker = json.loads(fs.cat_file(f"{base}/{MARKER}"))
@@ -80,4 +82,5 @@ def take(run_prefix: str, spec: FineTuneJobSpec) -> KeptSplit | None:
         for name in (TRAIN, VALIDATION):
             fs.get_file(f"{base}/{name}", str(Path(tmp, name)))
         train, validation = read_chat_jsonl(Path(tmp, TRAIN)), read_chat_jsonl(Path(tmp, VALIDATION))
-    return KeptSplit(train, validation, fs.cat_file(f"{base}/{REPORT}"), marker.get("summary") or {}, uri)
+    report_fs, report = filesystem(layout.dataset_report)
+    return KeptSplit(train, validation, report_fs.cat_file(report), marker.get("summary") or {}, uri)

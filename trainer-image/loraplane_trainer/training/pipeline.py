@@ -276,10 +276,11 @@ def _prepare_dataset_and_share(run: _Run) -> None:
     split in the run, or takes the split the run kept before; the other ranks take rank 0's."""
     split = None
     if run.dist.is_main:
-        kept = kept_split.take(run.layout.prefix, run.spec)
+        kept = kept_split.take(run.layout, run.spec)
         if kept is not None:
+            digest = str(kept.summary.get("hash", "?")).removeprefix("sha256:")[:12]
             log.info("dataset: the run's checked split, kept at %s: train %d, validation %d (dataset sha256 %s)",
-                     kept.uri, len(kept.train), len(kept.validation), str(kept.summary.get("hash", "?")).removeprefix("sha256:")[:12])
+                     kept.uri, len(kept.train), len(kept.validation), digest)
             run.summary, run.dataset_report = kept.summary, kept.report
             run.progress.update(force=True, dataset=run.summary)
             split = (kept.train, kept.validation)
@@ -293,8 +294,7 @@ def _prepare_dataset_and_share(run: _Run) -> None:
                 problems = "; ".join(f"{p.get('check')}: {p.get('message')}"
                                      for p in run.summary.get("topProblems", [])[:3])
                 raise DatasetInvalid(f"the dataset failed its checks ({problems}); see {run.layout.dataset_report}")
-            kept_split.keep(run.layout.prefix, run.spec, prepared.train_path, prepared.validation_path,
-                            prepared.report_path, run.summary)
+            kept_split.keep(run.layout, run.spec, prepared.train_path, prepared.validation_path, run.summary)
             split = (read_chat_jsonl(prepared.train_path), read_chat_jsonl(prepared.validation_path))
     run.train_records, run.val_records = distributed.share(run.dist, split)
 
