@@ -4,7 +4,8 @@ Run as a process (`python -m tests.support.train_peak --model DIR ...`): it load
 trainer does (weights in the compute precision, LoRA from the spec, bf16 autocast where the CPU has it), runs the
 trainer's own packing, loss and optimizer steps, and prints JSON: the process's resident memory
 before the model is loaded, its peak during training (VmHWM, reset after loading so the load's
-transient copies do not count), and the largest micro-batch's tokens and target tokens.
+transient copies do not count), and the largest micro-batch's tokens and target tokens. Run it under the
+allocator the trainer runs under (tests/integration/test_plan_memory.py preloads tcmalloc).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--checkpointing", action="store_true", help="training.gradientCheckpointing")
     args = ap.parse_args()
 
     import torch
     from loraplane.api.finetunejob import LoraSpec
     from loraplane_trainer.training.chat import tokenize_all
-    from loraplane_trainer.training.lora import add_adapter
+    from loraplane_trainer.training.lora import add_adapter, checkpoint_activations
     from loraplane_trainer.training.packing import causal_lm_loss_sum, step_batches
     from loraplane_trainer.training.precision import choose
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,6 +50,8 @@ def main() -> None:
     precision = choose("auto")
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=precision.weights_dtype)
     model = add_adapter(model, LoraSpec(dropout=args.dropout), seed=0)
+    if args.checkpointing:
+        checkpoint_activations(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     model.train()
@@ -67,7 +71,7 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     print(json.dumps({"rss_before_model_kib": before, "rss_after_load_kib": after_load,
-                      "peak_kib": _status_kib("VmHWM"), "precision": precision.name,
+                      "peak_kib": _status_kib("VmHWM"), "precision": precision.name, "checkpointing": args.checkpointing,
                       "tokens_per_micro_batch": micro_tokens, "target_tokens_per_micro_batch": micro_targets}))
 
 

@@ -140,6 +140,30 @@ def test_auto_shards_when_a_replica_does_not_fit_and_names_the_nodes_it_needs():
     assert small.job.strategy is Strategy.DDP and small.fits
 
 
+def test_gradient_checkpointing_makes_the_70b_fsdp_job_fit_and_the_refusal_says_so():
+    model, h100 = "meta-llama/Llama-2-70b-hf", "NVIDIA-H100-80GB-HBM3"
+    shape = model_shape(model)
+    asked = {"baseModel.name": model, "resources.gpus": 8, "resources.gpuType": h100,
+             "resources.strategy": "FSDP", "training.batchSize": 1, "training.maxTokens": 1024}
+    plain = make_plan(spec(**asked), shape)
+    # 1,024-token examples: the activations FSDP does not shard take the 8 x 80 GB over.
+    assert plain.job.strategy is Strategy.FSDP and plain.fits is False
+    assert plain.checkpointing is not None and plain.checkpointing.total < plain.job.memory.total
+    assert "with training.gradientCheckpointing: true it needs" in plain.summary()
+    on = make_plan(spec(**asked, **{"training.gradientCheckpointing": True}), shape)
+    assert on.fits is True and on.gradient_checkpointing
+    assert on.job.memory.total == pytest.approx(plain.checkpointing.total)
+    assert on.job.memory.activations < plain.job.memory.activations / 10  # one hidden state per layer + one layer
+    assert "gradient checkpointing)" in on.summary()
+    # A forward again in backward: a third more compute, so more time for the same tokens.
+    data = DatasetSize(train_tokens=1_000_000, examples=1_000, longest_example=1024)
+    assert make_plan(spec(**asked, **{"training.gradientCheckpointing": True}), shape, data).job.seconds > \
+        make_plan(spec(**asked), shape, data).job.seconds * 1.2
+    # A job that fits without it is not told to turn it on.
+    small = make_plan(spec(**{"resources.gpuType": h100}), model_shape("meta-llama/Llama-2-7b-hf"))
+    assert small.fits and "gradientCheckpointing" not in small.summary()
+
+
 def test_70b_proposes_fsdp_or_qlora_per_gpu():
     plan = make_plan(spec(**{"training.batchSize": 1}), model_shape("meta-llama/Llama-2-70b-hf"))
     by = {f.gpu.key: f for f in plan.by_gpu}

@@ -346,6 +346,11 @@ class TrainingSpec(ApiModel):
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="AdamW weight decay.")
     max_tokens: int = Field(default=1024, ge=16, le=131072, description="Longest example in tokens; longer ones are truncated.")
     packing: bool = Field(default=True, description="Pack examples into full sequences instead of padding.")
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Keep only each layer's input for backward and recompute the rest: far less activation "
+        "memory for about a third more compute per step. QLoRA always does.",
+    )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         default="auto", description="auto uses bf16 where the hardware runs it fast, fp32 otherwise."
     )

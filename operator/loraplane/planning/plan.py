@@ -88,6 +88,7 @@ class Plan:
     checkpointing: MemoryEstimate | None = None  # the job's strategy with gradient checkpointing
     notes: tuple[str, ...] = field(default_factory=tuple)
     nodes_needed: int | None = None  # nodes of resources.gpus GPUs of the asked type the job needs to fit
+    gradient_checkpointing: bool = False  # training.gradientCheckpointing: every fit above counts with it
 
     @property
     def fits(self) -> bool | None:
@@ -99,12 +100,18 @@ class Plan:
             return f"{self.shape.params / 1e9:.2f}B parameters; " + "; ".join(self.notes)
         j = self.job
         need = f"needs {j.memory.total / GIB:.1f} GiB per GPU ({j.strategy}, {j.gpus} x {j.gpu.label}" + \
-            (f" on {j.nodes} nodes)" if j.nodes > 1 else ")")
+            (f" on {j.nodes} nodes" if j.nodes > 1 else "") + \
+            (", gradient checkpointing)" if self.gradient_checkpointing else ")")
         if j.fits:
             return need
         options = ", ".join(f"{f.gpus} x {f.gpu.key} {f.strategy}" for f in self.by_gpu if f.fits) or "none in the table"
         asked = f"; asks {j.nodes} node(s), needs {self.nodes_needed}" if self.nodes_needed else ""
-        return f"{need}, has {j.gpu.memory_gib * HEADROOM:.1f} GiB usable{asked}; fits: {options}"
+        usable = j.gpu.memory_gib * HEADROOM
+        hint = ""
+        if self.checkpointing is not None and self.checkpointing.total < j.memory.total \
+                and self.checkpointing.total <= j.gpu.memory_bytes * HEADROOM:
+            hint = f"; with training.gradientCheckpointing: true it needs {self.checkpointing.total / GIB:.1f} GiB"
+        return f"{need}, has {usable:.1f} GiB usable{hint}{asked}; fits: {options}"
 
 
 def flops_per_token(shape: ModelShape, context: int, *, target_fraction: float, checkpointing: bool) -> float:
@@ -139,6 +146,7 @@ def _run_tokens(spec: FineTuneJobSpec, data: DatasetSize | None, micro: int) -> 
 def _fit(shape: ModelShape, spec: FineTuneJobSpec, gpu: GpuType, strategy: Strategy, gpus: int, nodes: int,
          micro: int, targets: int, tokens: int | None, context: int, price: float | None,
          checkpointing: bool = False) -> GpuFit:
+    checkpointing = checkpointing or spec.training.gradient_checkpointing
     mem = estimate_memory(shape, strategy=strategy, world=gpus, r=spec.lora.r, target_modules=spec.lora.target_modules,
                           dropout=spec.lora.dropout, tokens_per_micro_batch=micro,
                           target_tokens_per_micro_batch=targets, precision=_precision(spec), on_gpu=True,
@@ -238,4 +246,5 @@ def make_plan(spec: FineTuneJobSpec, shape: ModelShape, data: DatasetSize | None
     by_gpu = tuple(smallest_fit(shape, spec, g, micro, targets, tokens, context, price(g)) for g in gpus)
     return Plan(shape=shape, lora_params=lora_params(shape, spec.lora.r, spec.lora.target_modules),
                 tokens_per_micro_batch=micro, train_tokens=tokens, job=job, by_gpu=by_gpu,
-                checkpointing=checkpointed, notes=tuple(notes), nodes_needed=needed)
+                checkpointing=checkpointed, notes=tuple(notes), nodes_needed=needed,
+                gradient_checkpointing=t.gradient_checkpointing)

@@ -59,7 +59,8 @@ def _duration(seconds: float | None) -> str:
 def plan_table(plan: Plan) -> Table:
     """One row per GPU type: the smallest way to run the job there, its memory, time and cost."""
     table = Table(title=f"{plan.shape.params / 1e9:.2f}B parameters, {plan.lora_params / 1e6:.1f}M LoRA, "
-                        f"{plan.tokens_per_micro_batch} tokens per micro-batch")
+                        f"{plan.tokens_per_micro_batch} tokens per micro-batch"
+                        + (", gradient checkpointing" if plan.gradient_checkpointing else ""))
     for col, justify in (("GPU", "left"), ("strategy", "left"), ("GPUs", "right"), ("nodes", "right"),
                          ("weights GiB", "right"), ("LoRA+opt GiB", "right"), ("activations GiB", "right"),
                          ("peak/GPU GiB", "right"), ("of", "right"), ("fits", "center"), ("time", "right"),

@@ -6,6 +6,10 @@ from loraplane.api.finetunejob import LoraSpec
 from peft import LoraConfig, get_peft_model
 from transformers import set_seed
 
+# Non-reentrant checkpointing (PyTorch's recommended form): it needs no input that requires grad, and works
+# under DDP and FSDP2, which the reentrant form does not reliably.
+CHECKPOINTING_KWARGS = {"use_reentrant": False}
+
 # The attention and MLP projections of common architectures: what `all-linear` means for them.
 # Explicit names keep the adapter loadable by vLLM's LoRA loader, which knows modules by name.
 DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -48,3 +52,16 @@ def add_adapter(model, spec: LoraSpec, seed: int):
     """
     set_seed(seed)
     return get_peft_model(model, lora_config(spec, model.config.model_type))
+
+
+def checkpoint_activations(model) -> None:
+    """Gradient checkpointing: each decoder layer keeps only its input and is recomputed in backward.
+
+    What the plan counts with checkpointing (planning/memory.py): activations fall from every layer's
+    saved tensors to one hidden state per layer, plus one layer's at a time.
+    """
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers 5's name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=CHECKPOINTING_KWARGS)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)

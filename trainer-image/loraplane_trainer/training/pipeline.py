@@ -78,7 +78,9 @@ def _load_model(ref: ResolvedModel, precision: Precision, quantization: str):
     if quantization == "4bit":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model)
+        from .lora import CHECKPOINTING_KWARGS
+
+        model = prepare_model_for_kbit_training(model, gradient_checkpointing_kwargs=CHECKPOINTING_KWARGS)
     else:
         model.to(precision.device)
     if tokenizer.pad_token_id is None:
@@ -342,10 +344,13 @@ def _train(run: _Run) -> None:
     """Training: LoRA on the base model, checkpointed to object storage (a resumed run goes on from there)."""
     from .dropout import use_lane_mask_dropout
     from .loop import train
-    from .lora import add_adapter
+    from .lora import add_adapter, checkpoint_activations
 
     spec = run.spec
     run.model = add_adapter(run.model, spec.lora, spec.training.seed)
+    if spec.training.gradient_checkpointing and spec.lora.quantization != "4bit":  # QLoRA's is on already
+        checkpoint_activations(run.model)
+        log.info("gradient checkpointing: each layer's activations are recomputed in backward")
     if run.precision.device == "cpu" and use_lane_mask_dropout(run.model):
         log.info("LoRA dropout %.2f with bulk-drawn masks (CPU)", spec.lora.dropout)
     trainable, total = run.model.get_nb_trainable_parameters()
