@@ -109,7 +109,7 @@ class Plan:
         usable = j.gpu.memory_gib * HEADROOM
         hint = ""
         if self.checkpointing is not None and self.checkpointing.total < j.memory.total \
-                and self.checkpointing.total <= j.gpu.memory_bytes * HEADROOM:
+                and self.checkpointing.total / GIB <= usable:
             hint = f"; with training.gradientCheckpointing: true it needs {self.checkpointing.total / GIB:.1f} GiB"
         return f"{need}, has {usable:.1f} GiB usable{hint}{asked}; fits: {options}"
 
