@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from loraplane_trainer.training import segment_attention
 from loraplane_trainer.training.chat import tokenize_chat
 from loraplane_trainer.training.packing import causal_lm_loss_sum, step_batches
 from loraplane_trainer.training.shared_prefix import MIN_SHARED_PREFIX, shared_prefix_length, supported
@@ -59,4 +60,23 @@ def test_shared_prefix_gives_the_same_loss_and_gradients_on_fewer_tokens(lora_mo
     assert shared_cells < plain_cells * 0.8
     assert shared_loss == pytest.approx(plain_loss, rel=RELATIVE_TOLERANCE)
     worst = max(float((shared_grads[n] - g).norm() / g.norm()) for n, g in plain_grads.items())
+    assert worst < 1e-3, f"largest relative gradient difference {worst:.2e}"
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["shared prefix", "plain packing"])
+def test_block_attention_gives_the_same_loss_and_gradients_as_sdpa(lora_model_and_examples, share):
+    """segment_attention, which the trainer uses on a CPU, against transformers' SDPA over the same rows."""
+    model, examples, pad_id = lora_model_and_examples
+    model.train()
+    try:
+        dense_loss, dense_grads, _, _ = _step(model, examples, pad_id, share=share)
+        assert segment_attention.use(model) and segment_attention.active(model)
+        batches = step_batches(examples, list(range(len(examples))), packing=True, batch_size=8, row_tokens=1024,
+                               pad_id=pad_id, share_prefix=share)
+        assert all(b.segments is not None for b in batches)  # the step really runs block by block
+        block_loss, block_grads, _, _ = _step(model, examples, pad_id, share=share)
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert block_loss == pytest.approx(dense_loss, rel=RELATIVE_TOLERANCE)
+    worst = max(float((block_grads[n] - g).norm() / g.norm()) for n, g in dense_grads.items())
     assert worst < 1e-3, f"largest relative gradient difference {worst:.2e}"

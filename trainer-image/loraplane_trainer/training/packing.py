@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import torch
 
-from . import shared_prefix
+from . import segment_attention, shared_prefix
 from .batch import Batch
 from .chat import IGNORE, TokenizedExample
 
@@ -61,23 +61,26 @@ def collate_packed(rows: list[list[TokenizedExample]], pad_id: int) -> Batch:
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     pos = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.zeros((len(rows), width), dtype=torch.long)
     real = 0
     for r, row in enumerate(rows):
         at = 0
-        for example in row:
+        for s, example in enumerate(row):
             n = len(example)
             ids[r, at : at + n] = torch.tensor(example.input_ids)
             lab = torch.tensor(example.labels)
             lab[0] = IGNORE
             labels[r, at : at + n] = lab
             pos[r, at : at + n] = torch.arange(n)
+            segments[r, at : at + n] = s
             at += n
             real += n
         # Padding continues the last example's positions: one packed sequence fewer to mask.
         if at < width:
             start = pos[r, at - 1] + 1 if at else 0
             pos[r, at:] = torch.arange(start, start + width - at)
-    return Batch(ids, labels, pos, None, real)
+            segments[r, at:] = len(row)  # for segment_attention, a block of its own
+    return Batch(ids, labels, pos, None, real, segment_attention.layout(segments, 0))
 
 
 def collate_rows(rows: list[list[TokenizedExample]], prefix: int, pad_id: int) -> Batch:
@@ -170,5 +173,5 @@ def causal_lm_loss_sum(model, batch: Batch) -> torch.Tensor:
     kept = targets[:, keep]
     at = kept != IGNORE
     with head_at(model, at):
-        out = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep)
+        out = model(**batch.model_inputs(segment_attention.active(model)), use_cache=False, logits_to_keep=keep)
     return torch.nn.functional.cross_entropy(out.logits.float(), kept[at], reduction="sum")

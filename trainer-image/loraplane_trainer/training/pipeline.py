@@ -34,7 +34,7 @@ from loraplane.storage import RunLayout, read_progress
 from loraplane.storage.publish import PublishedAdapter, find_published, publish_adapter
 from loraplane.storage.uris import filesystem, join
 
-from . import allocator, distributed, evaluation, kept_split, report, safety
+from . import allocator, distributed, evaluation, kept_split, report, safety, segment_attention
 from .chat import read_chat_jsonl, tokenize_all
 from .checkpoints import CheckpointStore
 from .cost import GpuClock, estimated_cost
@@ -271,6 +271,10 @@ def _check_base_model(run: _Run) -> None:
 def _load_weights(run: _Run) -> None:
     """The base model's weights (after the dataset stage: its child process does not share them)."""
     run.model, run.tokenizer = _load_model(run.ref, run.precision, run.spec.lora.quantization)
+    # On a CPU, packed rows attend example by example (segment_attention): SDPA's CPU kernels compute every
+    # score of the row and were a fifth of a demo step. GPUs keep SDPA's fused kernels.
+    if run.precision.device == "cpu" and segment_attention.use(run.model):
+        log.info("attention: %s (packed examples attend block by block)", segment_attention.SEGMENT_ATTENTION)
 
 
 def _prepare_dataset_and_share(run: _Run) -> None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import torch
 
+from . import segment_attention
 from .batch import Batch
 from .chat import IGNORE, TokenizedExample
 
 # Shorter common prefixes are not worth the mask: the turn markers alone are three or four tokens.
 MIN_SHARED_PREFIX = 8
 # The attention implementations that take a custom boolean 4D mask as given (True: may attend).
-MASKED_ATTENTION = frozenset({"sdpa"})
+MASKED_ATTENTION = frozenset({"sdpa", segment_attention.SEGMENT_ATTENTION})
 PREFIX_SEGMENT = 0
 
 
@@ -91,4 +92,4 @@ def collate(rows: list[list[TokenizedExample]], prefix: int, pad_id: int) -> Bat
         # The tail is one more segment: every query row must be able to attend to something.
         segments[r, at:] = len(row) + 1
         pos[r, at:] = torch.arange(prefix, prefix + width - at)
-    return Batch(ids, labels, pos, attention_mask(segments), real)
+    return Batch(ids, labels, pos, attention_mask(segments), real, segment_attention.layout(segments, prefix))
