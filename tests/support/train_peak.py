@@ -65,9 +65,10 @@ def main() -> None:
                                   row_tokens=args.max_tokens, pad_id=tokenizer.eos_token_id or 0):
             micro_tokens = max(micro_tokens, int(batch.input_ids.numel()))
             micro_targets = max(micro_targets, batch.target_tokens)
-            with precision.autocast(model):
-                loss = causal_lm_loss_sum(model, batch) / max(batch.target_tokens, 1)
-            loss.backward()
+            with precision.lora_inputs_uncast(model):  # as the training loop holds it
+                with precision.autocast():
+                    loss = causal_lm_loss_sum(model, batch) / max(batch.target_tokens, 1)
+                loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     print(json.dumps({"rss_before_model_kib": before, "rss_after_load_kib": after_load,

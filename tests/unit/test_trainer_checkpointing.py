@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import torch
-from loraplane.api.finetunejob import LoraSpec
+from loraplane.api.finetunejob import LoraSpec, TrainingSpec
 from loraplane_trainer.training.chat import IGNORE, TokenizedExample
+from loraplane_trainer.training.checkpoints import CheckpointStore
+from loraplane_trainer.training.cost import GpuClock
+from loraplane_trainer.training.loop import train
 from loraplane_trainer.training.lora import add_adapter, checkpoint_activations
 from loraplane_trainer.training.packing import causal_lm_loss_sum, step_batches
+from loraplane_trainer.training.precision import Precision
+from loraplane_trainer.training.progress import ProgressWriter
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
-def tiny_model(*, checkpointing: bool):
+def tiny_model(*, checkpointing: bool, dropout: float = 0.0):
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa")
-    model = add_adapter(LlamaForCausalLM(config), LoraSpec(r=4, dropout=0.0), seed=0)
+    model = add_adapter(LlamaForCausalLM(config), LoraSpec(r=4, dropout=dropout), seed=0)
     for name, p in model.named_parameters():  # a trained adapter: lora_B is no longer zero, so lora_A gets gradients
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
@@ -70,3 +76,19 @@ def test_checkpointing_is_off_in_evaluation():
     model.eval()
     _, calls = lora_gradients(model)
     assert calls == 2  # transformers checkpoints only in training mode
+
+
+def test_the_training_loop_checkpoints_under_bf16_autocast(tmp_path):
+    """The loop under bf16 autocast (peft's LoRA input casts off, as on a CPU with AMX and on GPUs) recomputes the
+    same tensors in backward as its forward saved: torch's checkpointing refuses a recompute that differs (with
+    LoRA dropout, the dropout's input was bf16 in the forward and fp32 in a recompute that casts)."""
+    model = tiny_model(checkpointing=True, dropout=0.1).to(torch.bfloat16)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.data = p.data.float()  # peft keeps the adapter fp32 over bf16 weights
+    precision = Precision("cpu", "bf16", "test")
+    spec = TrainingSpec(batch_size=4, epochs=1, max_tokens=64, gradient_checkpointing=True)
+    out = f"file://{tmp_path}"
+    result = train(model, examples(), examples()[:2], spec, precision, store=CheckpointStore(f"{out}/ckpt"),
+                   progress=ProgressWriter(f"{out}/progress.json", "r1"), clock=GpuClock(), pad_id=0)
+    assert result.steps == 1 and result.train_loss is not None and math.isfinite(result.train_loss)

@@ -163,8 +163,9 @@ def train(model, train_examples: list[TokenizedExample], val_examples: list[Toke
         loss_sum = 0.0
         for n, (batch, w) in enumerate(work):
             batch = batch.to(device)
-            with gradient_sync(dist, ddp, last=n == len(work) - 1):  # around forward and backward both
-                with precision.autocast(model):
+            # DDP's sync and peft's casts around forward and backward both
+            with gradient_sync(dist, ddp, last=n == len(work) - 1), precision.lora_inputs_uncast(model):
+                with precision.autocast():
                     loss = causal_lm_loss_sum(ddp, batch) * w
                 (scaler.scale(loss) if scaler else loss).backward()
             loss_sum += float(loss.detach()) / dist.world_size

@@ -39,18 +39,27 @@ class Precision:
     def autocast(self, model=None):
         """Mixed precision context: matmuls in the low precision, LoRA weights fp32.
 
-        With `model`, peft's cast of each LoRA input to the adapter's fp32 is off inside it:
-        autocast casts it back for the matmul anyway, so the cast is two copies for nothing.
+        With `model`, peft's cast of each LoRA input to the adapter's fp32 is off inside it
+        (`lora_inputs_uncast`): for a forward pass with no backward (evaluation).
         """
         if self.autocast_dtype is None:
             return torch.autocast(self.device, enabled=False)
         stack = contextlib.ExitStack()
         stack.enter_context(torch.autocast(self.device, dtype=self.autocast_dtype))
         if model is not None:
-            from peft.helpers import disable_input_dtype_casting
-
-            stack.enter_context(disable_input_dtype_casting(model))
+            stack.enter_context(self.lora_inputs_uncast(model))
         return stack
+
+    def lora_inputs_uncast(self, model):
+        """peft's cast of each LoRA input to the adapter's fp32 off, under autocast (which casts it back for the
+        matmul anyway: two copies for nothing). A training step holds it over its backward too: gradient
+        checkpointing recomputes the forward there, and a recompute that casts saves other tensors than the
+        forward did (torch refuses them)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        from peft.helpers import disable_input_dtype_casting
+
+        return disable_input_dtype_casting(model)
 
 
 def cpu_flags() -> set[str]:
