@@ -2,13 +2,15 @@
 
 "product": the demo profile (examples/demo/finetunejob.yaml: LoRA r=8 all-linear, dropout 0,
 its batchSize x gradientAccumulation and augmentation, packing with the chat template's shared prefix held
-once per row, precision auto) run through the trainer's entrypoint,
+once per row, precision auto, packed examples attending block by block on a CPU: segment_attention) run
+through the trainer's entrypoint,
 `python -m loraplane_trainer run`, as `make demo` and `loraplane train` run it, for --steps optimizer
 steps; its evaluation is cut to a few examples and no safety probes, which leaves the training
 itself as it is (tokens/s counts the training steps only). "baseline": transformers' Trainer, fp32,
 the same model, LoRA and batches per step, right-padded batches, completion-only labels,
 under the system's malloc as users run it; then the same under tcmalloc (which the product's
-entrypoint preloads), so that what the allocator alone gives is visible.
+entrypoint preloads), so that what the allocator alone gives is visible; and the product once more with
+LORAPLANE_ATTENTION=sdpa (SDPA over whole rows with the packing mask, as before the block attention).
 Figures: effective tokens/s (non-padding tokens trained per second of training), the process's
 peak RSS, and the ratio. Each variant runs in its own process so peak RSS is its own.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 import yaml
 from loraplane.api.finetunejob import FineTuneJob
 from loraplane_trainer.training.allocator import tcmalloc_library
+from loraplane_trainer.training.segment_attention import ATTENTION_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "support.jsonl"
@@ -131,7 +134,8 @@ def child(variant: str, steps: int) -> None:
 
 LABELS = {"baseline": "transformers Trainer, padded, fp32",
           "baseline-tcmalloc": "  the same under tcmalloc",
-          "product": "loraplane demo profile, entrypoint"}
+          "product": "loraplane demo profile, entrypoint",
+          "product-sdpa": "  the same, SDPA over whole rows"}
 TARGETS = "targets: >= 700 tokens/s, >= 3x the baseline, peak RSS <= 2048 MiB"
 
 
@@ -154,6 +158,8 @@ def main() -> None:
         if variant == "baseline-tcmalloc" and tcmalloc is None:
             continue
         child_env = {**env, "LD_PRELOAD": tcmalloc} if tcmalloc else env
+        if variant == "product-sdpa":  # the attention the product used before segment_attention
+            child_env = {**env, ATTENTION_ENV: "sdpa"}
         proc = subprocess.run([sys.executable, __file__, "--child", variant, "--steps", str(a.steps)],
                               env=child_env, capture_output=True, text=True)
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -167,6 +173,9 @@ def main() -> None:
     for variant, r in results.items():
         print(f"{LABELS[variant]:<38}{r['tokens_per_second']:>10.0f}{r['peak_rss_mib']:>14.0f}"
               f"{r['tokens_per_second'] / base['tokens_per_second']:>12.2f}x")
+    if "product-sdpa" in results:
+        print(f"block attention: {ours['tokens_per_second'] / results['product-sdpa']['tokens_per_second']:.2f}x "
+              "the same run with SDPA over whole rows")
     print(f"ratio (product / baseline tokens/s): {ours['tokens_per_second'] / base['tokens_per_second']:.2f}x; "
           f"product peak RSS {ours['peak_rss_mib']:.0f} MiB (whole run {ours['run_seconds']:.0f} s); {TARGETS}")
 

@@ -17,11 +17,13 @@ on a CPU only (`use`): on a GPU, SDPA's fused kernels stand (not measured agains
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
 
 SEGMENT_ATTENTION = "loraplane_segments"
+ATTENTION_ENV = "LORAPLANE_ATTENTION"  # "sdpa": keep SDPA on a CPU too (the bench's same-run comparison)
 
 # A layout is used only where its scores are no more than the dense row's, and at most this many score
 # cells a head: the probabilities of every layer are kept for backward (blocks x L x (prefix + L) x heads x
@@ -182,9 +184,10 @@ def _config(model):
 
 
 def use(model) -> bool:
-    """Switch a model that uses SDPA to this attention; False where its attention is another or fixed."""
+    """Switch a model that uses SDPA to this attention; False where its attention is another or fixed, or
+    where LORAPLANE_ATTENTION=sdpa asks to keep SDPA."""
     config = _config(model)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
+    if getattr(config, "_attn_implementation", None) != "sdpa" or os.environ.get(ATTENTION_ENV) == "sdpa":
         return False
     _register()
     model.set_attn_implementation(SEGMENT_ATTENTION)
