@@ -99,31 +99,20 @@ def layout(segments: torch.Tensor, prefix: int) -> SegmentLayout | None:
     return SegmentLayout(slots, order, hidden, starts // width if rows > 1 else None, prefix, blocks, longest)
 
 
-class _ToBlocks(torch.autograd.Function):
-    """[B * T, ...] -> [blocks * width, ...]: a gather; backward gathers the tokens' own slots back."""
+class _Regroup(torch.autograd.Function):
+    """x.index_select(0, there), whose backward is grad.index_select(0, back): a gather both ways, where
+    autograd's own backward of an index would scatter-add. Tokens to blocks: there = slots, back = order;
+    blocks to tokens: the other way round (a padding slot then takes some token's gradient, which its
+    softmax row, seeing only itself, keeps away from every real key)."""
 
     @staticmethod
-    def forward(ctx, x, lay: SegmentLayout):
-        ctx.lay = lay
-        return x.index_select(0, lay.slots)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad.index_select(0, ctx.lay.order), None
-
-
-class _FromBlocks(torch.autograd.Function):
-    """[blocks * width, ...] -> [B * T, ...]; backward hands padding slots a gradient their softmax row
-    (which sees only itself) keeps away from every real key."""
-
-    @staticmethod
-    def forward(ctx, y, lay: SegmentLayout):
-        ctx.lay = lay
-        return y.index_select(0, lay.order)
+    def forward(ctx, x, there: torch.Tensor, back: torch.Tensor):
+        ctx.back = back
+        return x.index_select(0, there)
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.index_select(0, ctx.lay.slots), None
+        return grad.index_select(0, ctx.back), None, None
 
 
 def segment_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, segments=None,
@@ -143,7 +132,8 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
 
     def blocks(x):  # [B, h, T, D] -> [blocks, h, width, D]
         h = x.shape[1]
-        return _ToBlocks.apply(x.transpose(1, 2).reshape(rows * width, h, dim), lay).view(n, length, h, dim).transpose(1, 2)
+        flat = x.transpose(1, 2).reshape(rows * width, h, dim)
+        return _Regroup.apply(flat, lay.slots, lay.order).view(n, length, h, dim).transpose(1, 2)
 
     q = blocks(query).reshape(n * kv_heads, group * length, dim)
     k, v = blocks(key), blocks(value)
@@ -166,7 +156,7 @@ def segment_attention(module, query, key, value, attention_mask, scaling=None, d
     if dropout and module.training:
         probs = torch.nn.functional.dropout(probs, p=dropout)
     out = torch.bmm(probs, v).view(n, heads, length, dim).transpose(1, 2).reshape(n * length, heads, dim)
-    return _FromBlocks.apply(out, lay).view(rows, width, heads, dim), None
+    return _Regroup.apply(out, lay.order, lay.slots).view(rows, width, heads, dim), None
 
 
 def _register() -> None:
