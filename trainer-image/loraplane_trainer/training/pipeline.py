@@ -272,7 +272,7 @@ def _load_weights(run: _Run) -> None:
     """The base model's weights (after the dataset stage: its child process does not share them)."""
     run.model, run.tokenizer = _load_model(run.ref, run.precision, run.spec.lora.quantization)
     # On a CPU, packed rows attend example by example (segment_attention): SDPA's CPU kernels compute every
-    # score of the row and were a fifth of a demo step. GPUs keep SDPA's fused kernels.
+    # score of the row and were a quarter of a demo step. GPUs keep SDPA's fused kernels.
     if run.precision.device == "cpu" and segment_attention.use(run.model):
         log.info("attention: %s (packed examples attend block by block)", segment_attention.SEGMENT_ATTENTION)
 
