@@ -168,16 +168,16 @@ def _register() -> None:
     AttentionMaskInterface.register(SEGMENT_ATTENTION, sdpa_mask)
 
 
-def _config(model):
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "config", None)
+def implementation(model) -> str | None:
+    """The attention implementation a model (inside DDP's `.module`, or peft's wrapper) runs."""
+    config = getattr(getattr(model, "module", model), "config", None)
+    return getattr(config, "_attn_implementation", None)
 
 
 def use(model) -> bool:
     """Switch a model that uses SDPA to this attention; False where its attention is another or fixed, or
     where LORAPLANE_ATTENTION=sdpa asks to keep SDPA."""
-    config = _config(model)
-    if getattr(config, "_attn_implementation", None) != "sdpa" or os.environ.get(ATTENTION_ENV) == "sdpa":
+    if implementation(model) != "sdpa" or os.environ.get(ATTENTION_ENV) == "sdpa":
         return False
     _register()
     model.set_attn_implementation(SEGMENT_ATTENTION)
@@ -185,4 +185,4 @@ def use(model) -> bool:
 
 
 def active(model) -> bool:
-    return getattr(_config(model), "_attn_implementation", None) == SEGMENT_ATTENTION
+    return implementation(model) == SEGMENT_ATTENTION

@@ -32,8 +32,7 @@ PREFIX_SEGMENT = 0
 def supported(model) -> bool:
     """Whether the model's attention (inside DDP's `.module`) honours a custom 4D mask; flash attention,
     for one, does not."""
-    config = getattr(getattr(model, "module", model), "config", None)
-    return getattr(config, "_attn_implementation", None) in MASKED_ATTENTION
+    return segment_attention.implementation(model) in MASKED_ATTENTION
 
 
 def _first_label(example: TokenizedExample) -> int:
